@@ -1,0 +1,46 @@
+"""One JSON error shape for every API failure: ``{"error": {"code", "message", "fields"}}``."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from searchapp.images import InvalidImage
+from searchapp.search import SearchError
+
+
+def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
+    body = {"error": {"code": code, "message": message}}
+    if fields:
+        body["error"]["fields"] = fields
+    return Response(body, status=http_status)
+
+
+def _flatten(detail) -> dict:
+    if isinstance(detail, dict):
+        return {
+            key: " ".join(map(str, value)) if isinstance(value, list) else str(value) for key, value in detail.items()
+        }
+    return {}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, SearchError):
+        fields = {exc.field: str(exc)} if exc.field else None
+        return error_response(exc.code, str(exc), exc.status, fields)
+    if isinstance(exc, InvalidImage):
+        return error_response("invalid_image", str(exc), status.HTTP_400_BAD_REQUEST, {"image": str(exc)})
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a real server error: Django's 500 handling and logging take over
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        message = "; ".join(f"{k}: {v}" for k, v in fields.items()) or "Invalid request."
+        code = "invalid_request"
+    else:
+        code = getattr(exc, "default_code", "error")
+        message = str(getattr(exc, "detail", exc))
+        fields = None
+    response.data = {"error": {"code": code, "message": message, **({"fields": fields} if fields else {})}}
+    return response

@@ -1,0 +1,113 @@
+"""API shapes: what a search accepts and what an image looks like."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from searchapp.models import Image
+
+
+class SearchParamsSerializer(serializers.Serializer):
+    """Shared knobs of every search."""
+
+    tags = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated tags; all must match.")
+    page = serializers.IntegerField(required=False, min_value=1, default=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=settings.LOUPE_MAX_PAGE_SIZE)
+    min_score = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
+    max_drop = serializers.FloatField(
+        required=False, min_value=0.0, max_value=0.999, help_text="Dynamic cut: largest allowed relative score drop."
+    )
+
+
+class TextSearchSerializer(SearchParamsSerializer):
+    q = serializers.CharField(
+        max_length=settings.LOUPE_MAX_QUERY_CHARS,
+        trim_whitespace=True,
+        help_text='Text query; may hold tag filters: tag:dog beach, tag:"hot dog".',
+    )
+
+
+class ImageSearchSerializer(SearchParamsSerializer):
+    image = serializers.FileField(required=False, help_text="An example image to search with (multipart).")
+    image_id = serializers.IntegerField(required=False, min_value=1, help_text="Search for images like this one.")
+
+    def validate(self, attrs):
+        if ("image" in attrs) == ("image_id" in attrs):
+            raise serializers.ValidationError({"image": "Give exactly one of 'image' (upload) and 'image_id'."})
+        return attrs
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    page_url = serializers.SerializerMethodField()
+    captions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "url", "thumbnail_url", "page_url", "width", "height", "format", "byte_size",
+            "captions", "tags", "licence", "attribution", "created_at",
+        ]  # fmt: skip
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, image: Image) -> str:
+        return self._absolute(image.file.url)
+
+    def get_thumbnail_url(self, image: Image) -> str:
+        return self._absolute(image.thumbnail.url)
+
+    def get_page_url(self, image: Image) -> str:
+        return self._absolute(f"/images/{image.pk}/")
+
+    def get_captions(self, image: Image) -> list[str]:
+        return [caption.text for caption in image.captions.all()]
+
+
+class SearchHitSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    score = serializers.FloatField()
+    image = ImageSerializer()
+
+
+class EncoderMetaSerializer(serializers.Serializer):
+    version = serializers.IntegerField(source="version_id")
+    name = serializers.CharField()
+    model = serializers.CharField(source="model_ref")
+    demo = serializers.BooleanField(source="is_demo")
+    notice = serializers.CharField()
+    requested_model = serializers.CharField()
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    results = SearchHitSerializer(many=True, source="hits")
+    meta = serializers.SerializerMethodField()
+
+    def get_meta(self, response) -> dict:
+        return {
+            "kind": response.kind,
+            "query": response.query_text,
+            "tags": list(response.tags),
+            "page": response.page,
+            "page_size": response.page_size,
+            "returned": len(response.hits),
+            "has_next": response.has_next,
+            "took_ms": response.timings_ms,
+            "encoder": EncoderMetaSerializer(response.encoder).data,
+        }
+
+
+class CaptionHitSerializer(serializers.Serializer):
+    caption = serializers.CharField(source="caption.text")
+    image_id = serializers.IntegerField(source="caption.image_id")
+    score = serializers.FloatField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """``{"error": {"code": "...", "message": "...", "fields": {"name": "why"}}}``"""
+
+    error = serializers.DictField()

@@ -1,0 +1,102 @@
+"""REST API views: validate, call the search service, serialise. Nothing else happens here."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from searchapp.api.serializers import (
+    CaptionHitSerializer,
+    ErrorSerializer,
+    ImageSearchSerializer,
+    ImageSerializer,
+    SearchResponseSerializer,
+    TextSearchSerializer,
+)
+from searchapp.images import InvalidImage, read_image
+from searchapp.models import Image
+from searchapp.search import InvalidQuery, SearchRequest, SearchService, UnknownImage
+from searchapp.tags import split_tag_list
+
+ERRORS = {400: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
+
+
+def _search_request(data: dict, **query) -> SearchRequest:
+    return SearchRequest(
+        tags=tuple(split_tag_list(data.get("tags") or "")),
+        page=data.get("page") or 1,
+        page_size=data.get("page_size") or 0,
+        min_score=data.get("min_score"),
+        max_relative_drop=data.get("max_drop"),
+        **query,
+    )
+
+
+class SearchView(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        summary="Search images by text",
+        parameters=[TextSearchSerializer],
+        responses={200: SearchResponseSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        params = TextSearchSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        response = SearchService().search(_search_request(params.validated_data, text=params.validated_data["q"]))
+        return Response(SearchResponseSerializer(response, context={"request": request}).data)
+
+    @extend_schema(
+        summary="Search images by an example image (upload) or an image of the collection (image_id)",
+        request=ImageSearchSerializer,
+        responses={200: SearchResponseSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        params = ImageSearchSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        if "image" in data:
+            upload = data["image"]
+            if upload.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+                raise InvalidImage(
+                    f"The file is {upload.size:,} bytes; the limit is {settings.LOUPE_MAX_UPLOAD_BYTES:,}."
+                )
+            search = _search_request(data, image=read_image(upload.read()))
+        else:
+            search = _search_request(data, image_id=data["image_id"])
+        response = SearchService().search(search)
+        return Response(SearchResponseSerializer(response, context={"request": request}).data)
+
+
+def _get_image(image_id: int) -> Image:
+    image = Image.objects.prefetch_related("captions").filter(pk=image_id).first()
+    if image is None:
+        raise UnknownImage(f"There is no image {image_id}.")
+    return image
+
+
+class ImageDetailView(APIView):
+    @extend_schema(summary="One image of the collection", responses={200: ImageSerializer, 404: ErrorSerializer})
+    def get(self, request: Request, image_id: int) -> Response:
+        return Response(ImageSerializer(_get_image(image_id), context={"request": request}).data)
+
+
+class ImageCaptionsView(APIView):
+    @extend_schema(
+        summary="Image to text: the collection's captions that best describe this image",
+        parameters=[OpenApiParameter("k", int, description="How many captions (1-100, default 5).")],
+        responses={200: CaptionHitSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request, image_id: int) -> Response:
+        _get_image(image_id)
+        raw_k = request.query_params.get("k", "5")
+        try:
+            k = int(raw_k)
+        except ValueError:
+            raise InvalidQuery("k must be a whole number.", field="k") from None
+        hits = SearchService().describe(image_id, k=k)
+        return Response(CaptionHitSerializer(hits, many=True).data)

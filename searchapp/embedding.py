@@ -1,0 +1,103 @@
+"""Computing and storing vectors for the collection under one encoder version, in batches.
+
+Resumable by construction: each batch commits on its own, and a run embeds only what has no
+vector yet (or everything, with ``recompute``, overwriting row by row so nothing is ever missing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from PIL import Image as PILImage
+
+from searchapp.encoders import Encoder
+from searchapp.index import ensure_hnsw_indexes
+from searchapp.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class EmbedReport:
+    images: int = 0
+    captions: int = 0
+    failed: int = 0
+
+
+def _batches(queryset, batch_size: int) -> Iterator[list]:
+    """Id-ordered batches that re-query each time, so rows embedded meanwhile are not redone."""
+    last_id = 0
+    while True:
+        batch = list(queryset.filter(pk__gt=last_id).order_by("pk")[:batch_size])
+        if not batch:
+            return
+        last_id = batch[-1].pk
+        yield batch
+
+
+def images_to_embed(version: EncoderVersion, recompute: bool = False):
+    images = Image.objects.all()
+    if not recompute:
+        images = images.exclude(embeddings__encoder_version=version)
+    return images
+
+
+def captions_to_embed(version: EncoderVersion, recompute: bool = False):
+    captions = Caption.objects.all()
+    if not recompute:
+        captions = captions.exclude(embeddings__encoder_version=version)
+    return captions
+
+
+def embed_collection(
+    encoder: Encoder,
+    version: EncoderVersion,
+    *,
+    recompute: bool = False,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> EmbedReport:
+    """Embed images and captions that lack vectors for ``version``; then make sure its indexes exist."""
+    batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
+    report = EmbedReport()
+    for batch in _batches(images_to_embed(version, recompute), batch_size):
+        opened, kept = [], []
+        for image in batch:
+            try:
+                with PILImage.open(Path(settings.MEDIA_ROOT) / image.file.name) as handle:
+                    opened.append(handle.convert("RGB"))
+                kept.append(image)
+            except OSError as exc:  # a file removed from disk behind our back: say so, go on
+                logger.error("Cannot read %s for image %s: %s", image.file.name, image.pk, exc)
+                report.failed += 1
+        vectors = encoder.encode_images(opened, batch_size=batch_size)
+        rows = [
+            ImageEmbedding(image=image, encoder_version=version, vector=vec)
+            for image, vec in zip(kept, vectors, strict=True)
+        ]
+        with transaction.atomic():
+            ImageEmbedding.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["encoder_version", "image"], update_fields=["vector"]
+            )
+        report.images += len(rows)
+        if progress:
+            progress(len(batch))
+    for batch in _batches(captions_to_embed(version, recompute), 256):
+        vectors = encoder.encode_texts([caption.text for caption in batch])
+        rows = [
+            CaptionEmbedding(caption=c, encoder_version=version, vector=v) for c, v in zip(batch, vectors, strict=True)
+        ]
+        with transaction.atomic():
+            CaptionEmbedding.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["encoder_version", "caption"], update_fields=["vector"]
+            )
+        report.captions += len(rows)
+    ensure_hnsw_indexes(version)
+    return report

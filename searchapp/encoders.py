@@ -1,0 +1,241 @@
+"""The encoder: any CLIP-family model from ``transformers`` (CLIP, SigLIP, ALIGN, ...).
+
+A model is named by a Hugging Face hub id or a local folder; both load through the same
+``from_pretrained`` path. Vectors are L2-normalised float32, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+logger = logging.getLogger(__name__)
+
+# A model folder holding this file describes itself; the demo model marks itself as such.
+MODEL_CARD_FILE = "loupe_model.json"
+DEMO_NOTICE = (
+    "Results come from an offline demo model with random weights: they have no semantic quality. "
+    "Set LOUPE_CLIP_MODEL to a hub id (with internet) or a local model folder for real search."
+)
+
+
+class EncoderLoadError(RuntimeError):
+    """The configured model could not be loaded (no network, wrong path, not a CLIP-family model)."""
+
+
+def normalise_query(text: str) -> str:
+    """The cache key of a query: surrounding and repeated white space do not change its meaning."""
+    return " ".join(text.split())
+
+
+def configure_torch_threads(threads: int = 0) -> int:
+    """Use one intra-op thread per core unless told otherwise; return the number in use."""
+    wanted = threads if threads > 0 else (os.cpu_count() or 1)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return wanted
+
+
+class Encoder:
+    """Batched text and image encoding for one loaded model, with an LRU cache for queries."""
+
+    def __init__(self, model_ref: str, *, query_cache_size: int = 4096, local_files_only: bool = False) -> None:
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        self.model_ref = model_ref
+        if not local_files_only and not Path(model_ref).is_dir():
+            local_files_only = _in_hub_cache(model_ref) or not _hub_reachable()
+        try:
+            self.model = AutoModel.from_pretrained(model_ref, local_files_only=local_files_only)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_ref, local_files_only=local_files_only)
+            self.image_processor = AutoImageProcessor.from_pretrained(
+                model_ref, local_files_only=local_files_only, use_fast=False
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise EncoderLoadError(f"Could not load model {model_ref!r}: {exc}") from exc
+        if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
+            raise EncoderLoadError(f"{model_ref!r} is not a text-image model (no get_text/image_features).")
+        self.model.eval()
+        card = self._read_model_card(model_ref)
+        self.is_demo: bool = bool(card.get("demo", False))
+        self.name: str = card.get("name") or model_ref
+        # SigLIP was trained on fixed-length text; CLIP and ALIGN on padded batches.
+        self._text_padding = "max_length" if self.model.config.model_type.startswith("siglip") else True
+        self._max_text_tokens = min(getattr(self.tokenizer, "model_max_length", 77) or 77, 512)
+        self._lock = threading.Lock()
+        self.dimension: int = int(self.encode_texts(["a photo"]).shape[1])
+        self._encode_query_cached = functools.lru_cache(maxsize=query_cache_size)(self._encode_one_query)
+
+    @staticmethod
+    def _read_model_card(model_ref: str) -> dict:
+        path = Path(model_ref) / MODEL_CARD_FILE
+        if path.is_file():
+            return json.loads(path.read_text())
+        return {}
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the weights, in parameter-name order: independent of file format."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+    # --- text ---------------------------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Encode texts into an (n, d) array of unit vectors."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            inputs = self.tokenizer(
+                batch,
+                padding=self._text_padding,
+                truncation=True,
+                max_length=self._max_text_tokens,
+                return_tensors="pt",
+            )
+            with torch.inference_mode():
+                features = self.model.get_text_features(**inputs)
+            out.append(_unit_rows(features))
+        return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """A query's vector, from the LRU cache when the same query was seen before (read-only)."""
+        return self._encode_query_cached(normalise_query(text))
+
+    def _encode_one_query(self, text: str) -> np.ndarray:
+        vector = self.encode_texts([text])[0]
+        vector.setflags(write=False)
+        return vector
+
+    def query_cache_info(self) -> functools._CacheInfo:
+        return self._encode_query_cached.cache_info()
+
+    # --- images ---------------------------------------------------------------------------------------
+    def encode_images(self, images: Sequence[PILImage.Image], batch_size: int = 32) -> np.ndarray:
+        """Encode RGB images into an (n, d) array of unit vectors."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = [image.convert("RGB") for image in images[start : start + batch_size]]
+            inputs = self.image_processor(images=batch, return_tensors="pt")
+            with torch.inference_mode():
+                features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            out.append(_unit_rows(features))
+        return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+
+
+def _in_hub_cache(model_ref: str) -> bool:
+    """Whether the hub id is already downloaded (then loading needs no network at all)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_ref, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe of the hub, so that a machine without internet fails in seconds, not a minute
+    of retries; offline mode (HF_HUB_OFFLINE=1) counts as unreachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    array = features.detach().float().cpu().numpy()
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return (array / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """Which model serves and why: the configured one, or the demo model with the reason."""
+
+    encoder: Encoder
+    requested_ref: str
+    fallback_reason: str = ""
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.fallback_reason)
+
+
+def load_configured_encoder(
+    model_ref: str, *, demo_model_dir: Path, allow_fallback: bool, query_cache_size: int = 4096
+) -> EncoderChoice:
+    """Load the configured model; when that fails and fallback is allowed, the demo model.
+
+    The fallback is never silent: the reason is logged as an error and travels with the choice,
+    and the demo model's own card marks every result it serves as demo quality.
+    """
+    try:
+        return EncoderChoice(Encoder(model_ref, query_cache_size=query_cache_size), model_ref)
+    except EncoderLoadError as exc:
+        if not allow_fallback:
+            raise
+        reason = str(exc)
+    if not (demo_model_dir / MODEL_CARD_FILE).is_file():
+        from searchapp.demo_model import build_demo_model
+
+        build_demo_model(demo_model_dir)
+    logger.error(
+        "Model %r could not be loaded (%s). Serving the offline demo model from %s instead. %s",
+        model_ref,
+        reason,
+        demo_model_dir,
+        DEMO_NOTICE,
+    )
+    encoder = Encoder(str(demo_model_dir), query_cache_size=query_cache_size, local_files_only=True)
+    return EncoderChoice(encoder, model_ref, reason)
+
+
+_choice: EncoderChoice | None = None
+_choice_lock = threading.Lock()
+
+
+def serving_encoder() -> EncoderChoice:
+    """The process-wide encoder for the configured model (loaded once, on first use)."""
+    global _choice
+    if _choice is None:
+        with _choice_lock:
+            if _choice is None:
+                from django.conf import settings
+
+                configure_torch_threads(settings.LOUPE_TORCH_THREADS)
+                _choice = load_configured_encoder(
+                    settings.LOUPE_CLIP_MODEL,
+                    demo_model_dir=settings.LOUPE_DEMO_MODEL_DIR,
+                    allow_fallback=settings.LOUPE_ENCODER_FALLBACK,
+                    query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE,
+                )
+    return _choice
+
+
+def reset_serving_encoder() -> None:
+    """Forget the loaded encoder (tests, or after the configured model changed)."""
+    global _choice
+    with _choice_lock:
+        _choice = None

@@ -1,0 +1,15 @@
+"""Forms of the search page."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=settings.LOUPE_MAX_QUERY_CHARS, strip=True)
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+class ImageSearchForm(forms.Form):
+    image = forms.FileField()

@@ -1,0 +1,35 @@
+"""manage.py embed: compute the serving encoder's vectors for every image and caption lacking them."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+from tqdm import tqdm
+
+from searchapp.embedding import embed_collection, images_to_embed
+from searchapp.versions import serving_version
+
+
+class Command(BaseCommand):
+    help = "(Re)compute embeddings for the serving encoder version in batches; resumable."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--recompute", action="store_true", help="Recompute vectors that already exist.")
+        parser.add_argument("--batch-size", type=int, default=0)
+
+    def handle(self, *args, **opts):
+        choice, version = serving_version()
+        if choice.fell_back:
+            self.stderr.write(self.style.WARNING(f"Using the demo model: {choice.fallback_reason}"))
+        pending = images_to_embed(version, opts["recompute"]).count()
+        with tqdm(total=pending, desc=f"embed {version}", unit="img", disable=None) as bar:
+            report = embed_collection(
+                choice.encoder,
+                version,
+                recompute=opts["recompute"],
+                batch_size=opts["batch_size"] or None,
+                progress=bar.update,
+            )
+        self.stdout.write(
+            f"{version}: {report.images} images and {report.captions} captions embedded"
+            + (f", {report.failed} unreadable files" if report.failed else "")
+        )

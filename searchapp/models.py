@@ -1,0 +1,111 @@
+"""The collection: images, their captions, and their vectors under each encoder version."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from pgvector.django import VectorField
+
+
+class EncoderVersion(models.Model):
+    """One set of encoder weights. Every vector in the database belongs to exactly one version.
+
+    A version is identified by where its model comes from and a fingerprint of its weights, so a
+    changed model at the same path or hub id is a new version, never silently mixed with the old.
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready", "ready"
+        RETIRED = "retired", "retired"
+
+    name = models.CharField(max_length=200)
+    model_ref = models.CharField(max_length=1000, help_text="Hugging Face hub id or local folder.")
+    fingerprint = models.CharField(max_length=64, help_text="sha256 over the weight files.")
+    dimension = models.PositiveIntegerField()
+    is_demo = models.BooleanField(
+        default=False, help_text="A random-weight demo model: its results carry no semantic quality."
+    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_ref", "fingerprint"], name="encoder_version_unique")]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} {self.name}"
+
+
+class Image(models.Model):
+    """An image of the collection, stored once by content (sha256) under MEDIA_ROOT."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(max_length=300)
+    thumbnail = models.FileField(max_length=300)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=16)
+    byte_size = models.PositiveBigIntegerField()
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    source = models.CharField(max_length=2000, blank=True, help_text="Where it was ingested from.")
+    licence = models.CharField(max_length=300, blank=True)
+    attribution = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [GinIndex(fields=["tags"], name="image_tags_gin")]
+
+    def __str__(self) -> str:
+        return f"image {self.pk} ({self.sha256[:12]})"
+
+    @property
+    def caption(self) -> str:
+        """The first caption, if any (captions are prefetched by the search service)."""
+        captions = list(self.captions.all())
+        return captions[0].text if captions else ""
+
+
+class Caption(models.Model):
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="captions")
+    text = models.TextField()
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["image_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["image", "text"], name="caption_unique_per_image")]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ImageEmbedding(models.Model):
+    """An image's vector under one encoder version (L2-normalised, so cosine = dot product).
+
+    The column has no fixed dimension; each version gets its own partial HNSW index over
+    ``vector::vector(dimension)`` (see ``searchapp.index``), so versions of different sizes coexist.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="embeddings")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    vector = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder_version", "image"], name="image_embedding_unique")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} under encoder v{self.encoder_version_id}"
+
+
+class CaptionEmbedding(models.Model):
+    """A caption's text vector under one encoder version, for image-to-text search."""
+
+    caption = models.ForeignKey(Caption, on_delete=models.CASCADE, related_name="embeddings")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    vector = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder_version", "caption"], name="caption_embedding_unique")]
+
+    def __str__(self) -> str:
+        return f"caption {self.caption_id} under encoder v{self.encoder_version_id}"

@@ -1,0 +1,222 @@
+"""The search service: one entry point for the page and the API.
+
+Text to image, image to image (an uploaded image or "more like this" an image of the collection),
+and image to text (which captions describe an image). Later stages (features, reranking,
+impression logging) plug in between retrieval and the response.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Prefetch
+
+from searchapp.cut import cut_length
+from searchapp.encoders import EncoderChoice
+from searchapp.images import CheckedImage
+from searchapp.index import Neighbour, nearest_captions, nearest_images
+from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
+from searchapp.query import QuerySyntaxError, parse_query
+from searchapp.tags import clean_tags
+from searchapp.versions import EncoderInfo, encoder_info, serving_version
+
+
+class SearchError(ValueError):
+    """A request the service refuses; ``code`` is stable for API clients, the message is for people."""
+
+    code = "invalid_search"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidQuery(SearchError):
+    code = "invalid_query"
+
+
+class UnknownImage(SearchError):
+    code = "unknown_image"
+    status = 404
+
+
+class NotIndexed(SearchError):
+    code = "not_indexed"
+    status = 409
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to search for. Exactly one of ``text``, ``image_id`` and ``image`` is given."""
+
+    text: str = ""
+    image_id: int | None = None
+    image: CheckedImage | None = None
+    tags: tuple[str, ...] = ()
+    page: int = 1
+    page_size: int = 0  # 0: the configured default
+    min_score: float | None = None
+    max_relative_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image: Image
+    score: float
+    position: int  # 1-based, over the whole ranked list
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    kind: str  # "text", "image" or "similar"
+    query_text: str
+    tags: tuple[str, ...]
+    hits: list[SearchHit]
+    page: int
+    page_size: int
+    has_next: bool
+    encoder: EncoderInfo
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def first_position(self) -> int:
+        return self.hits[0].position if self.hits else 0
+
+    @property
+    def last_position(self) -> int:
+        return self.hits[-1].position if self.hits else 0
+
+
+@dataclass(frozen=True)
+class CaptionHit:
+    caption: Caption
+    score: float
+
+
+class SearchService:
+    """Runs searches with the serving encoder (or the one given, for tests and benchmarks)."""
+
+    def __init__(self, choice: EncoderChoice | None = None, version: EncoderVersion | None = None) -> None:
+        if choice is None:
+            choice, version = serving_version()
+        elif version is None:
+            from searchapp.versions import version_for
+
+            version = version_for(choice)
+        self.choice = choice
+        self.encoder = choice.encoder
+        self.version = version
+
+    @property
+    def info(self) -> EncoderInfo:
+        return encoder_info(self.choice, self.version)
+
+    def validate(self, request: SearchRequest) -> tuple[str, tuple[str, ...], int, int]:
+        given = sum([bool(request.text.strip()), request.image_id is not None, request.image is not None])
+        if given == 0:
+            raise InvalidQuery("Type something to search for, or give an image.", field="q")
+        if given > 1:
+            raise InvalidQuery("Search by text, by image id or by uploaded image: one at a time.")
+        if len(request.text) > settings.LOUPE_MAX_QUERY_CHARS:
+            raise InvalidQuery(
+                f"The query is {len(request.text)} characters; the limit is {settings.LOUPE_MAX_QUERY_CHARS}.",
+                field="q",
+            )
+        try:
+            parsed = parse_query(request.text) if request.text else None
+        except QuerySyntaxError as exc:
+            raise InvalidQuery(str(exc), field="q") from None
+        if parsed is not None and not parsed.text:
+            raise InvalidQuery("Type something to search for.", field="q")
+        tags = tuple(clean_tags([*(parsed.tags if parsed else ()), *request.tags]))
+        page_size = request.page_size or settings.LOUPE_PAGE_SIZE
+        if not 1 <= page_size <= settings.LOUPE_MAX_PAGE_SIZE:
+            raise InvalidQuery(f"page_size must be between 1 and {settings.LOUPE_MAX_PAGE_SIZE}.", field="page_size")
+        if request.page < 1:
+            raise InvalidQuery("page starts at 1.", field="page")
+        if request.page * page_size > settings.LOUPE_MAX_CANDIDATES:
+            raise InvalidQuery(
+                f"Results go {settings.LOUPE_MAX_CANDIDATES} deep; page {request.page} is past that.", field="page"
+            )
+        if request.max_relative_drop is not None and not 0 <= request.max_relative_drop < 1:
+            raise InvalidQuery("max_drop must be at least 0 and below 1.", field="max_drop")
+        if request.min_score is not None and not -1 <= request.min_score <= 1:
+            raise InvalidQuery("min_score must be between -1 and 1.", field="min_score")
+        return (parsed.text if parsed else ""), tags, request.page, page_size
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        text, tags, page, page_size = self.validate(request)
+        exclude: list[int] = []
+        if request.image_id is not None:
+            kind = "similar"
+            vector = self._stored_vector(request.image_id)
+            exclude.append(request.image_id)
+        elif request.image is not None:
+            kind = "image"
+            vector = self.encoder.encode_images([request.image.open()])[0]
+        else:
+            kind = "text"
+            vector = self.encoder.encode_query(text)
+        encoded = time.perf_counter()
+
+        # One result past the page tells whether a next page exists without counting them all.
+        depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
+        neighbours = nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude)
+        retrieved = time.perf_counter()
+
+        ranked = self._cut(neighbours, request)
+        start = (page - 1) * page_size
+        page_items = ranked[start : start + page_size]
+        images = self._load_images([n.id for n in page_items])
+        hits = [SearchHit(images[n.id], n.score, start + i + 1) for i, n in enumerate(page_items) if n.id in images]
+        done = time.perf_counter()
+        return SearchResponse(
+            kind=kind,
+            query_text=text,
+            tags=tags,
+            hits=hits,
+            page=page,
+            page_size=page_size,
+            has_next=len(ranked) > start + page_size,
+            encoder=self.info,
+            timings_ms={
+                "encode": round((encoded - started) * 1000, 2),
+                "retrieve": round((retrieved - encoded) * 1000, 2),
+                "total": round((done - started) * 1000, 2),
+            },
+        )
+
+    def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
+        """Image to text: the captions of the collection that best describe this image."""
+        if not 1 <= k <= 100:
+            raise InvalidQuery("k must be between 1 and 100.", field="k")
+        vector = self._stored_vector(image_id)
+        neighbours = nearest_captions(self.version, vector, k=k)
+        captions = Caption.objects.in_bulk([n.id for n in neighbours])
+        return [CaptionHit(captions[n.id], n.score) for n in neighbours if n.id in captions]
+
+    def _stored_vector(self, image_id: int):
+        if not Image.objects.filter(pk=image_id).exists():
+            raise UnknownImage(f"There is no image {image_id}.", field="image_id")
+        row = ImageEmbedding.objects.filter(image_id=image_id, encoder_version=self.version).first()
+        if row is None:
+            raise NotIndexed(f"Image {image_id} has no vector for the serving encoder yet; try again shortly.")
+        return row.vector
+
+    @staticmethod
+    def _cut(neighbours: list[Neighbour], request: SearchRequest) -> list[Neighbour]:
+        min_score = request.min_score if request.min_score is not None else settings.LOUPE_MIN_SCORE
+        drop = request.max_relative_drop if request.max_relative_drop is not None else settings.LOUPE_MAX_RELATIVE_DROP
+        keep = cut_length([n.score for n in neighbours], min_score=min_score, max_relative_drop=drop)
+        return neighbours[:keep]
+
+    @staticmethod
+    def _load_images(ids: list[int]) -> dict[int, Image]:
+        queryset = Image.objects.filter(pk__in=ids).prefetch_related(
+            Prefetch("captions", queryset=Caption.objects.order_by("position"))
+        )
+        return {image.pk: image for image in queryset}

