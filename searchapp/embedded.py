@@ -273,7 +273,6 @@ class EmbeddedRedis:
         deadline = time.monotonic() + 10
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        logger.info("Stopped embedded Redis (pid %s)", pid)
 
 
 _redis: EmbeddedRedis | None = None

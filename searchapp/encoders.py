@@ -54,6 +54,8 @@ class Encoder:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         self.model_ref = model_ref
+        if model_ref.startswith(("/", "./", "../", "~")) and not Path(model_ref).expanduser().is_dir():
+            raise EncoderLoadError(f"Could not load model {model_ref!r}: there is no such folder.")
         if not local_files_only and not Path(model_ref).is_dir():
             local_files_only = _in_hub_cache(model_ref) or not _hub_reachable()
         try:

@@ -34,6 +34,9 @@ def ensure_hnsw_indexes(version: EncoderVersion) -> None:
     """Create the version's HNSW indexes over image and caption vectors if they are missing."""
     d = int(version.dimension)
     with connection.cursor() as cursor:
+        # Foreign keys are checked at commit; inside a caller's transaction CREATE INDEX refuses to
+        # run while such checks are pending, so run them now.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table in ("searchapp_imageembedding", "searchapp_captionembedding"):
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {_index_name(table, version)} ON {table} "

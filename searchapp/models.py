@@ -87,7 +87,7 @@ class ImageEmbedding(models.Model):
     """
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="embeddings")
-    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="image_embeddings")
     vector = VectorField()
 
     class Meta:
@@ -101,7 +101,7 @@ class CaptionEmbedding(models.Model):
     """A caption's text vector under one encoder version, for image-to-text search."""
 
     caption = models.ForeignKey(Caption, on_delete=models.CASCADE, related_name="embeddings")
-    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="caption_embeddings")
     vector = VectorField()
 
     class Meta:

@@ -56,3 +56,9 @@ def encoder_info(choice: EncoderChoice, version: EncoderVersion) -> EncoderInfo:
         requested_model=choice.requested_ref,
         fallback_reason=choice.fallback_reason,
     )
+
+
+def forget_serving_version() -> None:
+    """Drop the cached version row (tests roll back their rows; a retired version is re-read)."""
+    global _serving
+    _serving = None

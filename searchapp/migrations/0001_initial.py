@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('vector', pgvector.django.vector.VectorField()),
                 ('caption', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='searchapp.caption')),
-                ('encoder_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='searchapp.encoderversion')),
+                ('encoder_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='caption_embeddings', to='searchapp.encoderversion')),
             ],
         ),
         migrations.CreateModel(
@@ -82,7 +82,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('vector', pgvector.django.vector.VectorField()),
-                ('encoder_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='searchapp.encoderversion')),
+                ('encoder_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='image_embeddings', to='searchapp.encoderversion')),
                 ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='searchapp.image')),
             ],
         ),

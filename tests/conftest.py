@@ -1,0 +1,93 @@
+"""Shared fixtures: the demo model, a private MEDIA_ROOT, and small builders for images."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from PIL import Image as PILImage
+
+from searchapp.demo_model import build_demo_model
+from searchapp.encoders import MODEL_CARD_FILE
+
+SHARED = Path(settings.BASE_DIR).parent / "shared"
+DATASETS = SHARED / "datasets"
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+
+
+def pytest_sessionstart(session) -> None:
+    model_dir = Path(settings.LOUPE_CLIP_MODEL)
+    if not (model_dir / MODEL_CARD_FILE).is_file():
+        build_demo_model(model_dir)
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory):
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+    return settings.MEDIA_ROOT
+
+
+def image_bytes(seed: int = 0, size: tuple[int, int] = (96, 72), fmt: str = "PNG") -> bytes:
+    """A small image whose pixels depend on ``seed``, so different seeds give different content."""
+    rng = random.Random(seed)
+    image = PILImage.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    pixels = image.load()
+    for _ in range(200):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        pixels[x, y] = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_images(folder: Path, seeds, fmt: str = "PNG") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"img_{seed}.{fmt.lower()}"
+        path.write_bytes(image_bytes(seed, fmt=fmt))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def service(db):
+    from searchapp.search import SearchService
+
+    return SearchService()
+
+
+def build_collection(service) -> list:
+    """Twelve embedded images with captions and tags; returns the Image rows in insertion order."""
+    from searchapp.embedding import embed_collection
+    from searchapp.images import read_image
+    from searchapp.ingestion.service import add_image
+
+    images = []
+    for seed in range(12):
+        image, _ = add_image(
+            read_image(image_bytes(seed)),
+            captions=[f"caption {seed} of a test picture", f"another view number {seed}"],
+            tags=["even" if seed % 2 == 0 else "odd", f"s{seed}"],
+        )
+        images.append(image)
+    embed_collection(service.encoder, service.version)
+    return images
+
+
+@pytest.fixture
+def collection(db, service):
+    return build_collection(service)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_serving_version():
+    """Each test's transaction is rolled back, the cached version row with it."""
+    from searchapp.versions import forget_serving_version
+
+    forget_serving_version()
+    yield
+    forget_serving_version()

@@ -1,0 +1,54 @@
+"""A real Celery worker on the embedded Redis runs the embedding task against the test database."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from searchapp.embedded import embedded_redis
+from searchapp.images import read_image
+from searchapp.ingestion.service import add_image
+from searchapp.models import CaptionEmbedding, ImageEmbedding
+from tests.conftest import image_bytes
+from workers.tasks import embed_missing
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """Held for the whole session (released at exit), so result listeners never lose their server."""
+    return embedded_redis(settings.VAR_DIR).acquire()
+
+
+@pytest.fixture
+def worker(transactional_db, redis_url, media_root):
+    db = connection.settings_dict
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}",
+        REDIS_URL=redis_url,
+        LOUPE_MEDIA_ROOT=str(media_root),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "solo", "--loglevel", "WARNING",
+         "-Q", "celery", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        cwd=Path(settings.BASE_DIR), env=env,
+    )  # fmt: skip
+    yield process
+    process.terminate()
+    process.wait(30)
+
+
+def test_worker_embeds_images_added_without_vectors(worker):
+    for seed in range(3):
+        add_image(read_image(image_bytes(seed)), captions=[f"caption {seed}"])
+    assert ImageEmbedding.objects.count() == 0
+    result = embed_missing.delay().get(timeout=120)
+    assert result["images"] == 3 and result["captions"] == 3 and result["failed"] == 0
+    assert ImageEmbedding.objects.count() == 3 and CaptionEmbedding.objects.count() == 3
+    # Running it again finds nothing left to do.
+    assert embed_missing.delay().get(timeout=120)["images"] == 0
