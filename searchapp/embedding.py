@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
@@ -65,6 +66,20 @@ def embed_collection(
     progress: Progress | None = None,
 ) -> EmbedReport:
     """Embed images and captions that lack vectors for ``version``; then make sure its indexes exist."""
+    report = embed_images(encoder, version, recompute=recompute, batch_size=batch_size, progress=progress)
+    report.captions = embed_captions(encoder.encode_texts, version, recompute=recompute)
+    ensure_hnsw_indexes(version)
+    return report
+
+
+def embed_images(
+    encoder: Encoder,
+    version: EncoderVersion,
+    *,
+    recompute: bool = False,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> EmbedReport:
     batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
     report = EmbedReport()
     for batch in _batches(images_to_embed(version, recompute), batch_size):
@@ -89,8 +104,16 @@ def embed_collection(
         report.images += len(rows)
         if progress:
             progress(len(batch))
+    return report
+
+
+def embed_captions(
+    encode_texts: Callable[[list[str]], np.ndarray], version: EncoderVersion, *, recompute: bool = False
+) -> int:
+    """Text vectors for captions lacking them under ``version`` (a CLIP text tower or a sentence model)."""
+    done = 0
     for batch in _batches(captions_to_embed(version, recompute), 256):
-        vectors = encoder.encode_texts([caption.text for caption in batch])
+        vectors = encode_texts([caption.text for caption in batch])
         rows = [
             CaptionEmbedding(caption=c, encoder_version=version, vector=v) for c, v in zip(batch, vectors, strict=True)
         ]
@@ -98,6 +121,19 @@ def embed_collection(
             CaptionEmbedding.objects.bulk_create(
                 rows, update_conflicts=True, unique_fields=["encoder_version", "caption"], update_fields=["vector"]
             )
-        report.captions += len(rows)
-    ensure_hnsw_indexes(version)
-    return report
+        done += len(rows)
+    return done
+
+
+def embed_everything_missing(progress: Progress | None = None) -> dict:
+    """What the ingest command and the periodic task run: the serving encoder, then the text channel."""
+    from searchapp.versions import sentence_version, serving_version
+
+    choice, version = serving_version()
+    report = embed_collection(choice.encoder, version, progress=progress)
+    result = {"version": version.pk, "images": report.images, "captions": report.captions, "failed": report.failed}
+    sentence_encoder, text_version = sentence_version()
+    if sentence_encoder is not None:
+        result["text_captions"] = embed_captions(sentence_encoder.encode_texts, text_version)
+        ensure_hnsw_indexes(text_version)
+    return result

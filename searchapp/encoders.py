@@ -54,10 +54,7 @@ class Encoder:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
         self.model_ref = model_ref
-        if model_ref.startswith(("/", "./", "../", "~")) and not Path(model_ref).expanduser().is_dir():
-            raise EncoderLoadError(f"Could not load model {model_ref!r}: there is no such folder.")
-        if not local_files_only and not Path(model_ref).is_dir():
-            local_files_only = _in_hub_cache(model_ref) or not _hub_reachable()
+        local_files_only = offline_only(model_ref, local_files_only)
         try:
             self.model = AutoModel.from_pretrained(model_ref, local_files_only=local_files_only)
             self.tokenizer = AutoTokenizer.from_pretrained(model_ref, local_files_only=local_files_only)
@@ -88,12 +85,7 @@ class Encoder:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over the weights, in parameter-name order: independent of file format."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()
+        return weights_fingerprint(self.model)
 
     # --- text ---------------------------------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -110,7 +102,7 @@ class Encoder:
             )
             with torch.inference_mode():
                 features = self.model.get_text_features(**inputs)
-            out.append(_unit_rows(features))
+            out.append(unit_rows(features))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -134,8 +126,29 @@ class Encoder:
             inputs = self.image_processor(images=batch, return_tensors="pt")
             with torch.inference_mode():
                 features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
-            out.append(_unit_rows(features))
+            out.append(unit_rows(features))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the weights, in parameter-name order: independent of file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def offline_only(model_ref: str, local_files_only: bool = False) -> bool:
+    """Whether loading must not touch the network: a folder, a hub id already cached, or no hub.
+
+    Raises :class:`EncoderLoadError` at once for a path-like reference that is not a folder.
+    """
+    if model_ref.startswith(("/", "./", "../", "~")) and not Path(model_ref).expanduser().is_dir():
+        raise EncoderLoadError(f"Could not load model {model_ref!r}: there is no such folder.")
+    if local_files_only or Path(model_ref).is_dir():
+        return local_files_only
+    return _in_hub_cache(model_ref) or not _hub_reachable()
 
 
 def _in_hub_cache(model_ref: str) -> bool:
@@ -166,7 +179,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _unit_rows(features: torch.Tensor) -> np.ndarray:
+def unit_rows(features: torch.Tensor) -> np.ndarray:
     array = features.detach().float().cpu().numpy()
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return (array / np.maximum(norms, 1e-12)).astype(np.float32)

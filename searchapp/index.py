@@ -118,3 +118,67 @@ def _run_nearest(sql: str, params: list, *, k: int, exact: bool, filtered: bool)
     # relaxed_order may return near-ties slightly out of order: re-sort by the exact distance.
     rows.sort(key=lambda row: row[1])
     return [Neighbour(int(row_id), 1.0 - float(distance)) for row_id, distance in rows]
+
+
+def nearest_caption_images(
+    version: EncoderVersion,
+    vector: np.ndarray,
+    *,
+    k: int,
+    tags: Sequence[str] = (),
+    exclude_ids: Sequence[int] = (),
+    min_similarity: float = -1.0,
+) -> list[Neighbour]:
+    """Images ranked by their best-matching caption's vector (the caption-vector channel).
+
+    Looks at the ``4k`` nearest captions (an image has several), keeps each image's best one.
+    """
+    d = int(version.dimension)
+    where = ["e.encoder_version_id = %s"]
+    params: list = [version.pk]
+    if tags:
+        where.append("i.tags @> %s::varchar[]")
+        params.append(list(tags))
+    if exclude_ids:
+        where.append("NOT (c.image_id = ANY(%s))")
+        params.append(list(exclude_ids))
+    sql = (
+        f"SELECT c.image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
+        "FROM searchapp_captionembedding e JOIN searchapp_caption c ON c.id = e.caption_id "
+        f"{'JOIN searchapp_image i ON i.id = c.image_id' if tags else ''} "
+        f"WHERE {' AND '.join(where)} ORDER BY distance LIMIT %s"
+    )
+    rows = _run_nearest(sql, [vector_literal(vector), *params, 4 * int(k)], k=4 * k, exact=False, filtered=bool(tags))
+    best: dict[int, float] = {}
+    for row in rows:
+        if row.score >= min_similarity and row.id not in best:
+            best[row.id] = row.score
+    return [Neighbour(image_id, score) for image_id, score in list(best.items())[:k]]
+
+
+def similarities(version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]) -> dict[int, float]:
+    """Exact cosine between ``vector`` and each listed image's vector (for candidates from other channels)."""
+    if not image_ids:
+        return {}
+    d = int(version.dimension)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT image_id, 1 - (vector::vector({d}) <=> %s::vector({d})) FROM searchapp_imageembedding "
+            "WHERE encoder_version_id = %s AND image_id = ANY(%s)",
+            [vector_literal(vector), version.pk, list(image_ids)],
+        )
+        return {int(image_id): float(score) for image_id, score in cursor.fetchall()}
+
+
+def text_availability(image_ids: Sequence[int]) -> dict[int, tuple[bool, bool]]:
+    """For each image: (has a full-text document with words, has captions)."""
+    if not image_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.id, coalesce(length(i.text_document), 0) > 0, "
+            "EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id) "
+            "FROM searchapp_image i WHERE i.id = ANY(%s)",
+            [list(image_ids)],
+        )
+        return {int(image_id): (bool(has_doc), bool(has_captions)) for image_id, has_doc, has_captions in cursor}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from pgvector.django import VectorField
 
@@ -19,6 +20,11 @@ class EncoderVersion(models.Model):
         READY = "ready", "ready"
         RETIRED = "retired", "retired"
 
+    class Kind(models.TextChoices):
+        IMAGE_TEXT = "image_text", "image-text (CLIP family)"
+        SENTENCE = "sentence", "sentence (text only)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.IMAGE_TEXT)
     name = models.CharField(max_length=200)
     model_ref = models.CharField(max_length=1000, help_text="Hugging Face hub id or local folder.")
     fingerprint = models.CharField(max_length=64, help_text="sha256 over the weight files.")
@@ -28,6 +34,12 @@ class EncoderVersion(models.Model):
     )
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    fusion_weight = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Weight of this encoder's channel in rank fusion, as measured by `evaluate --calibrate`. "
+        "Empty: 1, or 0 for a demo model (declared to have no semantic quality).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -35,6 +47,12 @@ class EncoderVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.pk} {self.name}"
+
+    @property
+    def channel_weight(self) -> float:
+        if self.fusion_weight is not None:
+            return self.fusion_weight
+        return 0.0 if self.is_demo else 1.0
 
 
 class Image(models.Model):
@@ -52,9 +70,14 @@ class Image(models.Model):
     licence = models.CharField(max_length=300, blank=True)
     attribution = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Tags (weight A) and captions (weight B) for full-text search; kept by searchapp.text_index.
+    text_document = SearchVectorField(null=True, editable=False)
 
     class Meta:
-        indexes = [GinIndex(fields=["tags"], name="image_tags_gin")]
+        indexes = [
+            GinIndex(fields=["tags"], name="image_tags_gin"),
+            GinIndex(fields=["text_document"], name="image_text_document_gin"),
+        ]
 
     def __str__(self) -> str:
         return f"image {self.pk} ({self.sha256[:12]})"

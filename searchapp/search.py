@@ -15,12 +15,21 @@ from django.db.models import Prefetch
 
 from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
+from searchapp.fusion import reciprocal_rank_fusion
 from searchapp.images import CheckedImage
-from searchapp.index import Neighbour, nearest_captions, nearest_images
+from searchapp.index import (
+    Neighbour,
+    nearest_caption_images,
+    nearest_captions,
+    nearest_images,
+    similarities,
+    text_availability,
+)
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.tags import clean_tags
-from searchapp.versions import EncoderInfo, encoder_info, serving_version
+from searchapp.text_index import full_text_matches
+from searchapp.versions import EncoderInfo, encoder_info, sentence_version, serving_version
 
 
 class SearchError(ValueError):
@@ -65,8 +74,14 @@ class SearchRequest:
 @dataclass(frozen=True)
 class SearchHit:
     image: Image
-    score: float
+    score: float  # the ranking score: fused (0-1) with text channels, else the CLIP cosine
     position: int  # 1-based, over the whole ranked list
+    similarity: float | None = None  # CLIP cosine between the query and the image
+    channels: tuple[str, ...] = ("clip",)  # which channels found it: clip, caption, fts
+
+    @property
+    def matched_text(self) -> bool:
+        return "caption" in self.channels or "fts" in self.channels
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class SearchResponse:
     has_next: bool
     encoder: EncoderInfo
     timings_ms: dict[str, float] = field(default_factory=dict)
+    channel_weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def first_position(self) -> int:
@@ -165,14 +181,25 @@ class SearchService:
 
         # One result past the page tells whether a next page exists without counting them all.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
-        neighbours = nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude)
+        clip = self._cut(nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude), request)
+        rankings = {"clip": [n.id for n in clip]}
+        weights = {"clip": self.version.channel_weight}
+        if kind == "text":
+            self._text_channels(text, max(depth, settings.LOUPE_CHANNEL_DEPTH), tags, rankings, weights)
         retrieved = time.perf_counter()
 
-        ranked = self._cut(neighbours, request)
+        if len(rankings) == 1:
+            ranked = [(n.id, n.score, n.score, ("clip",)) for n in clip]
+        else:
+            ranked = self._fuse(rankings, weights, {n.id: n.score for n in clip}, vector)
         start = (page - 1) * page_size
         page_items = ranked[start : start + page_size]
-        images = self._load_images([n.id for n in page_items])
-        hits = [SearchHit(images[n.id], n.score, start + i + 1) for i, n in enumerate(page_items) if n.id in images]
+        images = self._load_images([image_id for image_id, *_ in page_items])
+        hits = [
+            SearchHit(images[image_id], score, start + i + 1, similarity, channels)
+            for i, (image_id, score, similarity, channels) in enumerate(page_items)
+            if image_id in images
+        ]
         done = time.perf_counter()
         return SearchResponse(
             kind=kind,
@@ -188,7 +215,39 @@ class SearchService:
                 "retrieve": round((retrieved - encoded) * 1000, 2),
                 "total": round((done - started) * 1000, 2),
             },
+            channel_weights={name: weights[name] for name in rankings},
         )
+
+    def _text_channels(self, text: str, depth: int, tags, rankings: dict, weights: dict) -> None:
+        """Add the full-text and caption-vector channels' rankings (when the text channel is on)."""
+        if not settings.LOUPE_TEXT_CHANNEL:
+            return
+        rankings["fts"] = [n.id for n in full_text_matches(text, k=depth, tags=tags)]
+        weights["fts"] = settings.LOUPE_FTS_WEIGHT
+        sentence_encoder, text_version = sentence_version()
+        if sentence_encoder is not None:
+            matches = nearest_caption_images(
+                text_version,
+                sentence_encoder.encode_query(text),
+                k=depth,
+                tags=tags,
+                min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
+            )
+            rankings["caption"] = [n.id for n in matches]
+            weights["caption"] = text_version.channel_weight
+
+    def _fuse(self, rankings: dict, weights: dict, clip_scores: dict[int, float], vector) -> list[tuple]:
+        candidate_ids = list({image_id for ranking in rankings.values() for image_id in ranking})
+        available = text_availability(candidate_ids)
+        missing = [image_id for image_id in candidate_ids if image_id not in clip_scores]
+        clip_scores = {**clip_scores, **similarities(self.version, vector, missing)}
+
+        def eligible(channel: str, image_id: int) -> bool:
+            has_document, has_captions = available.get(image_id, (False, False))
+            return {"clip": True, "fts": has_document, "caption": has_captions}[channel]
+
+        fused = reciprocal_rank_fusion(rankings, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
+        return [(c.image_id, c.score, clip_scores.get(c.image_id), tuple(c.channels)) for c in fused]
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
         """Image to text: the captions of the collection that best describe this image."""

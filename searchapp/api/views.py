@@ -15,11 +15,13 @@ from searchapp.api.serializers import (
     ImageSearchSerializer,
     ImageSerializer,
     SearchResponseSerializer,
+    TagSuggestionSerializer,
     TextSearchSerializer,
 )
 from searchapp.images import InvalidImage, read_image
 from searchapp.models import Image
 from searchapp.search import InvalidQuery, SearchRequest, SearchService, UnknownImage
+from searchapp.tag_stats import tag_suggestions
 from searchapp.tags import split_tag_list
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
@@ -100,3 +102,25 @@ class ImageCaptionsView(APIView):
             raise InvalidQuery("k must be a whole number.", field="k") from None
         hits = SearchService().describe(image_id, k=k)
         return Response(CaptionHitSerializer(hits, many=True).data)
+
+
+class TagSuggestionsView(APIView):
+    @extend_schema(
+        summary="Tag suggestions: the collection's most used tags starting with a prefix",
+        parameters=[
+            OpenApiParameter("prefix", str, description="What the user typed so far (may be empty)."),
+            OpenApiParameter("limit", int, description="How many (1-50, default 10)."),
+        ],
+        responses={200: TagSuggestionSerializer(many=True), 400: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        prefix = request.query_params.get("prefix", "")
+        if len(prefix) > 100:
+            raise InvalidQuery("prefix is at most 100 characters.", field="prefix")
+        try:
+            limit = int(request.query_params.get("limit", "10"))
+        except ValueError:
+            raise InvalidQuery("limit must be a whole number.", field="limit") from None
+        if not 1 <= limit <= 50:
+            raise InvalidQuery("limit must be between 1 and 50.", field="limit")
+        return Response(TagSuggestionSerializer(tag_suggestions(prefix, limit=limit), many=True).data)

@@ -12,6 +12,7 @@ from searchapp.images import CheckedImage, InvalidImage, read_image, store_origi
 from searchapp.ingestion.sources import IngestItem
 from searchapp.models import Caption, Image
 from searchapp.tags import clean_tags
+from searchapp.text_index import refresh_text_documents
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def add_image(
             Caption.objects.bulk_create(
                 Caption(image=image, text=text, position=i) for i, text in enumerate(unique_captions)
             )
+            refresh_text_documents([image.pk])
     return image, created
 
 

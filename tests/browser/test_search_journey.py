@@ -54,3 +54,11 @@ def test_search_with_an_uploaded_image(live_server, live_collection, page, scree
 def test_bad_input_shows_a_clear_message(live_server, live_collection, page):
     page.goto(live_server.url + "/?q=tag:")
     assert "empty tag" in page.get_by_role("alert").inner_text()
+
+
+def test_tag_suggestions_while_typing(live_server, live_collection, page):
+    page.goto(live_server.url + "/")
+    page.get_by_label("Search images").press_sequentially("beach tag:od")
+    page.wait_for_function("document.querySelectorAll('#tag-suggestions option').length > 0")
+    values = page.eval_on_selector_all("#tag-suggestions option", "options => options.map(o => o.value)")
+    assert values == ["beach tag:odd "]

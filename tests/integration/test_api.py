@@ -94,3 +94,22 @@ def test_openapi_schema_and_docs(api):
     assert {"get", "post"} <= set(schema["paths"]["/api/v1/search"])
     docs = api.get("/api/v1/docs")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_results_say_which_channels_found_them(api, collection):
+    body = api.get("/api/v1/search", {"q": "another view number 3", "page_size": 3}).json()
+    first = body["results"][0]
+    assert first["image"]["id"] == collection[3].pk and first["matched_text"] is True
+    assert "caption" in first["channels"] and isinstance(first["similarity"], float)
+    assert body["meta"]["channel_weights"] == {"clip": 0.0, "fts": 1.0, "caption": 1.0}
+
+
+def test_tag_suggestions(api, collection):
+    body = api.get("/api/v1/tags", {"prefix": "Ev"}).json()
+    assert body == [{"tag": "even", "images": 6}]
+    top = api.get("/api/v1/tags", {"limit": 2}).json()
+    assert [item["images"] for item in top] == [6, 6] and {item["tag"] for item in top} == {"even", "odd"}
+    assert api.get("/api/v1/tags", {"prefix": "%"}).json() == []  # LIKE wildcards are literal
+    assert_error(api.get("/api/v1/tags", {"limit": 0}), 400, "invalid_query")
+    assert_error(api.get("/api/v1/tags", {"limit": "x"}), 400, "invalid_query")
+    assert_error(api.get("/api/v1/tags", {"prefix": "x" * 101}), 400, "invalid_query")

@@ -72,3 +72,9 @@ def test_admin_lists_images_and_encoder_versions(admin_client, collection):
 def test_admin_requires_staff(client):
     response = client.get("/admin/searchapp/image/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_tag_facet_and_text_match_hint(client, collection):
+    html = client.get("/", {"q": "another view number 3"}).content.decode()
+    assert 'aria-label="Popular tags"' in html and "tag:even" in html
+    assert "matched caption/tag" in html

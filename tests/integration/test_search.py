@@ -11,6 +11,12 @@ from tests.conftest import image_bytes
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def clip_only(settings):
+    """These tests pin the CLIP channel's mechanics; the text channel has its own tests."""
+    settings.LOUPE_TEXT_CHANNEL = False
+
+
 def exact_order(service, vector, image_ids=None):
     rows = ImageEmbedding.objects.filter(encoder_version=service.version)
     if image_ids is not None:
@@ -20,7 +26,7 @@ def exact_order(service, vector, image_ids=None):
     return [ids[i] for i in np.argsort(-scores)], np.sort(scores)[::-1]
 
 
-def test_text_search_ranks_by_cosine_like_an_exact_scan(service, collection):
+def test_text_search_ranks_by_cosine_like_an_exact_scan(service, collection, clip_only):
     response = service.search(SearchRequest(text="a picture of something", page_size=12))
     expected_ids, expected_scores = exact_order(service, service.encoder.encode_query("a picture of something"))
     assert [hit.image.pk for hit in response.hits] == expected_ids
@@ -29,7 +35,7 @@ def test_text_search_ranks_by_cosine_like_an_exact_scan(service, collection):
     assert response.kind == "text" and response.encoder.is_demo and not response.has_next
 
 
-def test_paging_walks_the_same_ranking(service, collection):
+def test_paging_walks_the_same_ranking(service, collection, clip_only):
     full = [h.image.pk for h in service.search(SearchRequest(text="tree", page_size=12)).hits]
     page1 = service.search(SearchRequest(text="tree", page_size=5))
     page3 = service.search(SearchRequest(text="tree", page_size=5, page=3))
@@ -54,7 +60,7 @@ def test_search_by_uploaded_image_finds_the_same_image_first(service, collection
     assert response.hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
-def test_tag_filter_returns_only_and_all_matching_images(service, collection):
+def test_tag_filter_returns_only_and_all_matching_images(service, collection, clip_only):
     response = service.search(SearchRequest(text="tag:even photo", page_size=50))
     expected, _ = exact_order(service, service.encoder.encode_query("photo"), [i.pk for i in collection[::2]])
     assert [h.image.pk for h in response.hits] == expected
@@ -73,7 +79,7 @@ def test_image_to_text_returns_the_nearest_captions(service, collection):
     assert [h.caption.text for h in hits] == [texts[i] for i in best]
 
 
-def test_fixed_and_dynamic_cuts_shorten_the_list(service, collection):
+def test_fixed_and_dynamic_cuts_shorten_the_list(service, collection, clip_only):
     full = service.search(SearchRequest(text="photo", page_size=12)).hits
     threshold = full[5].score
     cut = service.search(SearchRequest(text="photo", page_size=12, min_score=threshold)).hits

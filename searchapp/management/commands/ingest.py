@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from searchapp.embedding import embed_collection
+from searchapp.embedding import embed_everything_missing, images_to_embed
 from searchapp.ingestion.service import ingest_items
 from searchapp.ingestion.sources import SourceError, detect_items
 from searchapp.versions import serving_version
@@ -52,10 +52,8 @@ class Command(BaseCommand):
             self._embed()
 
     def _embed(self) -> None:
-        choice, version = serving_version()
-        from searchapp.embedding import images_to_embed
-
+        _, version = serving_version()
         pending = images_to_embed(version).count()
         with tqdm(total=pending, desc=f"embed with {version}", unit="img", disable=None) as bar:
-            report = embed_collection(choice.encoder, version, progress=bar.update)
-        self.stdout.write(f"Embedded {report.images} images and {report.captions} captions with {version}.")
+            result = embed_everything_missing(progress=bar.update)
+        self.stdout.write(f"Embedded {result['images']} images and {result['captions']} captions with {version}.")

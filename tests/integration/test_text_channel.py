@@ -1,0 +1,106 @@
+"""The text channel (full-text search and caption vectors) and its fusion with CLIP."""
+
+import pytest
+
+from searchapp.images import read_image
+from searchapp.ingestion.service import add_image
+from searchapp.search import SearchRequest
+from searchapp.text_index import full_text_matches
+from tests.conftest import image_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def ids(response):
+    return ids_of(response.hits)
+
+
+def ids_of(hits):
+    return [hit.image.pk for hit in hits]
+
+
+def test_full_text_matches_captions_and_tags_with_tags_weighing_more(collection):
+    found = full_text_matches("picture s5", k=20)
+    assert found[0].id == collection[5].pk  # 's5' is a tag (weight A) and 'picture' is in every caption
+    assert {n.id for n in found} == {image.pk for image in collection}
+    assert full_text_matches("zebra", k=20) == []
+    assert full_text_matches("the of a", k=20) == []  # stop words only: no query, no error
+
+
+def test_caption_vectors_find_the_image_whose_caption_says_it(service, collection):
+    response = service.search(SearchRequest(text="another view number 7", page_size=3))
+    assert ids(response)[0] == collection[7].pk
+    assert set(response.hits[0].channels) >= {"caption", "fts"} and response.hits[0].matched_text
+    assert response.channel_weights == {"clip": 0.0, "fts": 1.0, "caption": 1.0}  # demo CLIP weighs 0
+
+
+def test_demo_clip_cannot_reorder_text_matches(service, collection, settings):
+    """With the demo encoder (weight 0) the order is exactly the text channels' fusion."""
+    from searchapp.fusion import reciprocal_rank_fusion
+    from searchapp.index import nearest_caption_images
+    from searchapp.versions import sentence_version
+
+    query = "caption 9 of a test picture"
+    sentence_encoder, text_version = sentence_version()
+    text_only = reciprocal_rank_fusion(
+        {
+            "fts": [n.id for n in full_text_matches(query, k=100)],
+            "caption": [
+                n.id
+                for n in nearest_caption_images(
+                    text_version,
+                    sentence_encoder.encode_query(query),
+                    k=100,
+                    min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
+                )
+            ],
+        },
+        {"fts": 1.0, "caption": 1.0},
+    )
+    served = service.search(SearchRequest(text=query, page_size=12)).hits
+    expected = {c.image_id: c.score for c in text_only}
+    assert {hit.image.pk: pytest.approx(hit.score) for hit in served} == {i: expected[i] for i in ids_of(served)}
+    assert [hit.score for hit in served] == sorted(expected.values(), reverse=True)[:12]
+    assert served[0].image.pk == collection[9].pk
+
+
+def test_a_measured_clip_weight_takes_part_in_the_fusion(service, collection):
+    service.version.fusion_weight = 5.0
+    response = service.search(SearchRequest(text="caption 9 of a test picture", page_size=12))
+    clip_first = service.search(SearchRequest(image=read_image(image_bytes(0)), page_size=1))
+    assert response.channel_weights["clip"] == 5.0
+    assert all(hit.similarity is not None for hit in response.hits)
+    assert clip_first.hits[0].channels == ("clip",)
+
+
+def test_images_without_text_are_served_by_clip_and_not_penalised(service, collection, settings):
+    from searchapp.embedding import embed_everything_missing
+
+    bare, _ = add_image(read_image(image_bytes(99)))  # no captions, no tags
+    embed_everything_missing()
+    service.version.fusion_weight = 1.0
+    query = "caption 3 of a test picture"
+    clip_rank = [n.id for n in _clip_ranking(service, query)]
+    response = service.search(SearchRequest(text=query, page_size=13))
+    hit = next(h for h in response.hits if h.image.pk == bare.pk)
+    assert hit.channels == ("clip",)
+    # Judged by CLIP alone: its fused score is its CLIP reciprocal rank, scaled.
+    expected = (1 / (settings.LOUPE_RRF_K + clip_rank.index(bare.pk) + 1)) * (settings.LOUPE_RRF_K + 1)
+    assert hit.score == pytest.approx(expected)
+
+
+def _clip_ranking(service, text):
+    from searchapp.index import nearest_images
+
+    return nearest_images(service.version, service.encoder.encode_query(text), k=50)
+
+
+def test_tag_filter_applies_to_every_channel(service, collection):
+    response = service.search(SearchRequest(text="tag:odd another view number 4", page_size=20))
+    assert set(ids(response)) == {image.pk for image in collection[1::2]}
+
+
+def test_fused_paging_is_consistent(service, collection):
+    full = ids(service.search(SearchRequest(text="view number", page_size=12)))
+    pages = [ids(service.search(SearchRequest(text="view number", page_size=4, page=p))) for p in (1, 2, 3)]
+    assert sum(pages, []) == full
