@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from searchapp.embedding import embed_collection, images_to_embed
-from searchapp.versions import serving_version
+from searchapp.embedding import embed_captions, embed_collection, images_to_embed
+from searchapp.index import ensure_hnsw_indexes
+from searchapp.versions import sentence_version, serving_version
 
 
 class Command(BaseCommand):
@@ -33,3 +34,8 @@ class Command(BaseCommand):
             f"{version}: {report.images} images and {report.captions} captions embedded"
             + (f", {report.failed} unreadable files" if report.failed else "")
         )
+        sentence_encoder, text_version = sentence_version()
+        if sentence_encoder is not None:
+            done = embed_captions(sentence_encoder.encode_texts, text_version, recompute=opts["recompute"])
+            ensure_hnsw_indexes(text_version)
+            self.stdout.write(f"{text_version}: {done} caption vectors for the text channel")
