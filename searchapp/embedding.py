@@ -43,8 +43,8 @@ def _batches(queryset, batch_size: int) -> Iterator[list]:
         yield batch
 
 
-def images_to_embed(version: EncoderVersion, recompute: bool = False):
-    images = Image.objects.all()
+def images_to_embed(version: EncoderVersion, recompute: bool = False, images=None):
+    images = Image.objects.all() if images is None else images
     if not recompute:
         images = images.exclude(embeddings__encoder_version=version)
     return images
@@ -79,10 +79,12 @@ def embed_images(
     recompute: bool = False,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    images=None,
 ) -> EmbedReport:
+    """Image vectors for ``images`` (default: the whole collection) that lack them under ``version``."""
     batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
     report = EmbedReport()
-    for batch in _batches(images_to_embed(version, recompute), batch_size):
+    for batch in _batches(images_to_embed(version, recompute, images), batch_size):
         opened, kept = [], []
         for image in batch:
             try:

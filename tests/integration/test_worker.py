@@ -49,6 +49,7 @@ def test_worker_embeds_images_added_without_vectors(worker):
     assert ImageEmbedding.objects.count() == 0
     result = embed_missing.delay().get(timeout=120)
     assert result["images"] == 3 and result["captions"] == 3 and result["failed"] == 0
-    assert ImageEmbedding.objects.count() == 3 and CaptionEmbedding.objects.count() == 3
+    assert result["text_captions"] == 3  # the text channel's sentence vectors too
+    assert ImageEmbedding.objects.count() == 3 and CaptionEmbedding.objects.count() == 6
     # Running it again finds nothing left to do.
     assert embed_missing.delay().get(timeout=120)["images"] == 0
