@@ -230,7 +230,7 @@ def measure_size(choice, version, texts: list[str], query_vectors: np.ndarray, w
     encoder = service.encoder
     for text in texts[:warmup]:
         service.search(SearchRequest(text=text + " warmup", page_size=24))
-    encoder._encode_query_cached.cache_clear()
+    encoder.queries.clear()
 
     uncached, encode_only = [], []
     for text in texts:
@@ -359,7 +359,7 @@ def measure_text_channel(choice, version, texts: list[str]) -> dict:
     timings = {}
     for label, enabled in (("off", False), ("on", True)):
         settings.LOUPE_TEXT_CHANNEL = enabled
-        sentence_encoder._encode_query_cached.cache_clear()
+        sentence_encoder.queries.clear()
         for text in texts[:10]:
             service.search(SearchRequest(text=text + " warmup", page_size=24))
         samples = []

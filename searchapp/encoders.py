@@ -47,6 +47,28 @@ def configure_torch_threads(threads: int = 0) -> int:
     return wanted
 
 
+class QueryVectorCache:
+    """An LRU cache of query vectors keyed by the white-space-folded query; vectors are read-only."""
+
+    def __init__(self, encode_texts, size: int) -> None:
+        self._encode_texts = encode_texts
+        self._cached = functools.lru_cache(maxsize=size)(self._encode_one)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        vector = self._encode_texts([text])[0]
+        vector.setflags(write=False)
+        return vector
+
+    def get(self, text: str) -> np.ndarray:
+        return self._cached(normalise_query(text))
+
+    def info(self) -> functools._CacheInfo:
+        return self._cached.cache_info()
+
+    def clear(self) -> None:
+        self._cached.cache_clear()
+
+
 class Encoder:
     """Batched text and image encoding for one loaded model, with an LRU cache for queries."""
 
@@ -74,7 +96,7 @@ class Encoder:
         self._max_text_tokens = min(getattr(self.tokenizer, "model_max_length", 77) or 77, 512)
         self._lock = threading.Lock()
         self.dimension: int = int(self.encode_texts(["a photo"]).shape[1])
-        self._encode_query_cached = functools.lru_cache(maxsize=query_cache_size)(self._encode_one_query)
+        self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
     @staticmethod
     def _read_model_card(model_ref: str) -> dict:
@@ -107,15 +129,7 @@ class Encoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """A query's vector, from the LRU cache when the same query was seen before (read-only)."""
-        return self._encode_query_cached(normalise_query(text))
-
-    def _encode_one_query(self, text: str) -> np.ndarray:
-        vector = self.encode_texts([text])[0]
-        vector.setflags(write=False)
-        return vector
-
-    def query_cache_info(self) -> functools._CacheInfo:
-        return self._encode_query_cached.cache_info()
+        return self.queries.get(text)
 
     # --- images ---------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[PILImage.Image], batch_size: int = 32) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from searchapp.encoders import EncoderLoadError, normalise_query, offline_only, unit_rows, weights_fingerprint
+from searchapp.encoders import EncoderLoadError, QueryVectorCache, offline_only, unit_rows, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SentenceEncoder:
         self.is_demo = False
         self._max_tokens = min(getattr(self.tokenizer, "model_max_length", 256) or 256, 256)
         self.dimension = int(self.encode_texts(["a photo"]).shape[1])
-        self._encode_query_cached = functools.lru_cache(maxsize=query_cache_size)(self._encode_one_query)
+        self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
     @staticmethod
     def _name(model_ref: str) -> str:
@@ -65,12 +65,7 @@ class SentenceEncoder:
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self._encode_query_cached(normalise_query(text))
-
-    def _encode_one_query(self, text: str) -> np.ndarray:
-        vector = self.encode_texts([text])[0]
-        vector.setflags(write=False)
-        return vector
+        return self.queries.get(text)
 
 
 _sentence: SentenceEncoder | None = None

@@ -44,10 +44,10 @@ def test_image_vectors_are_unit_and_batch_independent(encoder):
 
 
 def test_query_cache_hits_on_repeats_and_equivalent_spacing(encoder):
-    before = encoder.query_cache_info()
+    before = encoder.queries.info()
     first = encoder.encode_query("a cat on a mat")
     again = encoder.encode_query("  a cat   on a mat ")
-    after = encoder.query_cache_info()
+    after = encoder.queries.info()
     assert after.misses == before.misses + 1 and after.hits == before.hits + 1
     assert again is first and not first.flags.writeable
     np.testing.assert_allclose(first, encoder.encode_texts(["a cat on a mat"])[0], atol=1e-6)
