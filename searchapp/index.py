@@ -111,6 +111,9 @@ def _run_nearest(sql: str, params: list, *, k: int, exact: bool, filtered: bool)
             cursor.execute(
                 "SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.LOUPE_HNSW_EF_SEARCH, k))]
             )
+            # The planner underestimates distance computations and may prefer scanning the version's
+            # rows and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
+            cursor.execute("SET LOCAL enable_sort = off")
             if filtered:
                 cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute(sql, params)

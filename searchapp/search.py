@@ -179,13 +179,18 @@ class SearchService:
             vector = self.encoder.encode_query(text)
         encoded = time.perf_counter()
 
-        # One result past the page tells whether a next page exists without counting them all.
+        # One result past the page tells whether a next page exists without counting them all. With
+        # text channels every channel goes at least LOUPE_CHANNEL_DEPTH deep, so that the fused order
+        # of the first pages does not change from page to page.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
+        fusing = kind == "text" and settings.LOUPE_TEXT_CHANNEL
+        if fusing:
+            depth = max(depth, settings.LOUPE_CHANNEL_DEPTH)
         clip = self._cut(nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude), request)
         rankings = {"clip": [n.id for n in clip]}
         weights = {"clip": self.version.channel_weight}
-        if kind == "text":
-            self._text_channels(text, max(depth, settings.LOUPE_CHANNEL_DEPTH), tags, rankings, weights)
+        if fusing:
+            self._text_channels(text, depth, tags, rankings, weights)
         retrieved = time.perf_counter()
 
         if len(rankings) == 1:
@@ -219,9 +224,7 @@ class SearchService:
         )
 
     def _text_channels(self, text: str, depth: int, tags, rankings: dict, weights: dict) -> None:
-        """Add the full-text and caption-vector channels' rankings (when the text channel is on)."""
-        if not settings.LOUPE_TEXT_CHANNEL:
-            return
+        """Add the full-text and caption-vector channels' rankings."""
         rankings["fts"] = [n.id for n in full_text_matches(text, k=depth, tags=tags)]
         weights["fts"] = settings.LOUPE_FTS_WEIGHT
         sentence_encoder, text_version = sentence_version()
