@@ -159,29 +159,23 @@ def nearest_caption_images(
     return [Neighbour(image_id, score) for image_id, score in list(best.items())[:k]]
 
 
-def similarities(version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]) -> dict[int, float]:
-    """Exact cosine between ``vector`` and each listed image's vector (for candidates from other channels)."""
+def candidate_facts(
+    version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]
+) -> dict[int, tuple[float | None, bool, bool]]:
+    """For each candidate, in one query: (CLIP cosine to ``vector`` or None, has full-text words, has captions)."""
     if not image_ids:
         return {}
     d = int(version.dimension)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT image_id, 1 - (vector::vector({d}) <=> %s::vector({d})) FROM searchapp_imageembedding "
-            "WHERE encoder_version_id = %s AND image_id = ANY(%s)",
+            f"SELECT i.id, 1 - (e.vector::vector({d}) <=> %s::vector({d})), "
+            "coalesce(length(i.text_document), 0) > 0, "
+            "EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id) "
+            "FROM searchapp_image i LEFT JOIN searchapp_imageembedding e "
+            "ON e.image_id = i.id AND e.encoder_version_id = %s WHERE i.id = ANY(%s)",
             [vector_literal(vector), version.pk, list(image_ids)],
         )
-        return {int(image_id): float(score) for image_id, score in cursor.fetchall()}
-
-
-def text_availability(image_ids: Sequence[int]) -> dict[int, tuple[bool, bool]]:
-    """For each image: (has a full-text document with words, has captions)."""
-    if not image_ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT i.id, coalesce(length(i.text_document), 0) > 0, "
-            "EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id) "
-            "FROM searchapp_image i WHERE i.id = ANY(%s)",
-            [list(image_ids)],
-        )
-        return {int(image_id): (bool(has_doc), bool(has_captions)) for image_id, has_doc, has_captions in cursor}
+        return {
+            int(image_id): (None if cosine is None else float(cosine), bool(has_document), bool(has_captions))
+            for image_id, cosine, has_document, has_captions in cursor.fetchall()
+        }

@@ -17,14 +17,7 @@ from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
 from searchapp.fusion import reciprocal_rank_fusion
 from searchapp.images import CheckedImage
-from searchapp.index import (
-    Neighbour,
-    nearest_caption_images,
-    nearest_captions,
-    nearest_images,
-    similarities,
-    text_availability,
-)
+from searchapp.index import Neighbour, candidate_facts, nearest_caption_images, nearest_captions, nearest_images
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.tags import clean_tags
@@ -196,7 +189,7 @@ class SearchService:
         if len(rankings) == 1:
             ranked = [(n.id, n.score, n.score, ("clip",)) for n in clip]
         else:
-            ranked = self._fuse(rankings, weights, {n.id: n.score for n in clip}, vector)
+            ranked = self._fuse(rankings, weights, vector)
         start = (page - 1) * page_size
         page_items = ranked[start : start + page_size]
         images = self._load_images([image_id for image_id, *_ in page_items])
@@ -239,18 +232,16 @@ class SearchService:
             rankings["caption"] = [n.id for n in matches]
             weights["caption"] = text_version.channel_weight
 
-    def _fuse(self, rankings: dict, weights: dict, clip_scores: dict[int, float], vector) -> list[tuple]:
+    def _fuse(self, rankings: dict, weights: dict, vector) -> list[tuple]:
         candidate_ids = list({image_id for ranking in rankings.values() for image_id in ranking})
-        available = text_availability(candidate_ids)
-        missing = [image_id for image_id in candidate_ids if image_id not in clip_scores]
-        clip_scores = {**clip_scores, **similarities(self.version, vector, missing)}
+        facts = candidate_facts(self.version, vector, candidate_ids)
 
         def eligible(channel: str, image_id: int) -> bool:
-            has_document, has_captions = available.get(image_id, (False, False))
+            _, has_document, has_captions = facts.get(image_id, (None, False, False))
             return {"clip": True, "fts": has_document, "caption": has_captions}[channel]
 
         fused = reciprocal_rank_fusion(rankings, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
-        return [(c.image_id, c.score, clip_scores.get(c.image_id), tuple(c.channels)) for c in fused]
+        return [(c.image_id, c.score, facts.get(c.image_id, (None,))[0], tuple(c.channels)) for c in fused]
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
         """Image to text: the captions of the collection that best describe this image."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -21,7 +22,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
     context: dict = {
         "form": SearchForm(request.GET or None),
         "image_form": ImageSearchForm(),
-        "popular_tags": tag_suggestions(limit=POPULAR_TAGS),
+        "popular_tags": cache.get_or_set("loupe:popular-tags", lambda: tag_suggestions(limit=POPULAR_TAGS), 300),
     }
     status = 200
     try:

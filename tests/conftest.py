@@ -91,3 +91,13 @@ def _fresh_serving_version():
     forget_serving_version()
     yield
     forget_serving_version()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Cached page data (popular tags) must not leak from one test's collection into another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
