@@ -475,6 +475,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--recall-queries", type=int, default=100, help="queries for recall (exact scans are slow)")
+    parser.add_argument(
+        "--text-channel-only", action="store_true", help="measure only the text channel at the last size"
+    )
     parser.add_argument("--no-text-channel", action="store_true", help="skip the text channel's measurement")
     parser.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--output", type=Path, default=OUT_DIR / "search_latency.json")
@@ -507,6 +510,14 @@ def main() -> None:
         "search latency encodes real text with the full-size text tower."
     )
     results["sizes"] = []
+    if args.text_channel_only:
+        target = synthetic_version(version, mixture, args.sizes[-1])
+        results["text_channel_setup"] = add_captions_everywhere()
+        results["text_channel"] = {**measure_text_channel(choice, target, texts), "vectors": args.sizes[-1]}
+        print(json.dumps(results["text_channel"], indent=2), flush=True)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2))
+        return
     for size in args.sizes:
         print(f"Collection of {size} vectors:", flush=True)
         target = synthetic_version(version, mixture, size)
