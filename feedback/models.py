@@ -1,0 +1,233 @@
+"""What users told us: the searches they saw, what they clicked and how they rated it.
+
+A ``SearchEvent`` is one served result list (an impression); its ``Impression`` rows are the list
+exactly as shown: position, score and the feature vector used at serve time, so training later
+sees what serving saw. Clicks and ratings join to the event by its id. Clicks and ratings carry a
+client-supplied id, unique per user key, which makes recording them idempotent.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from searchapp.models import EncoderVersion, Image
+
+
+class SearchEvent(models.Model):
+    class Surface(models.TextChoices):
+        WEB = "web", "web page"
+        API = "api", "partner API"
+        SIMULATION = "sim", "simulation"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user_key = models.CharField(max_length=200, db_index=True, help_text="Who searched (see feedback.identity).")
+    session = models.CharField(max_length=64, blank=True)
+    surface = models.CharField(max_length=8, choices=Surface.choices, default=Surface.WEB)
+    partner = models.ForeignKey(
+        "feedback.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="search_events"
+    )
+    kind = models.CharField(max_length=8, help_text="text, image (uploaded) or similar (image of the collection).")
+    query_text = models.TextField(blank=True)
+    normalised_query = models.CharField(max_length=500, blank=True, db_index=True)
+    query_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    page = models.PositiveIntegerField(default=1)
+    page_size = models.PositiveIntegerField()
+    arm = models.CharField(max_length=100, blank=True, help_text="Experiment arm, when the user was in one.")
+    ranker = models.CharField(max_length=100, default="embedding", help_text="Which ranker ordered the list.")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.PROTECT, related_name="+")
+    feature_names = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    result_count = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        what = self.query_text or (f"image {self.query_image_id}" if self.query_image_id else self.kind)
+        return f"{what!r} by {self.user_key} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Impression(models.Model):
+    """One image as shown in one event's list."""
+
+    event = models.ForeignKey(SearchEvent, on_delete=models.CASCADE, related_name="impressions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="impressions")
+    position = models.PositiveIntegerField(help_text="1-based, over the whole ranked list (page 2 starts after 1).")
+    score = models.FloatField()
+    features = ArrayField(models.FloatField(), default=list, blank=True, help_text="In event.feature_names order.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "position"], name="impression_event_position"),
+            models.UniqueConstraint(fields=["event", "image"], name="impression_event_image"),
+        ]
+        indexes = [models.Index(fields=["image"], name="impression_image")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} at {self.position}"
+
+
+class Click(models.Model):
+    event = models.ForeignKey(SearchEvent, on_delete=models.CASCADE, related_name="clicks")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="clicks")
+    position = models.PositiveIntegerField()
+    user_key = models.CharField(max_length=200, help_text="Copied from the event, for the per-user cap.")
+    client_id = models.CharField(max_length=64, help_text="Sender's id for this click: a resend is not doubled.")
+    dwell_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time on the image, when known.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user_key", "client_id"], name="click_client_id")]
+        indexes = [
+            models.Index(fields=["user_key", "created_at"], name="click_user_time"),
+            models.Index(fields=["event"], name="click_event"),
+            models.Index(fields=["image"], name="click_image"),
+        ]
+
+    def __str__(self) -> str:
+        return f"click on image {self.image_id} at {self.position}"
+
+
+class Rating(models.Model):
+    """A user's judgement of an image: thumbs (-1 or 1) or stars (1 to 5)."""
+
+    class Scale(models.TextChoices):
+        THUMBS = "thumbs", "thumbs up/down"
+        STARS = "stars", "1-5 stars"
+
+    user_key = models.CharField(max_length=200)
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ratings")
+    event = models.ForeignKey(SearchEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings")
+    query_text = models.TextField(blank=True)
+    scale = models.CharField(max_length=8, choices=Scale.choices)
+    value = models.SmallIntegerField()
+    client_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user_key", "client_id"], name="rating_client_id"),
+            models.CheckConstraint(
+                condition=(models.Q(scale="thumbs", value__in=[-1, 1]) | models.Q(scale="stars", value__range=(1, 5))),
+                name="rating_value_in_scale",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user_key", "created_at"], name="rating_user_time"),
+            models.Index(fields=["image"], name="rating_image"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.value} ({self.scale}) for image {self.image_id}"
+
+    @property
+    def utility(self) -> float:
+        """The rating on one 0-1 scale: thumbs down 0, up 1; stars 1 -> 0 ... 5 -> 1."""
+        if self.scale == self.Scale.THUMBS:
+            return 1.0 if self.value > 0 else 0.0
+        return (self.value - 1) / 4
+
+
+class ApiKey(models.Model):
+    """A partner application's key. Only a hash is stored; the key itself is shown once, at creation."""
+
+    class Scope(models.TextChoices):
+        SEARCH = "search", "search"
+        FEEDBACK = "feedback", "record clicks and ratings"
+        INGEST = "ingest", "add images"
+
+    name = models.CharField(max_length=200, help_text="Who this key is for.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="Shown to identify the key.")
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    scopes = ArrayField(models.CharField(max_length=16, choices=Scope.choices), default=list)
+    requests_per_minute = models.PositiveIntegerField(default=600)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "partner API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiUsage(models.Model):
+    """Requests per key per minute window: a shared counter for throttling across processes and machines."""
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="api_usage_window")]
+
+    def __str__(self) -> str:
+        return f"{self.requests} requests from key {self.key_id} in the minute from {self.window_start:%H:%M}"
+
+
+class ImageFeedbackSummary(models.Model):
+    """Feedback per image (materialised view, refreshed by ``feedback.summaries.refresh_summaries``)."""
+
+    image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
+    impressions = models.BigIntegerField()
+    clicks = models.BigIntegerField()
+    ratings = models.BigIntegerField()
+    mean_utility = models.FloatField(null=True, help_text="Mean rating on 0-1 (thumbs down 0, up 1; stars 1-5).")
+    last_activity = models.DateTimeField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "feedback_imagesummary"
+        verbose_name = "image feedback summary"
+        verbose_name_plural = "image feedback summaries"
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}"
+
+    @property
+    def click_through_rate(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+
+class QueryFeedbackSummary(models.Model):
+    """Feedback per normalised text query (materialised view, refreshed with the image summaries)."""
+
+    query = models.CharField(max_length=500, primary_key=True)
+    searches = models.BigIntegerField()
+    users = models.BigIntegerField()
+    impressions = models.BigIntegerField()
+    clicks = models.BigIntegerField()
+    searches_with_click = models.BigIntegerField()
+    ratings = models.BigIntegerField()
+    mean_utility = models.FloatField(null=True)
+    last_searched = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "feedback_querysummary"
+        verbose_name = "query feedback summary"
+        verbose_name_plural = "query feedback summaries"
+
+    def __str__(self) -> str:
+        return self.query
+
+    @property
+    def click_through_rate(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+    @property
+    def abandonment(self) -> float | None:
+        """Share of searches with no click at all."""
+        return 1 - self.searches_with_click / self.searches if self.searches else None

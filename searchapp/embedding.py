@@ -139,3 +139,37 @@ def embed_everything_missing(progress: Progress | None = None) -> dict:
         result["text_captions"] = embed_captions(sentence_encoder.encode_texts, text_version)
         ensure_hnsw_indexes(text_version)
     return result
+
+
+def embed_new_images(image_ids: list[int]) -> bool:
+    """Embed just-added images (and their captions) with the serving encoders, so they are searchable now.
+
+    Returns False, after logging why, if that failed; the periodic task embeds them later.
+    """
+    from searchapp.versions import sentence_version, serving_version
+
+    try:
+        choice, version = serving_version()
+        embed_images(choice.encoder, version, images=Image.objects.filter(pk__in=image_ids))
+        captions = Caption.objects.filter(image_id__in=image_ids)
+        _embed_these_captions(choice.encoder.encode_texts, version, captions)
+        sentence_encoder, text_version = sentence_version()
+        if sentence_encoder is not None:
+            _embed_these_captions(sentence_encoder.encode_texts, text_version, captions)
+    except Exception:  # noqa: BLE001 - the image is stored; embedding is retried by the periodic task
+        logger.exception("Could not embed new images %s now; the periodic task will.", image_ids)
+        return False
+    return True
+
+
+def _embed_these_captions(encode_texts, version: EncoderVersion, captions) -> None:
+    pending = list(captions.exclude(embeddings__encoder_version=version))
+    if pending:
+        vectors = encode_texts([caption.text for caption in pending])
+        CaptionEmbedding.objects.bulk_create(
+            [
+                CaptionEmbedding(caption=c, encoder_version=version, vector=v)
+                for c, v in zip(pending, vectors, strict=True)
+            ],
+            ignore_conflicts=True,
+        )

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from searchapp.fast_text import AcceleratedText, OnnxTextTower, PooledTextTower, onnx_cache_dir
+
 logger = logging.getLogger(__name__)
 
 # A model folder holding this file describes itself; the demo model marks itself as such.
@@ -69,7 +71,7 @@ class QueryVectorCache:
         self._cached.cache_clear()
 
 
-class Encoder:
+class Encoder(AcceleratedText):
     """Batched text and image encoding for one loaded model, with an LRU cache for queries."""
 
     def __init__(self, model_ref: str, *, query_cache_size: int = 4096, local_files_only: bool = False) -> None:
@@ -95,6 +97,7 @@ class Encoder:
         self._text_padding = "max_length" if self.model.config.model_type.startswith("siglip") else True
         self._max_text_tokens = min(getattr(self.tokenizer, "model_max_length", 77) or 77, 512)
         self._lock = threading.Lock()
+        self._fast_text: OnnxTextTower | None = None
         self.dimension: int = int(self.encode_texts(["a photo"]).shape[1])
         self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
@@ -110,20 +113,27 @@ class Encoder:
         return weights_fingerprint(self.model)
 
     # --- text ---------------------------------------------------------------------------------------
+    def _tokenize(self, texts: list[str], tensors: str = "pt") -> dict:
+        return self.tokenizer(
+            texts, padding=self._text_padding, truncation=True, max_length=self._max_text_tokens, return_tensors=tensors
+        )
+
+    def _text_tower(self) -> PooledTextTower:
+        return PooledTextTower(
+            lambda ids, mask: self.model.get_text_features(input_ids=ids, attention_mask=mask), self.model
+        )
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Encode texts into an (n, d) array of unit vectors."""
         out = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
-            inputs = self.tokenizer(
-                batch,
-                padding=self._text_padding,
-                truncation=True,
-                max_length=self._max_text_tokens,
-                return_tensors="pt",
-            )
+            if self._fast_text is not None:
+                inputs = self._tokenize(batch, "np")
+                out.append(self._fast_text(inputs["input_ids"], inputs["attention_mask"]))
+                continue
             with torch.inference_mode():
-                features = self.model.get_text_features(**inputs)
+                features = self.model.get_text_features(**self._tokenize(batch))
             out.append(unit_rows(features))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
 
@@ -254,12 +264,15 @@ def serving_encoder() -> EncoderChoice:
                 from django.conf import settings
 
                 configure_torch_threads(settings.LOUPE_TORCH_THREADS)
-                _choice = load_configured_encoder(
+                choice = load_configured_encoder(
                     settings.LOUPE_CLIP_MODEL,
                     demo_model_dir=settings.LOUPE_DEMO_MODEL_DIR,
                     allow_fallback=settings.LOUPE_ENCODER_FALLBACK,
                     query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE,
                 )
+                if settings.LOUPE_ONNX_TEXT:
+                    choice.encoder.accelerate_text(onnx_cache_dir())
+                _choice = choice
     return _choice
 
 

@@ -108,3 +108,10 @@ def store_thumbnail(image: CheckedImage, decoded: PILImage.Image) -> str:
         thumb.save(buffer, format="JPEG", quality=85, optimize=True)
         _write_atomically(path, buffer.getvalue())
     return name
+
+
+def read_upload(upload) -> CheckedImage:
+    """An uploaded file (Django's UploadedFile) checked as an image, size first so nothing big is read."""
+    if upload.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+        raise InvalidImage(f"The file is {upload.size:,} bytes; the limit is {settings.LOUPE_MAX_UPLOAD_BYTES:,}.")
+    return read_image(upload.read())

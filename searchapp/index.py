@@ -6,6 +6,7 @@ Vectors are stored without a fixed dimension; each version's index and queries c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,24 @@ from searchapp.models import EncoderVersion
 @dataclass(frozen=True)
 class Neighbour:
     id: int
-    score: float  # cosine similarity, in [-1, 1]
+    score: float  # cosine similarity, in [-1, 1] (ts_rank_cd for full-text matches)
+    # Whether the image has full-text words and captions, when the query was asked for them (text_flags):
+    # fusion needs them to know which channels could have found the image.
+    has_document: bool | None = None
+    has_captions: bool | None = None
+
+
+# Columns appended to a query over images ``i``: does the image have full-text words, captions?
+TEXT_FLAGS_SQL = "i.text_document IS NOT NULL AND length(i.text_document) > 0, i.has_captions"
+
+
+def _with_text_flags(sql: str) -> str:
+    """Wrap a nearest-neighbour query (first column: image id) so each row also carries the image's text flags.
+
+    The inner query keeps its LIMIT, so the planner still answers it from the HNSW index; the join
+    then costs one primary-key probe per row.
+    """
+    return f"SELECT n.*, {TEXT_FLAGS_SQL} FROM ({sql}) n JOIN searchapp_image i ON i.id = n.image_id"
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -65,6 +83,7 @@ def nearest_images(
     tags: Sequence[str] = (),
     exclude_ids: Sequence[int] = (),
     exact: bool = False,
+    text_flags: bool = False,
 ) -> list[Neighbour]:
     """The ``k`` images nearest to ``vector``, best first, optionally restricted to images with all ``tags``.
 
@@ -89,6 +108,8 @@ def nearest_images(
         f"FROM searchapp_imageembedding e {join} WHERE {' AND '.join(where)} "
         f"ORDER BY distance LIMIT %s"
     )
+    if text_flags:
+        sql = _with_text_flags(sql)
     return _run_nearest(sql, [vector_literal(vector), *params, int(k)], k=k, exact=exact, filtered=bool(tags))
 
 
@@ -102,25 +123,38 @@ def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> 
     return _run_nearest(sql, [vector_literal(vector), version.pk, int(k)], k=k, exact=False, filtered=False)
 
 
-def _run_nearest(sql: str, params: list, *, k: int, exact: bool, filtered: bool) -> list[Neighbour]:
+def _run_nearest(
+    sql: str, params: list, *, k: int, exact: bool, filtered: bool, ef_search: int | None = None
+) -> list[Neighbour]:
+    """Run a nearest-neighbour query with its planner settings, all set in one round trip.
+
+    ``ef_search`` defaults to ``LOUPE_HNSW_EF_SEARCH``; it is never below ``k``, since an HNSW scan
+    returns at most ``ef_search`` rows.
+    """
+    if exact:
+        # Without plain index scans the planner scans (or bitmap-scans the tag index) and sorts.
+        knobs, knob_params = "set_config('enable_indexscan', 'off', true)", []
+    else:
+        # The planner underestimates distance computations and may prefer scanning the version's rows
+        # and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
+        knobs = "set_config('hnsw.ef_search', %s, true), set_config('enable_sort', 'off', true)"
+        knob_params = [str(max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k))]
+        if filtered:
+            knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
     with transaction.atomic(), connection.cursor() as cursor:
-        if exact:
-            # Without plain index scans the planner scans (or bitmap-scans the tag index) and sorts.
-            cursor.execute("SET LOCAL enable_indexscan = off")
-        else:
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.LOUPE_HNSW_EF_SEARCH, k))]
-            )
-            # The planner underestimates distance computations and may prefer scanning the version's
-            # rows and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
-            cursor.execute("SET LOCAL enable_sort = off")
-            if filtered:
-                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(f"SELECT {knobs}", knob_params)
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     # relaxed_order may return near-ties slightly out of order: re-sort by the exact distance.
     rows.sort(key=lambda row: row[1])
-    return [Neighbour(int(row_id), 1.0 - float(distance)) for row_id, distance in rows]
+    return [Neighbour(int(row[0]), 1.0 - float(row[1]), *row[2:]) for row in rows]
+
+
+# Nearest captions read per wanted image. An image's captions cluster, so its best one comes first
+# and the rest are skipped. 1.5 captions per image, with ef_search equal to that, is the cheapest
+# scan that still fills the channel on COCO-style collections (5 captions per image); at 100k
+# captions it costs ~2.5 ms against 3.5 ms for 2 per image at ef_search 100 (docs/performance.md).
+CAPTIONS_PER_IMAGE_SCANNED = 1.5
 
 
 def nearest_caption_images(
@@ -131,10 +165,11 @@ def nearest_caption_images(
     tags: Sequence[str] = (),
     exclude_ids: Sequence[int] = (),
     min_similarity: float = -1.0,
+    text_flags: bool = False,
 ) -> list[Neighbour]:
     """Images ranked by their best-matching caption's vector (the caption-vector channel).
 
-    Looks at the ``4k`` nearest captions (an image has several), keeps each image's best one.
+    Looks at the ``1.5k`` nearest captions (an image has several), keeps each image's best one.
     """
     d = int(version.dimension)
     where = ["e.encoder_version_id = %s"]
@@ -146,36 +181,33 @@ def nearest_caption_images(
         where.append("NOT (c.image_id = ANY(%s))")
         params.append(list(exclude_ids))
     sql = (
-        f"SELECT c.image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
+        f"SELECT c.image_id AS image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
         "FROM searchapp_captionembedding e JOIN searchapp_caption c ON c.id = e.caption_id "
         f"{'JOIN searchapp_image i ON i.id = c.image_id' if tags else ''} "
         f"WHERE {' AND '.join(where)} ORDER BY distance LIMIT %s"
     )
-    rows = _run_nearest(sql, [vector_literal(vector), *params, 4 * int(k)], k=4 * k, exact=False, filtered=bool(tags))
-    best: dict[int, float] = {}
+    if text_flags:
+        sql = _with_text_flags(sql)
+    depth = math.ceil(CAPTIONS_PER_IMAGE_SCANNED * int(k))
+    rows = _run_nearest(
+        sql, [vector_literal(vector), *params, depth], k=depth, exact=False, filtered=bool(tags), ef_search=depth
+    )
+    best: dict[int, Neighbour] = {}
     for row in rows:
         if row.score >= min_similarity and row.id not in best:
-            best[row.id] = row.score
-    return [Neighbour(image_id, score) for image_id, score in list(best.items())[:k]]
+            best[row.id] = row
+    return list(best.values())[:k]
 
 
-def candidate_facts(
-    version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]
-) -> dict[int, tuple[float | None, bool, bool]]:
-    """For each candidate, in one query: (CLIP cosine to ``vector`` or None, has full-text words, has captions)."""
+def cosines(version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]) -> dict[int, float]:
+    """Exact cosine between ``vector`` and these images' vectors (reads each vector: keep the list short)."""
     if not image_ids:
         return {}
     d = int(version.dimension)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT i.id, 1 - (e.vector::vector({d}) <=> %s::vector({d})), "
-            "coalesce(length(i.text_document), 0) > 0, "
-            "EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id) "
-            "FROM searchapp_image i LEFT JOIN searchapp_imageembedding e "
-            "ON e.image_id = i.id AND e.encoder_version_id = %s WHERE i.id = ANY(%s)",
+            f"SELECT image_id, 1 - (vector::vector({d}) <=> %s::vector({d})) FROM searchapp_imageembedding "
+            "WHERE encoder_version_id = %s AND image_id = ANY(%s)",
             [vector_literal(vector), version.pk, list(image_ids)],
         )
-        return {
-            int(image_id): (None if cosine is None else float(cosine), bool(has_document), bool(has_captions))
-            for image_id, cosine, has_document, has_captions in cursor.fetchall()
-        }
+        return {int(image_id): float(cosine) for image_id, cosine in cursor}

@@ -72,6 +72,8 @@ class Image(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Tags (weight A) and captions (weight B) for full-text search; kept by searchapp.text_index.
     text_document = SearchVectorField(null=True, editable=False)
+    # Kept with text_document: lets fusion know, without another query, that the caption channel could see it.
+    has_captions = models.BooleanField(default=False, editable=False)
 
     class Meta:
         indexes = [

@@ -8,32 +8,31 @@ impression logging) plug in between retrieval and the response.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.db.models import Prefetch
 
+from feedback.identity import Viewer
+from feedback.impressions import record_search
 from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
+from searchapp.errors import Refused
 from searchapp.fusion import reciprocal_rank_fusion
 from searchapp.images import CheckedImage
-from searchapp.index import Neighbour, candidate_facts, nearest_caption_images, nearest_captions, nearest_images
+from searchapp.index import Neighbour, cosines, nearest_captions, nearest_images
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.tags import clean_tags
-from searchapp.text_index import full_text_matches
-from searchapp.versions import EncoderInfo, encoder_info, sentence_version, serving_version
+from searchapp.text_channels import start_text_channels
+from searchapp.versions import EncoderInfo, encoder_info, serving_version
 
 
-class SearchError(ValueError):
-    """A request the service refuses; ``code`` is stable for API clients, the message is for people."""
+class SearchError(Refused):
+    """A search the service refuses."""
 
     code = "invalid_search"
-    status = 400
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class InvalidQuery(SearchError):
@@ -89,6 +88,9 @@ class SearchResponse:
     encoder: EncoderInfo
     timings_ms: dict[str, float] = field(default_factory=dict)
     channel_weights: dict[str, float] = field(default_factory=dict)
+    ranker: str = "embedding"
+    arm: str = ""
+    event_id: uuid.UUID | None = None  # the logged SearchEvent that clicks and ratings refer to
 
     @property
     def first_position(self) -> int:
@@ -156,42 +158,47 @@ class SearchService:
             raise InvalidQuery("min_score must be between -1 and 1.", field="min_score")
         return (parsed.text if parsed else ""), tags, request.page, page_size
 
-    def search(self, request: SearchRequest) -> SearchResponse:
+    def search(self, request: SearchRequest, viewer: Viewer | None = None) -> SearchResponse:
+        """Run a search; with a ``viewer`` the served list is logged and the response carries its event id."""
         started = time.perf_counter()
         text, tags, page, page_size = self.validate(request)
-        exclude: list[int] = []
-        if request.image_id is not None:
-            kind = "similar"
-            vector = self._stored_vector(request.image_id)
-            exclude.append(request.image_id)
-        elif request.image is not None:
-            kind = "image"
-            vector = self.encoder.encode_images([request.image.open()])[0]
-        else:
-            kind = "text"
-            vector = self.encoder.encode_query(text)
-        encoded = time.perf_counter()
-
+        kind = "similar" if request.image_id is not None else "image" if request.image is not None else "text"
         # One result past the page tells whether a next page exists without counting them all. With
-        # text channels every channel goes at least LOUPE_CHANNEL_DEPTH deep, so that the fused order
-        # of the first pages does not change from page to page.
+        # text channels every channel goes LOUPE_CHANNEL_DEPTH deep (whole multiples of it), so that
+        # the fused order of the first pages does not change from page to page.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
         fusing = kind == "text" and settings.LOUPE_TEXT_CHANNEL
         if fusing:
-            depth = max(depth, settings.LOUPE_CHANNEL_DEPTH)
-        clip = self._cut(nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude), request)
-        rankings = {"clip": [n.id for n in clip]}
+            step = settings.LOUPE_CHANNEL_DEPTH
+            depth = max(depth, step * -(-depth // step))
+            text_channels = start_text_channels(text, depth, tags)  # runs while CLIP encodes
+
+        exclude: list[int] = []
+        if kind == "similar":
+            vector = self._stored_vector(request.image_id)
+            exclude.append(request.image_id)
+        elif kind == "image":
+            vector = self.encoder.encode_images([request.image.open()])[0]
+        else:
+            vector = self.encoder.encode_query(text)
+        encoded = time.perf_counter()
+
+        neighbours = nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude, text_flags=fusing)
+        clip = self._cut(neighbours, request)
+        rankings = {"clip": clip}
         weights = {"clip": self.version.channel_weight}
         if fusing:
-            self._text_channels(text, depth, tags, rankings, weights)
+            found = text_channels()
+            rankings.update(found.rankings)
+            weights.update(found.weights)
         retrieved = time.perf_counter()
 
         if len(rankings) == 1:
             ranked = [(n.id, n.score, n.score, ("clip",)) for n in clip]
         else:
-            ranked = self._fuse(rankings, weights, vector)
+            ranked = self._fuse(rankings, weights, {n.id: n.score for n in clip})
         start = (page - 1) * page_size
-        page_items = ranked[start : start + page_size]
+        page_items = self._with_similarity(ranked[start : start + page_size], vector)
         images = self._load_images([image_id for image_id, *_ in page_items])
         hits = [
             SearchHit(images[image_id], score, start + i + 1, similarity, channels)
@@ -199,7 +206,7 @@ class SearchService:
             if image_id in images
         ]
         done = time.perf_counter()
-        return SearchResponse(
+        response = SearchResponse(
             kind=kind,
             query_text=text,
             tags=tags,
@@ -215,33 +222,41 @@ class SearchService:
             },
             channel_weights={name: weights[name] for name in rankings},
         )
+        if viewer is None:
+            return response
+        event_id = record_search(response, viewer, query_image_id=request.image_id)
+        logged = time.perf_counter()
+        timings = {**response.timings_ms, "log": round((logged - done) * 1000, 2)}
+        return replace(response, event_id=event_id, timings_ms=timings)
 
-    def _text_channels(self, text: str, depth: int, tags, rankings: dict, weights: dict) -> None:
-        """Add the full-text and caption-vector channels' rankings."""
-        rankings["fts"] = [n.id for n in full_text_matches(text, k=depth, tags=tags)]
-        weights["fts"] = settings.LOUPE_FTS_WEIGHT
-        sentence_encoder, text_version = sentence_version()
-        if sentence_encoder is not None:
-            matches = nearest_caption_images(
-                text_version,
-                sentence_encoder.encode_query(text),
-                k=depth,
-                tags=tags,
-                min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
-            )
-            rankings["caption"] = [n.id for n in matches]
-            weights["caption"] = text_version.channel_weight
-
-    def _fuse(self, rankings: dict, weights: dict, vector) -> list[tuple]:
-        candidate_ids = list({image_id for ranking in rankings.values() for image_id in ranking})
-        facts = candidate_facts(self.version, vector, candidate_ids)
+    @staticmethod
+    def _fuse(rankings: dict[str, list[Neighbour]], weights: dict, clip_cosines: dict[int, float]) -> list[tuple]:
+        """Weighted RRF; each channel's rows say which images have text, so eligibility needs no extra query."""
+        has_document: dict[int, bool] = {}
+        has_captions: dict[int, bool] = {}
+        for ranking in rankings.values():
+            for n in ranking:
+                has_document[n.id] = has_document.get(n.id, False) or bool(n.has_document)
+                has_captions[n.id] = has_captions.get(n.id, False) or bool(n.has_captions)
 
         def eligible(channel: str, image_id: int) -> bool:
-            _, has_document, has_captions = facts.get(image_id, (None, False, False))
-            return {"clip": True, "fts": has_document, "caption": has_captions}[channel]
+            if channel == "fts":
+                return has_document[image_id]
+            return has_captions[image_id] if channel == "caption" else True
 
-        fused = reciprocal_rank_fusion(rankings, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
-        return [(c.image_id, c.score, facts.get(c.image_id, (None,))[0], tuple(c.channels)) for c in fused]
+        ids = {name: [n.id for n in ranking] for name, ranking in rankings.items()}
+        fused = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
+        return [(c.image_id, c.score, clip_cosines.get(c.image_id), tuple(c.channels)) for c in fused]
+
+    def _with_similarity(self, items: list[tuple], vector) -> list[tuple]:
+        """Fill in the CLIP cosine of the shown items that only the text channels found (for display and logs)."""
+        missing = [image_id for image_id, _, similarity, _ in items if similarity is None]
+        if not missing:
+            return items
+        found = cosines(self.version, vector, missing)
+        return [
+            (image_id, score, found.get(image_id) if sim is None else sim, ch) for image_id, score, sim, ch in items
+        ]
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
         """Image to text: the captions of the collection that best describe this image."""
@@ -269,7 +284,9 @@ class SearchService:
 
     @staticmethod
     def _load_images(ids: list[int]) -> dict[int, Image]:
-        queryset = Image.objects.filter(pk__in=ids).prefetch_related(
-            Prefetch("captions", queryset=Caption.objects.order_by("position"))
+        queryset = (
+            Image.objects.filter(pk__in=ids)
+            .defer("text_document")
+            .prefetch_related(Prefetch("captions", queryset=Caption.objects.order_by("position")))
         )
         return {image.pk: image for image in queryset}

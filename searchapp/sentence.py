@@ -16,11 +16,14 @@ import numpy as np
 import torch
 
 from searchapp.encoders import EncoderLoadError, QueryVectorCache, offline_only, unit_rows, weights_fingerprint
+from searchapp.fast_text import AcceleratedText, OnnxTextTower, PooledTextTower, onnx_cache_dir
 
 logger = logging.getLogger(__name__)
 
 
-class SentenceEncoder:
+class SentenceEncoder(AcceleratedText):
+    onnx_kind = "sentence"
+
     def __init__(self, model_ref: str, *, query_cache_size: int = 4096) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -35,6 +38,7 @@ class SentenceEncoder:
         self.name = self._name(model_ref)
         self.is_demo = False
         self._max_tokens = min(getattr(self.tokenizer, "model_max_length", 256) or 256, 256)
+        self._fast_text: OnnxTextTower | None = None
         self.dimension = int(self.encode_texts(["a photo"]).shape[1])
         self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
@@ -48,20 +52,28 @@ class SentenceEncoder:
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)
 
+    def _tokenize(self, texts: list[str], tensors: str = "pt") -> dict:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors=tensors)
+
+    def _mean_pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def _text_tower(self) -> PooledTextTower:
+        return PooledTextTower(self._mean_pooled, self.model)
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         out = []
         for start in range(0, len(texts), batch_size):
-            inputs = self.tokenizer(
-                list(texts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=self._max_tokens,
-                return_tensors="pt",
-            )
+            batch = list(texts[start : start + batch_size])
+            if self._fast_text is not None:
+                inputs = self._tokenize(batch, "np")
+                out.append(self._fast_text(inputs["input_ids"], inputs["attention_mask"]))
+                continue
+            inputs = self._tokenize(batch)
             with torch.inference_mode():
-                hidden = self.model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(unit_rows((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)))
+                out.append(unit_rows(self._mean_pooled(inputs["input_ids"], inputs["attention_mask"])))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -84,9 +96,12 @@ def serving_sentence_encoder() -> SentenceEncoder | None:
         with _lock:
             if _sentence is None and not _sentence_failed:
                 try:
-                    _sentence = SentenceEncoder(
+                    encoder = SentenceEncoder(
                         settings.LOUPE_TEXT_MODEL, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE
                     )
+                    if settings.LOUPE_ONNX_TEXT:
+                        encoder.accelerate_text(onnx_cache_dir())
+                    _sentence = encoder
                 except EncoderLoadError as exc:
                     _sentence_failed = True
                     logger.error("Text channel off: %s. Full-text search still runs.", exc)

@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "feedback.identity.UserKeyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -154,8 +155,14 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Partner keys first; a logged-in browser session (with CSRF checks) also works for the read endpoints.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "feedback.api_keys.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": ["feedback.api_keys.ApiKeyThrottle"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loupe API",
@@ -181,6 +188,14 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 
 # --- Search -------------------------------------------------------------------------------------------
 LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
+
+# Feedback: what one user key may add per hour (clicks + ratings), and the largest API batch.
+LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)
+LOUPE_FEEDBACK_BATCH_MAX = env.int("LOUPE_FEEDBACK_BATCH_MAX", default=500)
+# Partner API: may callers without a key search? (Feedback and ingest always need a key with the scope.)
+LOUPE_API_ANONYMOUS_SEARCH = env.bool("LOUPE_API_ANONYMOUS_SEARCH", default=True)
+# Folders the server may read when a partner adds an image by local path (none: adding by path is off).
+LOUPE_INGEST_ROOTS = [Path(p).resolve() for p in env.list("LOUPE_INGEST_ROOTS", default=[])]
 LOUPE_PAGE_SIZE = env.int("LOUPE_PAGE_SIZE", default=24)
 LOUPE_MAX_PAGE_SIZE = env.int("LOUPE_MAX_PAGE_SIZE", default=100)
 LOUPE_MAX_CANDIDATES = env.int("LOUPE_MAX_CANDIDATES", default=1000)
@@ -208,6 +223,14 @@ LOUPE_EXACT_FILTER_LIMIT = env.int("LOUPE_EXACT_FILTER_LIMIT", default=20_000)
 
 CELERY_BEAT_SCHEDULE = {
     "embed-missing": {"task": "loupe.embed_missing", "schedule": env.float("LOUPE_EMBED_EVERY_SECONDS", default=60.0)},
+    "refresh-feedback-summaries": {
+        "task": "loupe.refresh_feedback_summaries",
+        "schedule": env.float("LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS", default=300.0),
+    },
+    "refresh-text-stats": {
+        "task": "loupe.refresh_text_stats",
+        "schedule": env.float("LOUPE_TEXT_STATS_EVERY_SECONDS", default=600.0),
+    },
 }
 
 # --- Text channel (captions and tags) ---------------------------------------------------------------
@@ -226,9 +249,18 @@ def _bundled_sentence_model() -> str:
 
 LOUPE_TEXT_MODEL = env.str("LOUPE_TEXT_MODEL", default="") or _bundled_sentence_model()
 LOUPE_TEXT_CHANNEL = env.bool("LOUPE_TEXT_CHANNEL", default=True)
+# Text towers (CLIP's and the sentence model) exported to ONNX Runtime when its vectors match PyTorch's.
+LOUPE_ONNX_TEXT = env.bool("LOUPE_ONNX_TEXT", default=True)
 # Reciprocal-rank fusion: score = sum of weight / (RRF_K + rank) over the channels that can see an image.
 LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
-LOUPE_CHANNEL_DEPTH = env.int("LOUPE_CHANNEL_DEPTH", default=100)
+LOUPE_CHANNEL_DEPTH = env.int("LOUPE_CHANNEL_DEPTH", default=50)
+# Run the text channels in threads beside the CLIP text tower (each on its own database connection).
+LOUPE_PARALLEL_CHANNELS = env.bool("LOUPE_PARALLEL_CHANNELS", default=True)
 LOUPE_FTS_WEIGHT = env.float("LOUPE_FTS_WEIGHT", default=1.0)
+# Words in more than this share of documents (and at least MIN_DOCS of them) do not select full-text
+# candidates on their own, and at most MAX_RANKED matches are ranked: bounds the cost (docs/performance.md).
+LOUPE_FTS_COMMON_FRACTION = env.float("LOUPE_FTS_COMMON_FRACTION", default=0.02)
+LOUPE_FTS_COMMON_MIN_DOCS = env.int("LOUPE_FTS_COMMON_MIN_DOCS", default=1000)
+LOUPE_FTS_MAX_RANKED = env.int("LOUPE_FTS_MAX_RANKED", default=2000)
 # Caption-vector matches below this cosine are not candidates (all-MiniLM-L6-v2 scale).
 LOUPE_CAPTION_MIN_SIMILARITY = env.float("LOUPE_CAPTION_MIN_SIMILARITY", default=0.2)

@@ -8,6 +8,7 @@ from searchapp import views
 urlpatterns = [
     path("", views.search_page, name="search"),
     path("images/<int:image_id>/", views.image_page, name="image"),
+    path("feedback/", include("feedback.urls")),
     path("api/v1/", include("searchapp.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from feedback.capture import CLIENT_ID
+from feedback.identity import web_viewer
 from searchapp.forms import ImageSearchForm, SearchForm
 from searchapp.images import InvalidImage, read_image
 from searchapp.models import Image
@@ -31,7 +35,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
             context["image_form"] = image_form
             if image_form.is_valid():
                 checked = read_image(image_form.cleaned_data["image"].read())
-                context["response"] = SearchService().search(SearchRequest(image=checked))
+                context["response"] = SearchService().search(SearchRequest(image=checked), web_viewer(request))
             else:
                 context["error"] = "Choose an image file to search with."
                 status = 400
@@ -39,7 +43,9 @@ def search_page(request: HttpRequest) -> HttpResponse:
             form = context["form"]
             if form.is_valid():
                 page = form.cleaned_data.get("page") or 1
-                context["response"] = SearchService().search(SearchRequest(text=form.cleaned_data["q"], page=page))
+                context["response"] = SearchService().search(
+                    SearchRequest(text=form.cleaned_data["q"], page=page), web_viewer(request)
+                )
             else:
                 context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
                 status = 400
@@ -55,10 +61,25 @@ def image_page(request: HttpRequest, image_id: int) -> HttpResponse:
     if image is None:
         raise Http404("No such image.")
     service = SearchService()
-    context: dict = {"image": image}
+    context: dict = {"image": image, "came_from": _came_from(request)}
     try:
-        context["similar"] = service.search(SearchRequest(image_id=image_id, page_size=SIMILAR_COUNT))
+        context["similar"] = service.search(
+            SearchRequest(image_id=image_id, page_size=SIMILAR_COUNT), web_viewer(request)
+        )
         context["described_by"] = service.describe(image_id, k=DESCRIBE_COUNT)
     except NotIndexed as exc:
         context["error"] = str(exc)
     return render(request, "searchapp/image.html", context)
+
+
+def _came_from(request: HttpRequest) -> dict | None:
+    """The search result this page was opened from (set by feedback.js), so dwell and ratings tie to it."""
+    event, position, click = (request.GET.get(name, "") for name in ("event", "pos", "click"))
+    try:
+        uuid.UUID(event)
+        position_number = int(position)
+    except ValueError:
+        return None
+    if not CLIENT_ID.match(click) or position_number < 1:
+        return None
+    return {"event": event, "position": position_number, "click": click}

@@ -16,3 +16,7 @@ os.environ.setdefault("LOUPE_ENCODER_FALLBACK", "false")
 from searchapp.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Most tests run inside a transaction that other connections cannot see, so the text channels run
+# in the test's own thread; tests/integration/test_text_channel.py runs them in parallel on purpose.
+LOUPE_PARALLEL_CHANNELS = False

@@ -18,3 +18,19 @@ def embed_missing() -> dict:
     if result["images"] or result["captions"]:
         logger.info("Embedded %s", result)
     return result
+
+
+@shared_task(name="loupe.refresh_text_stats", acks_late=True)
+def refresh_text_stats() -> None:
+    """Recount how many documents hold each full-text word (steers which words select candidates)."""
+    from searchapp.text_index import refresh_lexeme_stats
+
+    refresh_lexeme_stats()
+
+
+@shared_task(name="loupe.refresh_feedback_summaries", acks_late=True)
+def refresh_feedback_summaries() -> dict:
+    """Recompute the per-image and per-query feedback summaries (admin pages, ranker priors)."""
+    from feedback.summaries import refresh_summaries
+
+    return refresh_summaries()

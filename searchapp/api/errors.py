@@ -6,8 +6,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from feedback.capture import CapReached
+from searchapp.errors import Refused
 from searchapp.images import InvalidImage
-from searchapp.search import SearchError
 
 
 def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
@@ -26,9 +27,12 @@ def _flatten(detail) -> dict:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, SearchError):
+    if isinstance(exc, Refused):
         fields = {exc.field: str(exc)} if exc.field else None
-        return error_response(exc.code, str(exc), exc.status, fields)
+        response = error_response(exc.code, str(exc), exc.status, fields)
+        if isinstance(exc, CapReached):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, InvalidImage):
         return error_response("invalid_image", str(exc), status.HTTP_400_BAD_REQUEST, {"image": str(exc)})
     response = drf_exception_handler(exc, context)

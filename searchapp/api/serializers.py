@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from feedback.identity import PARTNER_USER
 from searchapp.models import Image
 
 
@@ -18,6 +19,13 @@ class SearchParamsSerializer(serializers.Serializer):
     max_drop = serializers.FloatField(
         required=False, min_value=0.0, max_value=0.999, help_text="Dynamic cut: largest allowed relative score drop."
     )
+    user = serializers.RegexField(
+        PARTNER_USER,
+        required=False,
+        help_text="Partner apps: your end user's id (1-128 of letters, digits, . @ : + - _), so feedback, "
+        "caps and experiments apply per user. Ignored without an API key.",
+    )
+    session = serializers.RegexField(r"^[\w.:-]{1,64}$", required=False, help_text="Your end user's session id.")
 
 
 class TextSearchSerializer(SearchParamsSerializer):
@@ -89,6 +97,9 @@ class EncoderMetaSerializer(serializers.Serializer):
 
 
 class SearchResponseSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField(
+        allow_null=True, help_text="This result list's id: send it with clicks and ratings. Null if not logged."
+    )
     results = SearchHitSerializer(many=True, source="hits")
     meta = serializers.SerializerMethodField()
 

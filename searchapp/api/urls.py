@@ -1,13 +1,19 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from searchapp.api import views
+from feedback import api as feedback_api
+from searchapp.api import ingest, views
 
 urlpatterns = [
     path("search", views.SearchView.as_view(), name="api-search"),
+    path("images", ingest.AddImageView.as_view(), name="api-add-image"),
     path("images/<int:image_id>", views.ImageDetailView.as_view(), name="api-image"),
     path("images/<int:image_id>/captions", views.ImageCaptionsView.as_view(), name="api-image-captions"),
     path("tags", views.TagSuggestionsView.as_view(), name="api-tags"),
+    path("feedback/clicks", feedback_api.ClickView.as_view(), name="api-clicks"),
+    path("feedback/clicks/batch", feedback_api.ClickBatchView.as_view(), name="api-clicks-batch"),
+    path("feedback/ratings", feedback_api.RatingView.as_view(), name="api-ratings"),
+    path("feedback/ratings/batch", feedback_api.RatingBatchView.as_view(), name="api-ratings-batch"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

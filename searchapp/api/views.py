@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -9,6 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from feedback.api_keys import scope_required
+from feedback.identity import Viewer, partner_viewer
+from feedback.models import ApiKey
 from searchapp.api.serializers import (
     CaptionHitSerializer,
     ErrorSerializer,
@@ -18,13 +23,24 @@ from searchapp.api.serializers import (
     TagSuggestionSerializer,
     TextSearchSerializer,
 )
-from searchapp.images import InvalidImage, read_image
+from searchapp.images import read_upload
 from searchapp.models import Image
 from searchapp.search import InvalidQuery, SearchRequest, SearchService, UnknownImage
 from searchapp.tag_stats import tag_suggestions
 from searchapp.tags import split_tag_list
 
-ERRORS = {400: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
+          409: ErrorSerializer, 429: ErrorSerializer}  # fmt: skip
+
+
+def api_viewer(request: Request, data: dict) -> Viewer:
+    """Who an API search is for: a partner's end user, a logged-in account, or an anonymous caller by address."""
+    if isinstance(request.auth, ApiKey):
+        return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""))
+    if request.user.is_authenticated:
+        return Viewer(user_key=f"account:{request.user.pk}", surface="api")
+    address = request.META.get("REMOTE_ADDR", "")
+    return Viewer(user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api")
 
 
 def _search_request(data: dict, **query) -> SearchRequest:
@@ -40,6 +56,7 @@ def _search_request(data: dict, **query) -> SearchRequest:
 
 class SearchView(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    permission_classes = [scope_required("search", anonymous_allowed=lambda: settings.LOUPE_API_ANONYMOUS_SEARCH)]
 
     @extend_schema(
         summary="Search images by text",
@@ -49,7 +66,8 @@ class SearchView(APIView):
     def get(self, request: Request) -> Response:
         params = TextSearchSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        response = SearchService().search(_search_request(params.validated_data, text=params.validated_data["q"]))
+        data = params.validated_data
+        response = SearchService().search(_search_request(data, text=data["q"]), api_viewer(request, data))
         return Response(SearchResponseSerializer(response, context={"request": request}).data)
 
     @extend_schema(
@@ -62,15 +80,10 @@ class SearchView(APIView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         if "image" in data:
-            upload = data["image"]
-            if upload.size > settings.LOUPE_MAX_UPLOAD_BYTES:
-                raise InvalidImage(
-                    f"The file is {upload.size:,} bytes; the limit is {settings.LOUPE_MAX_UPLOAD_BYTES:,}."
-                )
-            search = _search_request(data, image=read_image(upload.read()))
+            search = _search_request(data, image=read_upload(data["image"]))
         else:
             search = _search_request(data, image_id=data["image_id"])
-        response = SearchService().search(search)
+        response = SearchService().search(search, api_viewer(request, data))
         return Response(SearchResponseSerializer(response, context={"request": request}).data)
 
 

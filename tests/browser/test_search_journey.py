@@ -33,7 +33,7 @@ def test_search_open_an_image_and_find_more_like_it(live_server, live_collection
     image_id = first.get_attribute("data-image-id")
     first.focus()
     page.keyboard.press("Enter")  # keyboard navigation opens the image
-    page.wait_for_url(f"**/images/{image_id}/")
+    page.wait_for_url(f"**/images/{image_id}/?*")  # the page learns which search result it was
     assert page.get_by_role("heading", name="More like this").is_visible()
     assert page.locator(".card").count() == 11
     assert page.locator(f'.result-link[data-image-id="{image_id}"]').count() == 0

@@ -104,3 +104,49 @@ def test_fused_paging_is_consistent(service, collection):
     full = ids(service.search(SearchRequest(text="view number", page_size=12)))
     pages = [ids(service.search(SearchRequest(text="view number", page_size=4, page=p))) for p in (1, 2, 3)]
     assert sum(pages, []) == full
+
+
+def test_common_words_do_not_select_candidates_but_rare_ones_do(collection, settings):
+    """'picture' is in every document: above the common-word share it selects nothing on its own."""
+    from searchapp.text_index import refresh_lexeme_stats
+
+    refresh_lexeme_stats()
+    settings.LOUPE_FTS_COMMON_MIN_DOCS = 1
+    settings.LOUPE_FTS_COMMON_FRACTION = 0.5  # 'picture' (12 of 12 documents) is common, 's5' (1 of 12) is not
+    assert [n.id for n in full_text_matches("picture s5", k=20)] == [collection[5].pk]
+    # Common words only: all of them must match.
+    assert {n.id for n in full_text_matches("test picture", k=20)} == {image.pk for image in collection}
+    assert full_text_matches("picture zebra", k=20) == []  # 'zebra' is rare (0 documents) and matches nothing
+    settings.LOUPE_FTS_MAX_RANKED = 3
+    assert len(full_text_matches("test picture", k=20)) == 3
+
+
+def test_full_text_matches_say_which_images_have_captions(collection):
+    from searchapp.tags import clean_tags
+
+    tagged_only, _ = add_image(read_image(image_bytes(77)), tags=clean_tags(["picture"]))
+    found = {n.id: n for n in full_text_matches("picture", k=20)}
+    assert found[tagged_only.pk].has_captions is False and found[tagged_only.pk].has_document is True
+    assert found[collection[0].pk].has_captions is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_text_channels_give_the_same_results_as_sequential(settings):
+    """The channels run in pool threads on their own connections; the answer must not change."""
+    from searchapp.search import SearchService
+    from searchapp.text_channels import shutdown_pool
+    from tests.conftest import build_collection
+
+    service = SearchService()
+    build_collection(service)
+    queries = ["caption 9 of a test picture", "another view number 4", "tag:even picture"]
+    settings.LOUPE_PARALLEL_CHANNELS = False
+    sequential = [service.search(SearchRequest(text=q, page_size=12)) for q in queries]
+    settings.LOUPE_PARALLEL_CHANNELS = True
+    try:
+        parallel = [service.search(SearchRequest(text=q, page_size=12)) for q in queries]
+    finally:
+        shutdown_pool()  # the pool threads' connections would keep the test database from being dropped
+    for one, other in zip(sequential, parallel, strict=True):
+        assert [(h.image.pk, h.channels) for h in one.hits] == [(h.image.pk, h.channels) for h in other.hits]
+        assert [h.score for h in one.hits] == pytest.approx([h.score for h in other.hits])

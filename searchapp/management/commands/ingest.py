@@ -10,6 +10,7 @@ from tqdm import tqdm
 from searchapp.embedding import embed_everything_missing, images_to_embed
 from searchapp.ingestion.service import ingest_items
 from searchapp.ingestion.sources import SourceError, detect_items
+from searchapp.text_index import refresh_lexeme_stats
 from searchapp.versions import serving_version
 
 
@@ -48,6 +49,8 @@ class Command(BaseCommand):
                 f"{source}: {report.added} added, {report.duplicates} already present, {len(report.failed)} skipped"
             )
             total_added += report.added
+        if total_added:
+            refresh_lexeme_stats()
         if not opts["no_embed"]:
             self._embed()
 

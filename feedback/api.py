@@ -1,0 +1,112 @@
+"""Partner API for feedback: clicks and ratings, one by one or in batches. Needs a key with the feedback scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.api_keys import scope_required
+from feedback.capture import FeedbackError, Recorded, record_click, record_rating
+from feedback.identity import Viewer, partner_viewer
+from feedback.serializers import (
+    BatchResultSerializer,
+    ClickBatchSerializer,
+    ClickSerializer,
+    RatingBatchSerializer,
+    RatingSerializer,
+    RecordedSerializer,
+)
+from searchapp.api.serializers import ErrorSerializer
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
+Recorder = Callable[[Viewer, object], Recorded]
+
+
+def _viewer(request: Request, data: dict) -> Viewer:
+    return partner_viewer(request.auth, data.get("user", ""))
+
+
+def _record_one(request: Request, serializer_class, record: Recorder) -> Response:
+    item = serializer_class(data=request.data)
+    item.is_valid(raise_exception=True)
+    recorded = record(_viewer(request, item.validated_data), item.to_input())
+    return Response(
+        RecordedSerializer(recorded).data, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK
+    )
+
+
+def _record_batch(request: Request, batch_class, serializer_class, record: Recorder) -> Response:
+    """Each item is validated and recorded on its own: one bad item does not cost the others."""
+    batch = batch_class(data=request.data)
+    batch.is_valid(raise_exception=True)
+    results, counts = [], {"created": 0, "duplicate": 0, "rejected": 0}
+    for index, raw in enumerate(batch.validated_data["items"]):
+        item = serializer_class(data=raw)
+        client_id = raw.get("client_id") if isinstance(raw.get("client_id"), str) else None
+        try:
+            if not item.is_valid():
+                raise FeedbackError(_describe(item.errors))
+            recorded = record(_viewer(request, item.validated_data), item.to_input())
+        except FeedbackError as exc:
+            error = {"code": exc.code, "message": str(exc)}
+            results.append({"index": index, "client_id": client_id, "status": "rejected", "error": error})
+            counts["rejected"] += 1
+            continue
+        outcome = "created" if recorded.created else "duplicate"
+        results.append({"index": index, "client_id": client_id, "status": outcome, "id": recorded.item.pk})
+        counts[outcome] += 1
+    body = {"created": counts["created"], "duplicates": counts["duplicate"], "rejected": counts["rejected"]}
+    return Response({**body, "results": results})
+
+
+def _describe(errors: dict) -> str:
+    return "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in errors.items())
+
+
+class FeedbackView(APIView):
+    permission_classes = [scope_required("feedback")]
+
+
+class ClickView(FeedbackView):
+    @extend_schema(
+        summary="Record a click on a search result",
+        request=ClickSerializer,
+        responses={201: RecordedSerializer, 200: RecordedSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        return _record_one(request, ClickSerializer, record_click)
+
+
+class ClickBatchView(FeedbackView):
+    @extend_schema(
+        summary="Record up to 500 clicks; each item is recorded or rejected on its own",
+        request=ClickBatchSerializer,
+        responses={200: BatchResultSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        return _record_batch(request, ClickBatchSerializer, ClickSerializer, record_click)
+
+
+class RatingView(FeedbackView):
+    @extend_schema(
+        summary="Record a rating of an image (thumbs or stars)",
+        request=RatingSerializer,
+        responses={201: RecordedSerializer, 200: RecordedSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        return _record_one(request, RatingSerializer, record_rating)
+
+
+class RatingBatchView(FeedbackView):
+    @extend_schema(
+        summary="Record up to 500 ratings; each item is recorded or rejected on its own",
+        request=RatingBatchSerializer,
+        responses={200: BatchResultSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        return _record_batch(request, RatingBatchSerializer, RatingSerializer, record_rating)

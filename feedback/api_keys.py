@@ -1,0 +1,142 @@
+"""Partner API keys: issue, look up by hash, authenticate, check scopes, throttle per key.
+
+A key reads ``loupe_<prefix>_<secret>``. The prefix (public, unique) finds the row; the whole
+key's sha256 is compared in constant time. Keys are 190 random bits, so an unsalted fast hash is
+enough (the scheme GitHub and Stripe tokens use); the key itself is never stored.
+
+Throttling counts requests per key per minute in Postgres (one upsert per request), so the limit
+holds across every web process and machine, and a 429 says when to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AnonymousUser
+from django.db import connection
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.throttling import BaseThrottle
+
+from feedback.models import ApiKey
+
+KEY_PREFIX = "loupe_"
+WINDOW = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    plaintext: str  # shown once, never stored
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_key(api_key: ApiKey) -> str:
+    """Give an unsaved ApiKey its prefix and hash; return the plaintext key, to be shown once."""
+    api_key.prefix = secrets.token_hex(6)
+    plaintext = f"{KEY_PREFIX}{api_key.prefix}_{secrets.token_urlsafe(24)}"
+    api_key.hashed_secret = hash_key(plaintext)
+    return plaintext
+
+
+def issue_key(name: str, scopes: list[str], *, requests_per_minute: int = 600, created_by=None) -> IssuedKey:
+    api_key = ApiKey(
+        name=name, scopes=sorted(set(scopes)), requests_per_minute=requests_per_minute, created_by=created_by
+    )
+    plaintext = new_key(api_key)
+    api_key.save()
+    return IssuedKey(api_key, plaintext)
+
+
+def find_key(plaintext: str) -> ApiKey | None:
+    """The active key matching ``plaintext``, or None."""
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
+        return None
+    prefix, _, secret = plaintext[len(KEY_PREFIX) :].partition("_")
+    if not prefix or not secret:
+        return None
+    api_key = ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.hashed_secret, hash_key(plaintext)):
+        return None
+    return api_key
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer loupe_...`` or ``X-API-Key: loupe_...``; ``request.auth`` becomes the ApiKey."""
+
+    def authenticate(self, request):
+        header = request.headers.get("Authorization", "")
+        plaintext = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
+        if not plaintext:
+            return None
+        api_key = find_key(plaintext.strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        return AnonymousUser(), api_key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="loupe"'
+
+
+def scope_required(scope: str, *, anonymous_allowed=lambda: False) -> type[BasePermission]:
+    """A permission class: the request's key must carry ``scope`` (or, if allowed, there is no key at all)."""
+
+    class HasScope(BasePermission):
+        message = f"This API key lacks the '{scope}' scope."
+
+        def has_permission(self, request, view) -> bool:
+            api_key = request.auth if isinstance(request.auth, ApiKey) else None
+            if api_key is None:
+                if anonymous_allowed():
+                    return True
+                raise exceptions.NotAuthenticated(f"This endpoint needs an API key with the '{scope}' scope.")
+            return scope in api_key.scopes
+
+    HasScope.__name__ = f"Has{scope.title()}Scope"
+    return HasScope
+
+
+def count_request(api_key: ApiKey, now: datetime | None = None) -> tuple[int, datetime]:
+    """Add one request to the key's current minute; return the count so far and when the window ends."""
+    now = now or timezone.now()
+    window_start = now.replace(second=0, microsecond=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO feedback_apiusage (key_id, window_start, requests) VALUES (%s, %s, 1) "
+            "ON CONFLICT (key_id, window_start) DO UPDATE SET requests = feedback_apiusage.requests + 1 "
+            "RETURNING requests",
+            [api_key.pk, window_start],
+        )
+        requests = cursor.fetchone()[0]
+        if requests == 1:  # first request of the minute: note the key's use, forget windows over a day old
+            cursor.execute("UPDATE feedback_apikey SET last_used_at = %s WHERE id = %s", [now, api_key.pk])
+            cursor.execute(
+                "DELETE FROM feedback_apiusage WHERE key_id = %s AND window_start < %s",
+                [api_key.pk, now - timedelta(days=1)],
+            )
+    return requests, window_start + WINDOW
+
+
+class ApiKeyThrottle(BaseThrottle):
+    """At most ``requests_per_minute`` requests per key per calendar minute; no limit here without a key."""
+
+    def allow_request(self, request, view) -> bool:
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        if api_key is None:
+            return True
+        requests, window_end = count_request(api_key)
+        self._wait = max(1, math.ceil((window_end - timezone.now()).total_seconds()))
+        return requests <= api_key.requests_per_minute
+
+    def wait(self) -> float:
+        return self._wait

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from feedback import views
+
+urlpatterns = [
+    path("click", views.click, name="feedback-click"),
+    path("rate", views.rate, name="feedback-rate"),
+]

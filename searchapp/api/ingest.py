@@ -1,0 +1,123 @@
+"""Partner API: add an image by upload, or by a local path the server is allowed to read (ingest scope).
+
+A path must resolve (symlinks followed) inside one of ``LOUPE_INGEST_ROOTS``; anything else is
+refused without touching the file, so a key cannot read arbitrary server files. The new image is
+embedded right away so it is searchable when the call returns; if that fails it is still stored
+and the periodic embedding task picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.api_keys import scope_required
+from searchapp.api.serializers import ErrorSerializer, ImageSerializer
+from searchapp.embedding import embed_new_images
+from searchapp.images import InvalidImage, read_image, read_upload
+from searchapp.ingestion.service import add_image
+from searchapp.tags import split_tag_list
+
+logger = logging.getLogger(__name__)
+
+
+class AddImageSerializer(serializers.Serializer):
+    image = serializers.FileField(required=False, help_text="The image file (multipart).")
+    path = serializers.CharField(
+        required=False, max_length=4096, help_text="Or: a file path or file:// URL under the server's ingest folders."
+    )
+    captions = serializers.ListField(
+        child=serializers.CharField(max_length=2000), required=False, max_length=20, help_text="Up to 20 captions."
+    )
+    tags = serializers.CharField(required=False, allow_blank=True, max_length=2000, help_text="Comma-separated.")
+    licence = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    attribution = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    def validate(self, attrs):
+        if ("image" in attrs) == ("path" in attrs):
+            raise serializers.ValidationError({"image": "Give exactly one of 'image' (upload) and 'path'."})
+        return attrs
+
+
+class AddedImageSerializer(serializers.Serializer):
+    created = serializers.BooleanField(help_text="False when the same bytes were already in the collection.")
+    indexed = serializers.BooleanField(help_text="Searchable now (else within a minute, by the periodic task).")
+    image = ImageSerializer()
+
+
+def allowed_path(raw: str) -> Path:
+    """The file a partner named, if it lies inside an ingest folder; InvalidImage otherwise."""
+    if raw.startswith("file:"):
+        parsed = urlparse(raw)
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidImage("Only file:// URLs of this server are accepted.")
+        raw = unquote(parsed.path)
+    if "\x00" in raw:
+        raise InvalidImage("The path contains a NUL character.")
+    if not settings.LOUPE_INGEST_ROOTS:
+        raise InvalidImage("Adding images by path is off on this server (LOUPE_INGEST_ROOTS is empty).")
+    path = Path(raw)
+    if not path.is_absolute():
+        raise InvalidImage("Give an absolute path.")
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in settings.LOUPE_INGEST_ROOTS):
+        raise InvalidImage("That path is outside the folders this server may ingest from.")
+    if not resolved.is_file():
+        raise InvalidImage("There is no file at that path.")
+    return resolved
+
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}
+
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}
+
+
+class AddImageView(APIView):
+    parser_classes = [MultiPartParser, JSONParser]
+    permission_classes = [scope_required("ingest")]
+
+    @extend_schema(
+        summary="Add an image to the collection (upload or server-side path)",
+        request={"multipart/form-data": AddImageSerializer, "application/json": AddImageSerializer},
+        responses={
+            201: AddedImageSerializer,
+            200: AddedImageSerializer,
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        params = AddImageSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        if "image" in data:
+            checked = read_upload(data["image"])
+            source = f"api upload by {request.auth.prefix}: {data['image'].name}"[:2000]
+        else:
+            path = allowed_path(data["path"])
+            if path.stat().st_size > settings.LOUPE_MAX_UPLOAD_BYTES:
+                raise InvalidImage(f"The file is over the {settings.LOUPE_MAX_UPLOAD_BYTES:,}-byte limit.")
+            checked, source = read_image(path.read_bytes()), str(path)
+        image, created = add_image(
+            checked,
+            captions=data.get("captions", []),
+            tags=split_tag_list(data.get("tags", "")),
+            licence=data.get("licence", ""),
+            attribution=data.get("attribution", ""),
+            source=source,
+        )
+        indexed = embed_new_images([image.pk])
+        body = {"created": created, "indexed": indexed, "image": image}
+        return Response(
+            AddedImageSerializer(body, context={"request": request}).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )

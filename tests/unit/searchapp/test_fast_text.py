@@ -1,0 +1,39 @@
+"""Text towers served by ONNX Runtime must give the vectors PyTorch gives, or not be used."""
+
+import numpy as np
+import pytest
+from django.conf import settings
+
+from searchapp.encoders import Encoder
+from searchapp.sentence import SentenceEncoder
+
+TEXTS = ["a dog on a beach", "two people riding bicycles down a busy street at night, in the rain", "x", ""]
+
+
+@pytest.mark.parametrize(
+    "load", [lambda: Encoder(str(settings.LOUPE_CLIP_MODEL)), lambda: SentenceEncoder(settings.LOUPE_TEXT_MODEL)]
+)
+def test_onnx_text_tower_matches_pytorch_and_is_reused(load, tmp_path):
+    encoder = load()
+    eager = encoder.encode_texts(TEXTS)
+    assert encoder.accelerate_text(tmp_path) is True and encoder.text_runtime == "onnxruntime"
+    fast = encoder.encode_texts(TEXTS)
+    assert fast.shape == eager.shape and fast.dtype == np.float32
+    assert np.min(np.sum(fast * eager, axis=1)) > 0.999
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+    again = load()
+    assert again.accelerate_text(tmp_path) is True
+    assert exported[0].stat().st_mtime_ns == stamp  # the same weights reuse the exported file
+
+
+def test_a_broken_export_keeps_pytorch(tmp_path, caplog):
+    encoder = Encoder(str(settings.LOUPE_CLIP_MODEL))
+    key_file = tmp_path / f"text-{encoder.fingerprint[:24]}.onnx"
+    key_file.write_bytes(b"not an onnx model")
+    assert encoder.accelerate_text(tmp_path) is False
+    assert encoder.text_runtime == "pytorch"
+    assert "using eager PyTorch" in caplog.text
+    assert encoder.encode_texts(["still works"]).shape == (1, encoder.dimension)
