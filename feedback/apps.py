@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class FeedbackConfig(AppConfig):
     name = "feedback"
+
+    def ready(self) -> None:
+        from feedback import schema  # noqa: F401 - registers the API key scheme with drf-spectacular

@@ -147,7 +147,9 @@ class Encoder(AcceleratedText):
         out = []
         for start in range(0, len(images), batch_size):
             batch = [image.convert("RGB") for image in images[start : start + batch_size]]
-            inputs = self.image_processor(images=batch, return_tensors="pt")
+            # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
+            # tiny images (a 3-pixel-high image looks channels-first to it).
+            inputs = self.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")
             with torch.inference_mode():
                 features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
             out.append(unit_rows(features))

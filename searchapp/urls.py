@@ -5,6 +5,8 @@ from django.views.static import serve
 
 from searchapp import views
 
+handler404 = "searchapp.views.not_found"
+
 urlpatterns = [
     path("", views.search_page, name="search"),
     path("images/<int:image_id>/", views.image_page, name="image"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.cache import cache
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from feedback.capture import CLIENT_ID
@@ -83,3 +83,11 @@ def _came_from(request: HttpRequest) -> dict | None:
     if not CLIENT_ID.match(click) or position_number < 1:
         return None
     return {"event": event, "position": position_number, "click": click}
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404: the API's JSON error shape under /api/, the site's page elsewhere."""
+    if request.path.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": f"There is nothing at {request.path}."}}
+        return JsonResponse(body, status=404)
+    return render(request, "404.html", {"path": request.path}, status=404)

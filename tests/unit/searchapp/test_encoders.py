@@ -100,3 +100,10 @@ def test_torch_threads_default_to_one_per_core():
     import torch
 
     assert configure_torch_threads(0) == (os.cpu_count() or 1) == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (5, 3), (3, 1), (1, 3)])
+def test_tiny_images_encode(encoder, size):
+    """Found by the API fuzz: the processor took a 3-pixel-high image for channels-first and failed."""
+    vectors = encoder.encode_images([PILImage.new("RGB", size, (200, 10, 10)), PILImage.new("L", size, 128)])
+    assert vectors.shape == (2, encoder.dimension) and np.isfinite(vectors).all()
