@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api_keys import scope_required
-from feedback.capture import FeedbackError, Recorded, record_click, record_rating
+from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer
 from feedback.serializers import (
     BatchResultSerializer,
@@ -40,26 +40,32 @@ def _record_one(request: Request, serializer_class, record: Recorder) -> Respons
     )
 
 
-def _record_batch(request: Request, batch_class, serializer_class, record: Recorder) -> Response:
-    """Each item is validated and recorded on its own: one bad item does not cost the others."""
+def _record_batch(request: Request, batch_class, serializer_class) -> Response:
+    """Each item is validated and recorded on its own (one bad item does not cost the others), in one commit."""
     batch = batch_class(data=request.data)
     batch.is_valid(raise_exception=True)
-    results, counts = [], {"created": 0, "duplicate": 0, "rejected": 0}
-    for index, raw in enumerate(batch.validated_data["items"]):
+    raw_items = batch.validated_data["items"]
+    outcomes: list = [None] * len(raw_items)
+    valid: list[tuple[int, Viewer, object]] = []
+    for index, raw in enumerate(raw_items):
         item = serializer_class(data=raw)
+        if item.is_valid():
+            valid.append((index, _viewer(request, item.validated_data), item.to_input()))
+        else:
+            outcomes[index] = FeedbackError(_describe(item.errors))
+    for (index, _, _), outcome in zip(valid, record_many([(v, given) for _, v, given in valid]), strict=True):
+        outcomes[index] = outcome
+    results, counts = [], {"created": 0, "duplicate": 0, "rejected": 0}
+    for index, (raw, outcome) in enumerate(zip(raw_items, outcomes, strict=True)):
         client_id = raw.get("client_id") if isinstance(raw.get("client_id"), str) else None
-        try:
-            if not item.is_valid():
-                raise FeedbackError(_describe(item.errors))
-            recorded = record(_viewer(request, item.validated_data), item.to_input())
-        except FeedbackError as exc:
-            error = {"code": exc.code, "message": str(exc)}
+        if isinstance(outcome, FeedbackError):
+            error = {"code": outcome.code, "message": str(outcome)}
             results.append({"index": index, "client_id": client_id, "status": "rejected", "error": error})
             counts["rejected"] += 1
-            continue
-        outcome = "created" if recorded.created else "duplicate"
-        results.append({"index": index, "client_id": client_id, "status": outcome, "id": recorded.item.pk})
-        counts[outcome] += 1
+        else:
+            status_name = "created" if outcome.created else "duplicate"
+            results.append({"index": index, "client_id": client_id, "status": status_name, "id": outcome.item.pk})
+            counts[status_name] += 1
     body = {"created": counts["created"], "duplicates": counts["duplicate"], "rejected": counts["rejected"]}
     return Response({**body, "results": results})
 
@@ -89,7 +95,7 @@ class ClickBatchView(FeedbackView):
         responses={200: BatchResultSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        return _record_batch(request, ClickBatchSerializer, ClickSerializer, record_click)
+        return _record_batch(request, ClickBatchSerializer, ClickSerializer)
 
 
 class RatingView(FeedbackView):
@@ -109,4 +115,4 @@ class RatingBatchView(FeedbackView):
         responses={200: BatchResultSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        return _record_batch(request, RatingBatchSerializer, RatingSerializer, record_rating)
+        return _record_batch(request, RatingBatchSerializer, RatingSerializer)

@@ -216,3 +216,43 @@ def _check_cap(user_key: str) -> None:
             f"This user has given {recent} clicks and ratings in the last hour; the limit is {cap}.",
             retry_after=retry_after,
         )
+
+
+def record_many(items: list[tuple[Viewer, ClickInput | RatingInput]]) -> list[Recorded | FeedbackError]:
+    """Record a batch in one transaction (one commit for all), each item in its own savepoint.
+
+    An item that is refused rolls back only its savepoint. Items are processed in user-key order so
+    that two batches running at once take their per-user locks in the same order and never deadlock;
+    results come back in the order given.
+    """
+    keys = _user_keys(items)
+    results: list[Recorded | FeedbackError | None] = [None] * len(items)
+    with transaction.atomic():
+        for index in sorted(range(len(items)), key=lambda i: keys[i]):
+            viewer, given = items[index]
+            record = record_click if isinstance(given, ClickInput) else record_rating
+            try:
+                results[index] = record(viewer, given)
+            except FeedbackError as exc:
+                results[index] = exc
+    return results
+
+
+def _user_keys(items: list[tuple[Viewer, ClickInput | RatingInput]]) -> list[str]:
+    """The user key each item will be recorded under (its event's, else the viewer's), in one query."""
+    event_ids = set()
+    for _, given in items:
+        try:
+            if given.event_id:
+                event_ids.add(uuid.UUID(str(given.event_id)))
+        except ValueError:
+            pass
+    owners = dict(SearchEvent.objects.filter(pk__in=event_ids).values_list("pk", "user_key"))
+    keys = []
+    for viewer, given in items:
+        try:
+            owner = owners.get(uuid.UUID(str(given.event_id))) if given.event_id else None
+        except ValueError:
+            owner = None
+        keys.append(owner or viewer.user_key)
+    return keys

@@ -6,15 +6,16 @@ is answered anyway (without an event id, so the page simply does not send clicks
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 from collections import Counter
+from contextlib import nullcontext
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from feedback.identity import Viewer
-from feedback.models import Impression, SearchEvent
 
 logger = logging.getLogger(__name__)
 
@@ -51,41 +52,61 @@ def hit_features(hit) -> list[float]:
     ]
 
 
+# One statement, so one round trip: the event, its impressions, and an asynchronous commit. The list
+# we showed is our own log, not something a user gave us, so its commit does not wait for the WAL
+# flush (a crash can lose the last fraction of a second of impressions, never corrupt them); clicks
+# and ratings keep synchronous commits. Measured: 5 round trips and a flush were ~7 ms of a search.
+RECORD_SQL = """
+WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS unused),
+event AS (
+    INSERT INTO feedback_searchevent (id, user_key, session, surface, partner_id, kind, query_text,
+        normalised_query, query_image_id, tags, page, page_size, arm, ranker, encoder_version_id, feature_names,
+        result_count, latency_ms, created_at)
+    SELECT %(id)s, %(user_key)s, %(session)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
+        %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(arm)s, %(ranker)s,
+        %(encoder_version_id)s, %(feature_names)s::varchar[], %(result_count)s, %(latency_ms)s, now()
+    FROM commit_mode
+    RETURNING id
+)
+INSERT INTO feedback_impression (event_id, image_id, position, score, features)
+SELECT event.id, shown.image_id, shown.position, shown.score, shown.features
+FROM event,
+    jsonb_to_recordset(%(shown)s::jsonb) AS shown(image_id bigint, position int, score float8, features float8[])
+"""
+
+
 def record_search(response, viewer: Viewer, *, query_image_id: int | None = None) -> uuid.UUID | None:
     """Store the event and the list exactly as served; return the event id, or None if it could not be stored."""
     event_id = uuid.uuid4()
+    shown = [
+        {"image_id": hit.image.pk, "position": hit.position, "score": float(hit.score), "features": hit_features(hit)}
+        for hit in response.hits
+    ]
+    params = {
+        "id": event_id,
+        "user_key": viewer.user_key,
+        "session": viewer.session,
+        "surface": viewer.surface,
+        "partner_id": viewer.partner_id,
+        "kind": response.kind,
+        "query_text": response.query_text,
+        "normalised_query": query_key(response.query_text),
+        "query_image_id": query_image_id,
+        "tags": list(response.tags),
+        "page": response.page,
+        "page_size": response.page_size,
+        "arm": getattr(response, "arm", ""),
+        "ranker": getattr(response, "ranker", "embedding"),
+        "encoder_version_id": response.encoder.version_id,
+        "feature_names": list(SERVE_FEATURES),
+        "result_count": len(shown),
+        "latency_ms": response.timings_ms.get("total"),
+        "shown": json.dumps(shown),
+    }
     try:
-        with transaction.atomic():
-            SearchEvent.objects.create(
-                id=event_id,
-                user_key=viewer.user_key,
-                session=viewer.session,
-                surface=viewer.surface,
-                partner_id=viewer.partner_id,
-                kind=response.kind,
-                query_text=response.query_text,
-                normalised_query=query_key(response.query_text),
-                query_image_id=query_image_id,
-                tags=list(response.tags),
-                page=response.page,
-                page_size=response.page_size,
-                arm=getattr(response, "arm", ""),
-                ranker=getattr(response, "ranker", "embedding"),
-                encoder_version_id=response.encoder.version_id,
-                feature_names=list(SERVE_FEATURES),
-                result_count=len(response.hits),
-                latency_ms=response.timings_ms.get("total"),
-            )
-            Impression.objects.bulk_create(
-                Impression(
-                    event_id=event_id,
-                    image_id=hit.image.pk,
-                    position=hit.position,
-                    score=float(hit.score),
-                    features=hit_features(hit),
-                )
-                for hit in response.hits
-            )
+        # Inside a caller's transaction a savepoint keeps a failed write from spoiling it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(RECORD_SQL, params)
     except DatabaseError:
         count("failures")
         logger.exception("Could not log search event for %s; the search is answered without it.", viewer.user_key)
