@@ -16,11 +16,9 @@ from contextlib import nullcontext
 from django.db import DatabaseError, connection, transaction
 
 from feedback.identity import Viewer
+from ranking.features import NAMES as FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
-
-# Features logged with each impression until the ranking feature registry takes over (issue 4).
-SERVE_FEATURES = ("score", "clip_similarity", "found_by_clip", "found_by_fts", "found_by_caption")
 
 _counts: Counter = Counter()
 _counts_lock = threading.Lock()
@@ -40,16 +38,6 @@ def counters() -> dict[str, int]:
 def query_key(text: str) -> str:
     """The form in which repeated queries are counted together: case and white space folded."""
     return " ".join(text.lower().split())[:500]
-
-
-def hit_features(hit) -> list[float]:
-    return [
-        float(hit.score),
-        float(hit.similarity) if hit.similarity is not None else 0.0,
-        float("clip" in hit.channels),
-        float("fts" in hit.channels),
-        float("caption" in hit.channels),
-    ]
 
 
 # One statement, so one round trip: the event, its impressions, and an asynchronous commit. The list
@@ -79,7 +67,7 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
     """Store the event and the list exactly as served; return the event id, or None if it could not be stored."""
     event_id = uuid.uuid4()
     shown = [
-        {"image_id": hit.image.pk, "position": hit.position, "score": float(hit.score), "features": hit_features(hit)}
+        {"image_id": hit.image.pk, "position": hit.position, "score": float(hit.score), "features": list(hit.features)}
         for hit in response.hits
     ]
     params = {
@@ -98,7 +86,7 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
         "arm": getattr(response, "arm", ""),
         "ranker": getattr(response, "ranker", "embedding"),
         "encoder_version_id": response.encoder.version_id,
-        "feature_names": list(SERVE_FEATURES),
+        "feature_names": FEATURE_NAMES,
         "result_count": len(shown),
         "latency_ms": response.timings_ms.get("total"),
         "shown": json.dumps(shown),

@@ -182,6 +182,7 @@ class ImageFeedbackSummary(models.Model):
 
     image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
     impressions = models.BigIntegerField()
+    examinations = models.FloatField(help_text="Impressions weighted by 1/position: how often it was likely seen.")
     clicks = models.BigIntegerField()
     ratings = models.BigIntegerField()
     mean_utility = models.FloatField(null=True, help_text="Mean rating on 0-1 (thumbs down 0, up 1; stars 1-5).")

@@ -1,4 +1,4 @@
-"""Refresh the feedback summary views (per image, per query)."""
+"""Refresh the feedback summary views (per image, per query, per query and image)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from django.db import connection
 
-VIEWS = ("feedback_imagesummary", "feedback_querysummary")
+VIEWS = ("feedback_imagesummary", "feedback_querysummary", "feedback_queryimagesummary")
 
 
 def refresh_summaries() -> dict[str, float]:

@@ -197,17 +197,3 @@ def nearest_caption_images(
         if row.score >= min_similarity and row.id not in best:
             best[row.id] = row
     return list(best.values())[:k]
-
-
-def cosines(version: EncoderVersion, vector: np.ndarray, image_ids: Sequence[int]) -> dict[int, float]:
-    """Exact cosine between ``vector`` and these images' vectors (reads each vector: keep the list short)."""
-    if not image_ids:
-        return {}
-    d = int(version.dimension)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT image_id, 1 - (vector::vector({d}) <=> %s::vector({d})) FROM searchapp_imageembedding "
-            "WHERE encoder_version_id = %s AND image_id = ANY(%s)",
-            [vector_literal(vector), version.pk, list(image_ids)],
-        )
-        return {int(image_id): float(cosine) for image_id, cosine in cursor}

@@ -15,13 +15,14 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from feedback.identity import Viewer
-from feedback.impressions import record_search
+from feedback.impressions import query_key, record_search
+from ranking.features import Candidate, candidate_features
 from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
 from searchapp.errors import Refused
 from searchapp.fusion import reciprocal_rank_fusion
 from searchapp.images import CheckedImage
-from searchapp.index import Neighbour, cosines, nearest_captions, nearest_images
+from searchapp.index import Neighbour, nearest_captions, nearest_images
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.tags import clean_tags
@@ -70,6 +71,7 @@ class SearchHit:
     position: int  # 1-based, over the whole ranked list
     similarity: float | None = None  # CLIP cosine between the query and the image
     channels: tuple[str, ...] = ("clip",)  # which channels found it: clip, caption, fts
+    features: tuple[float, ...] = ()  # ranking.features.NAMES order, as computed at serve time
 
     @property
     def matched_text(self) -> bool:
@@ -194,16 +196,24 @@ class SearchService:
         retrieved = time.perf_counter()
 
         if len(rankings) == 1:
-            ranked = [(n.id, n.score, n.score, ("clip",)) for n in clip]
+            ranked = [Candidate(n.id, n.score, i, {"clip": i}, n.score) for i, n in enumerate(clip, 1)]
         else:
             ranked = self._fuse(rankings, weights, {n.id: n.score for n in clip})
         start = (page - 1) * page_size
-        page_items = self._with_similarity(ranked[start : start + page_size], vector)
-        images = self._load_images([image_id for image_id, *_ in page_items])
+        shown = ranked[start : start + page_size]
+        features, facts = candidate_features(self.version, vector, shown, query_key(text), depth)
+        images = self._load_images([c.image_id for c in shown])
         hits = [
-            SearchHit(images[image_id], score, start + i + 1, similarity, channels)
-            for i, (image_id, score, similarity, channels) in enumerate(page_items)
-            if image_id in images
+            SearchHit(
+                images[c.image_id],
+                c.first_stage_score,
+                c.first_stage_rank,
+                c.clip_cosine if c.clip_cosine is not None else facts[c.image_id].clip_cosine,
+                tuple(sorted(c.channel_ranks)),
+                tuple(float(x) for x in row),
+            )
+            for c, row in zip(shown, features, strict=True)
+            if c.image_id in images
         ]
         done = time.perf_counter()
         response = SearchResponse(
@@ -230,7 +240,7 @@ class SearchService:
         return replace(response, event_id=event_id, timings_ms=timings)
 
     @staticmethod
-    def _fuse(rankings: dict[str, list[Neighbour]], weights: dict, clip_cosines: dict[int, float]) -> list[tuple]:
+    def _fuse(rankings: dict[str, list[Neighbour]], weights: dict, clip_cosines: dict[int, float]) -> list[Candidate]:
         """Weighted RRF; each channel's rows say which images have text, so eligibility needs no extra query."""
         has_document: dict[int, bool] = {}
         has_captions: dict[int, bool] = {}
@@ -246,16 +256,9 @@ class SearchService:
 
         ids = {name: [n.id for n in ranking] for name, ranking in rankings.items()}
         fused = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
-        return [(c.image_id, c.score, clip_cosines.get(c.image_id), tuple(c.channels)) for c in fused]
-
-    def _with_similarity(self, items: list[tuple], vector) -> list[tuple]:
-        """Fill in the CLIP cosine of the shown items that only the text channels found (for display and logs)."""
-        missing = [image_id for image_id, _, similarity, _ in items if similarity is None]
-        if not missing:
-            return items
-        found = cosines(self.version, vector, missing)
         return [
-            (image_id, score, found.get(image_id) if sim is None else sim, ch) for image_id, score, sim, ch in items
+            Candidate(c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id))
+            for position, c in enumerate(fused, 1)
         ]
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:

@@ -1,5 +1,7 @@
 """Recording searches, clicks and ratings: validation, idempotency, the per-user cap."""
 
+import math
+
 import pytest
 from django.db import connection
 
@@ -16,8 +18,9 @@ from feedback.capture import (
     record_rating,
 )
 from feedback.identity import Viewer
-from feedback.impressions import SERVE_FEATURES, counters
+from feedback.impressions import counters
 from feedback.models import Click, Impression, Rating, SearchEvent
+from ranking.features import NAMES
 from searchapp.search import SearchRequest
 from tests.integration.feedback.conftest import ALICE
 
@@ -28,12 +31,17 @@ def test_a_logged_search_stores_the_list_exactly_as_served(logged_search):
     event = SearchEvent.objects.get(pk=logged_search.event_id)
     assert (event.user_key, event.session, event.surface, event.kind) == (ALICE.user_key, "s1", "web", "text")
     assert event.query_text == "a test picture" and event.normalised_query == "a test picture"
-    assert event.result_count == 6 and event.feature_names == list(SERVE_FEATURES)
+    assert event.result_count == 6 and event.feature_names == NAMES
     assert event.encoder_version_id == logged_search.encoder.version_id
     shown = list(Impression.objects.filter(event=event).order_by("position"))
     assert [(i.image_id, i.position) for i in shown] == [(h.image.pk, h.position) for h in logged_search.hits]
     assert [i.score for i in shown] == pytest.approx([h.score for h in logged_search.hits])
-    assert all(len(i.features) == len(SERVE_FEATURES) for i in shown)
+    assert all(len(i.features) == len(NAMES) for i in shown)
+    column = {name: i for i, name in enumerate(NAMES)}
+    for impression, hit in zip(shown, logged_search.hits, strict=True):
+        assert impression.features == pytest.approx(list(hit.features))
+        assert impression.features[column["clip_cosine"]] == pytest.approx(hit.similarity, abs=1e-6)
+        assert impression.features[column["first_stage_rank_log"]] == pytest.approx(math.log1p(hit.position))
     assert "log" in logged_search.timings_ms
 
 
@@ -140,3 +148,22 @@ def test_one_user_can_add_only_so_much_per_hour(logged_search, settings):
     other = Viewer(user_key="anon:bob-token-000000000000")
     assert record_rating(other, RatingInput(hits[0].image.pk, 1, "a")).created  # the cap is per user
     assert Click.objects.count() + Rating.objects.count() == 4
+
+
+def test_feedback_reaches_the_next_searchs_features(logged_search, service):
+    """A click, once summarised, shows in the image's priors and in this query's statistics."""
+    from feedback.summaries import refresh_summaries
+
+    clicked = logged_search.hits[3]
+    record_click(ALICE, click(logged_search.event_id, clicked, "c-prior"))
+    refresh_summaries()
+    again = service.search(SearchRequest(text="A  test picture", page_size=6), ALICE)  # same normalised query
+    column = {name: i for i, name in enumerate(NAMES)}
+    by_image = {hit.image.pk: hit.features for hit in again.hits}
+    other = next(hit for hit in logged_search.hits if hit.image.pk != clicked.image.pk)
+    assert by_image[clicked.image.pk][column["ctr_debiased"]] > by_image[other.image.pk][column["ctr_debiased"]]
+    assert (
+        by_image[clicked.image.pk][column["query_ctr_debiased"]]
+        > by_image[other.image.pk][column["query_ctr_debiased"]]
+    )
+    assert by_image[clicked.image.pk][column["query_impressions_log"]] == pytest.approx(math.log1p(1))

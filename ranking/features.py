@@ -1,0 +1,180 @@
+"""The one definition of every (query, image) feature, used at serve time and at training time.
+
+At serve time ``candidate_features`` reads what it needs for all candidates in one SQL round trip
+(CLIP cosine, image size, feedback priors from the summary views) and builds the matrix with
+``feature_matrix``; the rows are logged with the impressions, so training later sees exactly what
+serving saw (no train/serve skew). Priors are smoothed toward the collection's mean (Bayesian
+average with ``PRIOR_STRENGTH`` pseudo-observations), and click-through is position-debiased:
+clicks over examinations, where an impression at position p counts 1/p (the power-law prior of
+``ranking.propensity`` until the swap-estimated curve replaces it in the summaries).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.cache import cache
+from django.db import connection
+
+from searchapp.index import vector_literal
+
+PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
+RATING_PRIOR = 0.5
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("clip_cosine", "CLIP cosine between the query and the image (0 when the image has no vector)"),
+    Feature("clip_rank_log", "log(1 + rank in the CLIP channel); depth + 1 when CLIP did not find it"),
+    Feature("fts_rank_log", "log(1 + rank in the full-text channel); depth + 1 when not found"),
+    Feature("caption_rank_log", "log(1 + rank in the caption-vector channel); depth + 1 when not found"),
+    Feature("first_stage_score", "the score the first stage (fusion, or CLIP alone) ranked by"),
+    Feature("first_stage_rank_log", "log(1 + position in the first-stage order)"),
+    Feature("impressions_log", "log(1 + times the image was shown)"),
+    Feature("ctr_debiased", "clicks / examinations, smoothed toward the collection's rate"),
+    Feature("rating", "mean rating (0-1), smoothed toward 0.5"),
+    Feature("query_impressions_log", "log(1 + times shown for this exact normalised query)"),
+    Feature("query_ctr_debiased", "clicks / examinations for this query, smoothed toward the image's own rate"),
+    Feature("aspect_log", "log(width / height)"),
+    Feature("pixels_log", "log(width x height)"),
+)
+NAMES: list[str] = [feature.name for feature in FEATURES]
+CHANNELS = ("clip", "fts", "caption")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image in the first-stage order: its score, its 1-based position, and its rank in each channel."""
+
+    image_id: int
+    first_stage_score: float
+    first_stage_rank: int
+    channel_ranks: Mapping[str, int]
+    clip_cosine: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    width: int
+    height: int
+    clip_cosine: float | None
+    impressions: int = 0
+    examinations: float = 0.0
+    clicks: int = 0
+    ratings: int = 0
+    mean_rating: float | None = None
+    query_impressions: int = 0
+    query_examinations: float = 0.0
+    query_clicks: int = 0
+
+
+@dataclass(frozen=True)
+class CollectionRates:
+    ctr: float  # clicks per examination over the collection
+
+
+def smoothed(successes: float, trials: float, prior: float, strength: float = PRIOR_STRENGTH) -> float:
+    return (successes + strength * prior) / (trials + strength)
+
+
+def feature_matrix(
+    candidates: Sequence[Candidate], facts: Mapping[int, ImageFacts], depth: int, rates: CollectionRates
+) -> np.ndarray:
+    """Rows in candidate order, columns in ``NAMES`` order. Pure: the same inputs give the same matrix."""
+    rows = np.zeros((len(candidates), len(FEATURES)), dtype=np.float64)
+    missing_rank = math.log1p(depth + 1)
+    for i, candidate in enumerate(candidates):
+        fact = facts.get(candidate.image_id) or ImageFacts(width=1, height=1, clip_cosine=None)
+        cosine = candidate.clip_cosine if candidate.clip_cosine is not None else fact.clip_cosine
+        channel_rank = [
+            math.log1p(candidate.channel_ranks[c]) if c in candidate.channel_ranks else missing_rank for c in CHANNELS
+        ]
+        image_ctr = smoothed(fact.clicks, fact.examinations, rates.ctr)
+        rows[i] = [
+            cosine if cosine is not None else 0.0,
+            *channel_rank,
+            candidate.first_stage_score,
+            math.log1p(candidate.first_stage_rank),
+            math.log1p(fact.impressions),
+            image_ctr,
+            smoothed((fact.mean_rating or 0.0) * fact.ratings, fact.ratings, RATING_PRIOR),
+            math.log1p(fact.query_impressions),
+            smoothed(fact.query_clicks, fact.query_examinations, image_ctr),
+            math.log(max(fact.width, 1) / max(fact.height, 1)),
+            math.log(max(fact.width * fact.height, 1)),
+        ]
+    return rows
+
+
+FACTS_SQL = """
+SELECT c.id, i.width, i.height,
+       CASE WHEN e.vector IS NULL THEN NULL ELSE 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) END,
+       coalesce(s.impressions, 0), coalesce(s.examinations, 0), coalesce(s.clicks, 0), coalesce(s.ratings, 0),
+       s.mean_utility, coalesce(q.impressions, 0), coalesce(q.examinations, 0), coalesce(q.clicks, 0)
+FROM unnest(%(ids)s::bigint[]) AS c(id)
+JOIN searchapp_image i ON i.id = c.id
+LEFT JOIN searchapp_imageembedding e ON e.image_id = c.id AND e.encoder_version_id = %(version)s
+LEFT JOIN feedback_imagesummary s ON s.image_id = c.id
+LEFT JOIN feedback_queryimagesummary q ON q.query = %(query)s AND q.image_id = c.id
+"""
+
+
+def fetch_facts(version, vector: np.ndarray | None, image_ids: Sequence[int], query: str) -> dict[int, ImageFacts]:
+    """Everything the features need about these images, in one round trip (cosines only with a vector)."""
+    if not image_ids:
+        return {}
+    d = int(version.dimension)
+    params = {
+        "ids": list(image_ids),
+        "vector": vector_literal(vector) if vector is not None else None,
+        "version": version.pk if vector is not None else -1,
+        "query": query,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(FACTS_SQL.format(d=d), params)
+        return {
+            int(row[0]): ImageFacts(
+                width=row[1],
+                height=row[2],
+                clip_cosine=None if row[3] is None else float(row[3]),
+                impressions=int(row[4]),
+                examinations=float(row[5]),
+                clicks=int(row[6]),
+                ratings=int(row[7]),
+                mean_rating=None if row[8] is None else float(row[8]),
+                query_impressions=int(row[9]),
+                query_examinations=float(row[10]),
+                query_clicks=int(row[11]),
+            )  # fmt: skip
+            for row in cursor.fetchall()
+        }
+
+
+def collection_rates() -> CollectionRates:
+    """The collection-wide click rate the priors are smoothed toward (cached for 5 minutes)."""
+
+    def compute() -> CollectionRates:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT sum(clicks), sum(examinations) FROM feedback_imagesummary")
+            clicks, examinations = cursor.fetchone()
+        if not examinations:
+            return CollectionRates(ctr=0.1)
+        return CollectionRates(ctr=float(clicks or 0) / float(examinations))
+
+    return cache.get_or_set("loupe:collection-rates", compute, 300)
+
+
+def candidate_features(
+    version, vector: np.ndarray | None, candidates: Sequence[Candidate], query: str, depth: int
+) -> tuple[np.ndarray, dict[int, ImageFacts]]:
+    """The serve-time feature matrix of ``candidates`` (and the facts read for it)."""
+    facts = fetch_facts(version, vector, [c.image_id for c in candidates], query)
+    return feature_matrix(candidates, facts, depth, collection_rates()), facts

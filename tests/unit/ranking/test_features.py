@@ -1,0 +1,49 @@
+"""The feature registry's pure part: one row per candidate, columns in NAMES order."""
+
+import math
+
+import pytest
+
+from ranking.features import NAMES, Candidate, CollectionRates, ImageFacts, feature_matrix, smoothed
+
+COLUMN = {name: i for i, name in enumerate(NAMES)}
+
+
+def row(candidate, facts=None, depth=50, ctr=0.1):
+    return feature_matrix([candidate], facts or {}, depth, CollectionRates(ctr=ctr))[0]
+
+
+def test_names_are_unique_and_match_the_columns():
+    assert len(NAMES) == len(set(NAMES))
+    assert row(Candidate(1, 0.5, 1, {"clip": 1})).shape == (len(NAMES),)
+
+
+def test_channel_ranks_and_missing_channels():
+    features = row(Candidate(7, 0.8, 3, {"clip": 5, "fts": 1}, clip_cosine=0.31), depth=50)
+    assert features[COLUMN["clip_cosine"]] == pytest.approx(0.31)
+    assert features[COLUMN["clip_rank_log"]] == pytest.approx(math.log1p(5))
+    assert features[COLUMN["fts_rank_log"]] == pytest.approx(math.log1p(1))
+    assert features[COLUMN["caption_rank_log"]] == pytest.approx(math.log1p(51))  # not found: depth + 1
+    assert features[COLUMN["first_stage_rank_log"]] == pytest.approx(math.log1p(3))
+
+
+def test_priors_are_smoothed_toward_the_collection_and_need_evidence():
+    unseen = row(Candidate(1, 0.5, 1, {"clip": 1}), {1: ImageFacts(640, 480, 0.2)}, ctr=0.1)
+    assert unseen[COLUMN["ctr_debiased"]] == pytest.approx(0.1) and unseen[COLUMN["rating"]] == pytest.approx(0.5)
+    assert unseen[COLUMN["aspect_log"]] == pytest.approx(math.log(640 / 480))
+    popular = ImageFacts(640, 480, 0.2, impressions=1000, examinations=400.0, clicks=200, ratings=50, mean_rating=0.9)
+    seen = row(Candidate(1, 0.5, 1, {"clip": 1}), {1: popular}, ctr=0.1)
+    assert (
+        seen[COLUMN["ctr_debiased"]] == pytest.approx(smoothed(200, 400, 0.1)) and seen[COLUMN["ctr_debiased"]] > 0.45
+    )
+    assert seen[COLUMN["rating"]] == pytest.approx((0.9 * 50 + 20 * 0.5) / 70)
+    assert seen[COLUMN["impressions_log"]] == pytest.approx(math.log1p(1000))
+
+
+def test_query_click_rate_falls_back_to_the_images_own_rate():
+    facts = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25)
+    features = row(Candidate(1, 0.5, 1, {"clip": 1}), {1: facts}, ctr=0.1)
+    assert features[COLUMN["query_ctr_debiased"]] == pytest.approx(features[COLUMN["ctr_debiased"]])
+    repeated = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25, query_impressions=30,
+                          query_examinations=30.0, query_clicks=30)  # fmt: skip
+    assert row(Candidate(1, 0.5, 1, {"clip": 1}), {1: repeated})[COLUMN["query_ctr_debiased"]] > 0.6
