@@ -7,6 +7,7 @@ impression logging) plug in between retrieval and the response.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -15,8 +16,9 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from feedback.identity import Viewer
-from feedback.impressions import query_key, record_search
-from ranking.features import Candidate, candidate_features
+from feedback.impressions import count, query_key, record_search
+from ranking.features import NAMES, Candidate, candidate_features
+from ranking.registry import active_ranker
 from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
 from searchapp.errors import Refused
@@ -28,6 +30,8 @@ from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.tags import clean_tags
 from searchapp.text_channels import start_text_channels
 from searchapp.versions import EncoderInfo, encoder_info, serving_version
+
+logger = logging.getLogger(__name__)
 
 
 class SearchError(Refused):
@@ -104,6 +108,14 @@ class SearchResponse:
 
 
 @dataclass(frozen=True)
+class Ranked:
+    """A candidate and the score of the order it is served in (first-stage score, or the reranker's)."""
+
+    candidate: Candidate
+    score: float
+
+
+@dataclass(frozen=True)
 class CaptionHit:
     caption: Caption
     score: float
@@ -170,6 +182,9 @@ class SearchService:
         # the fused order of the first pages does not change from page to page.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
         fusing = kind == "text" and settings.LOUPE_TEXT_CHANNEL
+        serving_ranker = active_ranker.get() if kind == "text" and settings.LOUPE_RERANK else None
+        if serving_ranker is not None:
+            depth = max(depth, settings.LOUPE_RERANK_DEPTH)
         if fusing:
             step = settings.LOUPE_CHANNEL_DEPTH
             depth = max(depth, step * -(-depth // step))
@@ -196,24 +211,32 @@ class SearchService:
         retrieved = time.perf_counter()
 
         if len(rankings) == 1:
-            ranked = [Candidate(n.id, n.score, i, {"clip": i}, n.score) for i, n in enumerate(clip, 1)]
+            first_stage = [Candidate(n.id, n.score, i, {"clip": i}, n.score) for i, n in enumerate(clip, 1)]
         else:
-            ranked = self._fuse(rankings, weights, {n.id: n.score for n in clip})
+            first_stage = self._fuse(rankings, weights, {n.id: n.score for n in clip})
+        ranked = [Ranked(c, c.first_stage_score) for c in first_stage]
         start = (page - 1) * page_size
+        ranker_label = "embedding"
+        if serving_ranker is not None:
+            reranked = self._rerank(serving_ranker, ranked, vector, text, depth)
+            if reranked is not None:
+                ranked, ranker_label = reranked, serving_ranker.version.label
         shown = ranked[start : start + page_size]
-        features, facts = candidate_features(self.version, vector, shown, query_key(text), depth)
-        images = self._load_images([c.image_id for c in shown])
+        features, facts = candidate_features(self.version, vector, [c.candidate for c in shown], query_key(text), depth)
+        images = self._load_images([c.candidate.image_id for c in shown])
         hits = [
             SearchHit(
-                images[c.image_id],
-                c.first_stage_score,
-                c.first_stage_rank,
-                c.clip_cosine if c.clip_cosine is not None else facts[c.image_id].clip_cosine,
-                tuple(sorted(c.channel_ranks)),
+                images[c.candidate.image_id],
+                c.score,
+                start + i + 1,
+                c.candidate.clip_cosine
+                if c.candidate.clip_cosine is not None
+                else facts[c.candidate.image_id].clip_cosine,
+                tuple(sorted(c.candidate.channel_ranks)),
                 tuple(float(x) for x in row),
             )
-            for c, row in zip(shown, features, strict=True)
-            if c.image_id in images
+            for i, (c, row) in enumerate(zip(shown, features, strict=True))
+            if c.candidate.image_id in images
         ]
         done = time.perf_counter()
         response = SearchResponse(
@@ -231,6 +254,7 @@ class SearchService:
                 "total": round((done - started) * 1000, 2),
             },
             channel_weights={name: weights[name] for name in rankings},
+            ranker=ranker_label,
         )
         if viewer is None:
             return response
@@ -260,6 +284,23 @@ class SearchService:
             Candidate(c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id))
             for position, c in enumerate(fused, 1)
         ]
+
+    def _rerank(self, serving, ranked: list[Ranked], vector, text: str, depth: int) -> list[Ranked] | None:
+        """The top LOUPE_RERANK_DEPTH candidates in the learned order, the rest after them; None on failure."""
+        top = ranked[: settings.LOUPE_RERANK_DEPTH]
+        if not top:
+            return ranked
+        try:
+            if list(serving.version.feature_names) != NAMES:
+                raise ValueError(f"{serving.version} was trained on other features than the registry's.")
+            matrix, _ = candidate_features(self.version, vector, [r.candidate for r in top], query_key(text), depth)
+            scores = serving.booster.predict(matrix)
+        except Exception:  # noqa: BLE001 - any failure serves the first-stage order, counted and logged
+            count("rerank_fallbacks")
+            logger.exception("Reranking with %s failed; serving the first-stage order.", serving.version)
+            return None
+        order = sorted(range(len(top)), key=lambda i: (-scores[i], top[i].candidate.first_stage_rank))
+        return [Ranked(top[i].candidate, float(scores[i])) for i in order] + ranked[len(top) :]
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
         """Image to text: the captions of the collection that best describe this image."""

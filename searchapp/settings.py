@@ -189,6 +189,14 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 # --- Search -------------------------------------------------------------------------------------------
 LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
 
+# Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).
+LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
+LOUPE_RERANK_DEPTH = env.int("LOUPE_RERANK_DEPTH", default=100)
+LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0)
+LOUPE_RETRAIN_MIN_NEW_SEARCHES = env.int("LOUPE_RETRAIN_MIN_NEW_SEARCHES", default=200)
+LOUPE_RETRAIN_EVERY_SECONDS = env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=900.0)
+LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.01)
+
 # Feedback: what one user key may add per hour (clicks + ratings), and the largest API batch.
 LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)
 LOUPE_FEEDBACK_BATCH_MAX = env.int("LOUPE_FEEDBACK_BATCH_MAX", default=500)
@@ -226,6 +234,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-feedback-summaries": {
         "task": "loupe.refresh_feedback_summaries",
         "schedule": env.float("LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS", default=300.0),
+    },
+    "retrain-ranker": {
+        "task": "loupe.retrain_ranker",
+        "schedule": env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=900.0),
     },
     "refresh-text-stats": {
         "task": "loupe.refresh_text_stats",

@@ -34,3 +34,29 @@ def refresh_feedback_summaries() -> dict:
     from feedback.summaries import refresh_summaries
 
     return refresh_summaries()
+
+
+RETRAIN_LOCK = 7_301_001  # pg advisory lock key: one retraining at a time across all workers
+
+
+@shared_task(name="loupe.retrain_ranker", acks_late=True)
+def retrain_ranker(force: bool = False) -> dict:
+    """Retrain the reranker when enough new feedback arrived; never two at once (Postgres advisory lock)."""
+    from django.db import connection
+
+    from ranking.training import retrain
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RETRAIN_LOCK])
+        if not cursor.fetchone()[0]:
+            logger.info("Another worker is retraining; skipping.")
+            return {"outcome": "locked"}
+    try:
+        from feedback.summaries import refresh_summaries
+
+        refresh_summaries()  # priors as of now, for the features of the next searches
+        run = retrain(force=force)
+        return {"outcome": run.outcome, "message": run.message, "ranker": run.ranker_id}
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RETRAIN_LOCK])
