@@ -49,10 +49,11 @@ WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off',
 event AS (
     INSERT INTO feedback_searchevent (id, user_key, session, surface, partner_id, kind, query_text,
         normalised_query, query_image_id, tags, page, page_size, arm, ranker, encoder_version_id, feature_names,
-        result_count, latency_ms, created_at)
+        swap_position, result_count, latency_ms, created_at)
     SELECT %(id)s, %(user_key)s, %(session)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
         %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(arm)s, %(ranker)s,
-        %(encoder_version_id)s, %(feature_names)s::varchar[], %(result_count)s, %(latency_ms)s, now()
+        %(encoder_version_id)s, %(feature_names)s::varchar[], %(swap_position)s, %(result_count)s, %(latency_ms)s,
+        now()
     FROM commit_mode
     RETURNING id
 )
@@ -87,6 +88,7 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
         "ranker": getattr(response, "ranker", "embedding"),
         "encoder_version_id": response.encoder.version_id,
         "feature_names": FEATURE_NAMES,
+        "swap_position": getattr(response, "swap_position", None),
         "result_count": len(shown),
         "latency_ms": response.timings_ms.get("total"),
         "shown": json.dumps(shown),

@@ -41,6 +41,9 @@ class SearchEvent(models.Model):
     ranker = models.CharField(max_length=100, default="embedding", help_text="Which ranker ordered the list.")
     encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.PROTECT, related_name="+")
     feature_names = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    swap_position = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="k when positions k and k+1 were swapped on purpose (propensity slice)."
+    )
     result_count = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -19,9 +19,8 @@ from feedback.models import SearchEvent
 from ranking.features import NAMES
 from ranking.ltr import RankingData, evaluate_scores, train_ranker
 from ranking.models import RankerVersion, TrainingRun
-from ranking.propensity import power_law
 from ranking.registry import load_booster, promote, save_candidate
-from ranking.training_data import load_searches, split_by_time
+from ranking.training_data import estimated_propensity, load_searches, split_by_time
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,8 @@ def retrain(*, force: bool = False) -> TrainingRun:
         if not force and new < settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES:
             return _finish(run, TrainingRun.Outcome.SKIPPED, f"{new} new labelled searches; waiting for "
                            f"{settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.")  # fmt: skip
-        logged = load_searches(None, now, power_law(settings.LOUPE_RERANK_DEPTH))
+        propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
+        logged = load_searches(None, now, propensity)
         train, valid, valid_first_stage = split_by_time(logged)
         if len(train.groups) < MIN_TRAIN_SEARCHES or len(valid.groups) < MIN_VALIDATION_SEARCHES:
             return _finish(run, TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
@@ -65,7 +65,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
         baseline_name, baseline_scores = serving_scores(valid, valid_first_stage)
         baseline = evaluate_scores(baseline_scores, valid)
         metrics = {"candidate": candidate, "serving": baseline, "serving_name": baseline_name,
-                   "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration}  # fmt: skip
+                   "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration,
+                   "propensity": [round(float(v), 4) for v in propensity.values[:10]],
+                   "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
         version = save_candidate(
             trained, trained_from=logged.started, trained_until=now, train_searches=len(train.groups),
             validation_searches=len(valid.groups), metrics=metrics,

@@ -18,7 +18,7 @@ import numpy as np
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.features import NAMES
 from ranking.ltr import RankingData, ipw_weights
-from ranking.propensity import PropensityCurve
+from ranking.propensity import PropensityCurve, SwapCounts, power_law, propensity_from_swaps
 
 GOOD_RATING, BAD_RATING = 0.75, 0.25
 
@@ -98,3 +98,47 @@ def split_by_time(logged: LoggedSearches, validation_share: float = 0.2) -> tupl
     train = part(slice(0, cut_row), data.groups[:cut_group])
     valid = part(slice(cut_row, None), data.groups[cut_group:])
     return train, valid, logged.first_stage_rank[cut_row:]
+
+
+def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCounts]:
+    """Click counts at each adjacent pair (k, k+1) in normal first pages and in pages swapped at k."""
+    events = SearchEvent.objects.filter(kind="text", page=1)
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    shown = dict(events.values_list("pk", "swap_position"))
+    sizes = dict(events.values_list("pk", "result_count"))
+    clicked = defaultdict(set)
+    for event_id, position in Click.objects.filter(event_id__in=list(shown)).values_list("event_id", "position"):
+        clicked[event_id].add(position)
+    counts = {k: SwapCounts() for k in range(1, max_position)}
+    for event_id, swap in shown.items():
+        positions = clicked.get(event_id, set())
+        if swap is not None:
+            if swap in counts:
+                c = counts[swap]
+                c.swapped_searches += 1
+                c.swapped_upper_clicks += swap in positions
+                c.swapped_lower_clicks += (swap + 1) in positions
+            continue
+        for k, c in counts.items():
+            if sizes[event_id] > k:
+                c.normal_searches += 1
+                c.normal_upper_clicks += k in positions
+                c.normal_lower_clicks += (k + 1) in positions
+    return counts
+
+
+def estimated_propensity(since: datetime | None, depth: int, max_position: int) -> PropensityCurve:
+    """The swap-estimated curve over the first ``max_position`` positions, extended by the power law below them.
+
+    Until enough swapped searches have clicks, positions keep the power-law prior.
+    """
+    prior = power_law(depth)
+    curve = propensity_from_swaps(swap_counts(since, max_position), max_position)
+    if not curve.estimated_positions:
+        return prior
+    values = prior.values.copy()
+    values[:max_position] = curve.values
+    tail = np.arange(max_position + 1, depth + 1)
+    values[max_position:] = curve.values[-1] * (max_position / tail)  # beyond the slice: 1/position decay
+    return PropensityCurve(values, curve.estimated_positions)

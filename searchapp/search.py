@@ -8,6 +8,7 @@ impression logging) plug in between retrieval and the response.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,7 @@ class SearchResponse:
     ranker: str = "embedding"
     arm: str = ""
     event_id: uuid.UUID | None = None  # the logged SearchEvent that clicks and ratings refer to
+    swap_position: int | None = None  # k when positions k and k+1 were swapped (the propensity slice)
 
     @property
     def first_position(self) -> int:
@@ -113,6 +115,17 @@ class Ranked:
 
     candidate: Candidate
     score: float
+
+
+def swap_adjacent(ranked: list, last_upper: int) -> tuple[list, int | None]:
+    """Swap a uniformly chosen pair (k, k+1), k in 1..last_upper: the randomised slice propensities come from."""
+    last_upper = min(last_upper, len(ranked) - 1)
+    if last_upper < 1:
+        return ranked, None
+    k = random.randint(1, last_upper)
+    swapped = list(ranked)
+    swapped[k - 1], swapped[k] = swapped[k], swapped[k - 1]
+    return swapped, k
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,9 @@ class SearchService:
             reranked = self._rerank(serving_ranker, ranked, vector, text, depth)
             if reranked is not None:
                 ranked, ranker_label = reranked, serving_ranker.version.label
+        swap_position = None
+        if viewer is not None and kind == "text" and page == 1 and random.random() < settings.LOUPE_SWAP_SHARE:
+            ranked, swap_position = swap_adjacent(ranked, min(settings.LOUPE_SWAP_MAX_POSITION, page_size) - 1)
         shown = ranked[start : start + page_size]
         features, facts = candidate_features(self.version, vector, [c.candidate for c in shown], query_key(text), depth)
         images = self._load_images([c.candidate.image_id for c in shown])
@@ -255,6 +271,7 @@ class SearchService:
             },
             channel_weights={name: weights[name] for name in rankings},
             ranker=ranker_label,
+            swap_position=swap_position,
         )
         if viewer is None:
             return response

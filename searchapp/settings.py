@@ -196,6 +196,10 @@ LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0
 LOUPE_RETRAIN_MIN_NEW_SEARCHES = env.int("LOUPE_RETRAIN_MIN_NEW_SEARCHES", default=200)
 LOUPE_RETRAIN_EVERY_SECONDS = env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=900.0)
 LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.01)
+# The randomised slice: this share of logged first pages swaps one adjacent pair among the top
+# LOUPE_SWAP_MAX_POSITION, so examination propensities can be measured (ranking.propensity).
+LOUPE_SWAP_SHARE = env.float("LOUPE_SWAP_SHARE", default=0.02)
+LOUPE_SWAP_MAX_POSITION = env.int("LOUPE_SWAP_MAX_POSITION", default=10)
 
 # Feedback: what one user key may add per hour (clicks + ratings), and the largest API batch.
 LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)

@@ -20,3 +20,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Most tests run inside a transaction that other connections cannot see, so the text channels run
 # in the test's own thread; tests/integration/test_text_channel.py runs them in parallel on purpose.
 LOUPE_PARALLEL_CHANNELS = False
+
+# No randomly swapped result pairs in tests (tests that need the propensity slice turn it on).
+LOUPE_SWAP_SHARE = 0.0

@@ -1,0 +1,59 @@
+"""The randomised slice: some first pages swap one adjacent pair, logged, and the curve is estimated from them."""
+
+import numpy as np
+import pytest
+
+from feedback.capture import ClickInput, record_click
+from feedback.identity import Viewer
+from feedback.models import SearchEvent
+from ranking.training_data import estimated_propensity, swap_counts
+from searchapp.search import SearchRequest
+
+pytestmark = pytest.mark.django_db
+QUERY = "a test picture"
+
+
+def test_swapped_pages_are_logged_and_really_swapped(service, collection, settings):
+    settings.LOUPE_SWAP_SHARE, settings.LOUPE_SWAP_MAX_POSITION = 1.0, 4
+    plain = [h.image.pk for h in service.search(SearchRequest(text=QUERY, page_size=12)).hits]
+    for n in range(20):
+        response = service.search(
+            SearchRequest(text=QUERY, page_size=12), Viewer(user_key=f"anon:u{n:02d}-0000000000000")
+        )
+        k = response.swap_position
+        assert 1 <= k <= 3
+        expected = list(plain)
+        expected[k - 1], expected[k] = expected[k], expected[k - 1]
+        assert [h.image.pk for h in response.hits] == expected
+        assert SearchEvent.objects.get(pk=response.event_id).swap_position == k
+    unlogged = service.search(SearchRequest(text=QUERY, page_size=12))  # no viewer: never swapped
+    assert unlogged.swap_position is None and [h.image.pk for h in unlogged.hits] == plain
+
+
+def test_the_examination_curve_is_estimated_from_logged_clicks(service, collection, settings):
+    """Users examine position p with 1/p and click what they examine with 0.8, whatever the image."""
+    settings.LOUPE_SWAP_SHARE, settings.LOUPE_SWAP_MAX_POSITION = 0.5, 3
+    rng = np.random.default_rng(5)
+    true_curve = np.array([1.0, 0.5, 1 / 3])
+    for n in range(700):
+        viewer = Viewer(user_key=f"anon:u{n:04d}-00000000000")
+        response = service.search(SearchRequest(text=QUERY, page_size=12), viewer)
+        for hit in response.hits[:3]:
+            if rng.random() < true_curve[hit.position - 1] * 0.8:
+                record_click(
+                    viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"c{n}-{hit.position}")
+                )
+    counts = swap_counts(None, 3)
+    assert (
+        counts[1].swapped_searches + counts[2].swapped_searches
+        == SearchEvent.objects.exclude(swap_position=None).count()
+    )
+    curve = estimated_propensity(None, depth=20, max_position=3)
+    assert curve.estimated_positions == [2, 3]
+    assert curve.values[:3] == pytest.approx(true_curve, abs=0.12)
+    assert (np.diff(curve.values) <= 0).all() and len(curve.values) == 20
+
+
+def test_without_swaps_the_power_law_prior_is_used(collection):
+    curve = estimated_propensity(None, depth=5, max_position=3)
+    assert curve.estimated_positions == [] and curve.values == pytest.approx(1 / np.arange(1, 6))
