@@ -161,21 +161,31 @@ def train_ranker(
         if valid is None:
             best["iteration"] = iteration
             continue
-        score = evaluate_scores(booster.predict(valid.X, num_iteration=iteration), valid)["ndcg@10"]
+        score = evaluate_scores(booster.predict(valid.X, num_iteration=iteration), valid, weighted=True)["ndcg@10"]
         if score > best["score"] + 1e-9:
             best.update(score=score, iteration=iteration)
         elif iteration - best["iteration"] >= early_stopping:
             break
-    metrics = evaluate_scores(booster.predict(valid.X, num_iteration=best["iteration"]), valid) if valid else {}
+    metrics = (
+        evaluate_scores(booster.predict(valid.X, num_iteration=best["iteration"]), valid, weighted=True)
+        if valid
+        else {}
+    )
     return TrainedRanker(booster, list(train.feature_names), metrics, best["iteration"])
 
 
-def evaluate_scores(scores: np.ndarray, data: RankingData, k: int = 10) -> dict[str, float]:
-    """nDCG@k and MRR of the order ``scores`` gives within each group, against the data's labels."""
+def evaluate_scores(scores: np.ndarray, data: RankingData, k: int = 10, *, weighted: bool = False) -> dict[str, float]:
+    """nDCG@k and MRR of the order ``scores`` gives within each group, against the data's labels.
+
+    With ``weighted``, each label counts times its row weight (inverse propensity): the counterfactual
+    estimate of how the order would do on relevance rather than on clicks that followed the logged
+    order. Unweighted click metrics favour whatever ranker produced the log.
+    """
     ndcgs, rrs = [], []
     start = 0
+    gains_all = data.y * data.weights if weighted and data.weights is not None else data.y
     for size in data.groups:
-        labels = data.y[start : start + size]
+        labels = gains_all[start : start + size]
         order = np.argsort(-scores[start : start + size], kind="stable")
         ranked = labels[order]
         start += size

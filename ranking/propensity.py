@@ -44,18 +44,22 @@ class PropensityCurve:
         return float(self.values[min(max(position, 1), len(self.values)) - 1])
 
 
-def propensity_from_swaps(counts: dict[int, SwapCounts], depth: int, min_clicks: int = 20) -> PropensityCurve:
-    """Chain the adjacent ratios into a curve over positions 1..depth."""
+def propensity_from_swaps(counts: dict[int, SwapCounts], depth: int, min_swapped_clicks: int = 20) -> PropensityCurve:
+    """Chain the adjacent ratios into a curve over positions 1..depth.
+
+    A ratio needs ``min_swapped_clicks`` clicks in the swapped searches (the scarce side: a few percent
+    of traffic); with fewer, the previous ratio carries on.
+    """
     values = np.ones(depth)
     estimated = []
     ratio = 1.0
     for k in range(1, depth):
         c = counts.get(k)
         if c is not None and c.normal_searches and c.swapped_searches:
-            clicks = c.normal_upper_clicks + c.normal_lower_clicks + c.swapped_upper_clicks + c.swapped_lower_clicks
+            swapped_clicks = c.swapped_upper_clicks + c.swapped_lower_clicks
             upper = c.normal_upper_clicks / c.normal_searches + c.swapped_upper_clicks / c.swapped_searches
             lower = c.swapped_lower_clicks / c.swapped_searches + c.normal_lower_clicks / c.normal_searches
-            if clicks >= min_clicks and upper > 0:
+            if swapped_clicks >= min_swapped_clicks and upper > 0:
                 ratio = min(lower / upper, 1.0)  # examination never rises further down a list
                 estimated.append(k + 1)
         values[k] = values[k - 1] * ratio

@@ -2,6 +2,8 @@
 
 The comparison is on the validation window (the most recent searches, after everything the model
 trained on): the candidate's nDCG@10 must beat the serving order's by ``LOUPE_PROMOTION_MARGIN``.
+Both are measured with inverse-propensity weighted labels: on raw clicks the order that produced the
+log always looks best, because users click what it put first.
 The serving order is the active ranker's, or the first-stage order (fusion or CLIP) when none is
 active. Every attempt is a ``TrainingRun`` row, whatever happens.
 """
@@ -61,9 +63,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
         if len(train.groups) < MIN_TRAIN_SEARCHES or len(valid.groups) < MIN_VALIDATION_SEARCHES:
             return _finish(run, TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
         trained = train_ranker(train, valid)
-        candidate = evaluate_scores(trained.predict(valid.X), valid)
+        candidate = evaluate_scores(trained.predict(valid.X), valid, weighted=True)
         baseline_name, baseline_scores = serving_scores(valid, valid_first_stage)
-        baseline = evaluate_scores(baseline_scores, valid)
+        baseline = evaluate_scores(baseline_scores, valid, weighted=True)
         metrics = {"candidate": candidate, "serving": baseline, "serving_name": baseline_name,
                    "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration,
                    "propensity": [round(float(v), 4) for v in propensity.values[:10]],

@@ -42,7 +42,7 @@ def test_the_curve_is_recovered_despite_relevance_falling_with_rank():
 
 
 def test_too_few_clicks_keep_the_previous_ratio_and_the_curve_never_rises():
-    counts = {1: SwapCounts(100, 50, 25, 10, 5, 3), 2: SwapCounts(100, 1, 1, 1, 0, 0)}
+    counts = {1: SwapCounts(100, 50, 25, 100, 15, 30), 2: SwapCounts(100, 1, 1, 1, 0, 0)}
     curve = propensity_from_swaps(counts, depth=4)
     assert curve.estimated_positions == [2]
     assert curve.values[2] == pytest.approx(curve.values[1] * curve.values[1])
