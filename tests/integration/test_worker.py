@@ -53,3 +53,33 @@ def test_worker_embeds_images_added_without_vectors(worker):
     assert ImageEmbedding.objects.count() == 3 and CaptionEmbedding.objects.count() == 6
     # Running it again finds nothing left to do.
     assert embed_missing.delay().get(timeout=120)["images"] == 0
+
+
+def test_worker_retrains_promotes_and_search_uses_the_new_ranker(worker, settings):
+    """A short loop on the embedded Postgres: logged searches and clicks, the scheduled task on a real
+    worker trains and promotes a ranker, and the next search in this process serves it."""
+    from ranking.models import RankerVersion
+    from ranking.registry import active_ranker, rankers_dir
+    from searchapp.search import SearchRequest, SearchService
+    from tests.conftest import build_collection
+    from tests.integration.ranking.test_learning_loop import QUERY, shown_seventh, users_prefer
+    from workers.tasks import retrain_ranker
+
+    settings.LOUPE_RANKER_CHECK_SECONDS = 0
+    active_ranker.forget()
+    service = SearchService()
+    collection = build_collection(service)
+    favourite = shown_seventh(service, collection)
+    users_prefer(service, favourite, 60)
+    result = retrain_ranker.delay(force=True).get(timeout=300)  # the task refreshes the summaries first
+    assert result["outcome"] in ("promoted", "kept")
+    users_prefer(service, favourite, 120, start=60)
+    retrain_ranker.delay(force=True).get(timeout=300)
+    version = RankerVersion.objects.get(status="active")  # promoted by one of the two runs
+    try:
+        served = service.search(SearchRequest(text=QUERY, page_size=12))
+        assert served.ranker == version.label and served.hits[0].image.pk == favourite.pk
+    finally:
+        active_ranker.forget()
+        for stale in RankerVersion.objects.all():
+            (rankers_dir() / stale.artefact).unlink(missing_ok=True)
