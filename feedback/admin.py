@@ -133,6 +133,14 @@ class SummaryAdmin(ReadOnlyAdmin):
         took = refresh_summaries()
         self.message_user(request, f"Summaries recomputed ({', '.join(f'{k} {v}s' for k, v in took.items())}).")
 
+    @admin.display(description="click-through rate")
+    def ctr(self, summary) -> str:
+        return percent(summary.click_through_rate)
+
+    @admin.display(description="mean rating (0-1)", ordering="mean_utility")
+    def mean_rating(self, summary) -> str:
+        return "–" if summary.mean_utility is None else f"{summary.mean_utility:.2f}"
+
     def changelist_view(self, request, extra_context=None):
         # The refresh action must work on an empty summary too, where Django would ask to select rows first.
         if request.method == "POST" and request.POST.get("action") == "refresh_now":
@@ -154,14 +162,6 @@ class ImageFeedbackSummaryAdmin(SummaryAdmin):
     def preview(self, summary: ImageFeedbackSummary) -> str:
         return thumbnail(summary.image)
 
-    @admin.display(description="click-through rate")
-    def ctr(self, summary: ImageFeedbackSummary) -> str:
-        return percent(summary.click_through_rate)
-
-    @admin.display(description="mean rating (0-1)", ordering="mean_utility")
-    def mean_rating(self, summary: ImageFeedbackSummary) -> str:
-        return "–" if summary.mean_utility is None else f"{summary.mean_utility:.2f}"
-
 
 @admin.register(QueryFeedbackSummary)
 class QueryFeedbackSummaryAdmin(SummaryAdmin):
@@ -170,17 +170,9 @@ class QueryFeedbackSummaryAdmin(SummaryAdmin):
     ordering = ["-searches"]
     search_fields = ["query"]
 
-    @admin.display(description="click-through rate")
-    def ctr(self, summary: QueryFeedbackSummary) -> str:
-        return percent(summary.click_through_rate)
-
     @admin.display(description="searches without a click")
     def abandonment_rate(self, summary: QueryFeedbackSummary) -> str:
         return percent(summary.abandonment)
-
-    @admin.display(description="mean rating (0-1)", ordering="mean_utility")
-    def mean_rating(self, summary: QueryFeedbackSummary) -> str:
-        return "–" if summary.mean_utility is None else f"{summary.mean_utility:.2f}"
 
 
 class ApiKeyForm(forms.ModelForm):

@@ -180,15 +180,27 @@ class ApiUsage(models.Model):
         return f"{self.requests} requests from key {self.key_id} in the minute from {self.window_start:%H:%M}"
 
 
-class ImageFeedbackSummary(models.Model):
-    """Feedback per image (materialised view, refreshed by ``feedback.summaries.refresh_summaries``)."""
+class FeedbackSummary(models.Model):
+    """What both summary views count; rows are read-only (materialised views, ``feedback.summaries``)."""
 
-    image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
     impressions = models.BigIntegerField()
-    examinations = models.FloatField(help_text="Impressions weighted by 1/position: how often it was likely seen.")
     clicks = models.BigIntegerField()
     ratings = models.BigIntegerField()
     mean_utility = models.FloatField(null=True, help_text="Mean rating on 0-1 (thumbs down 0, up 1; stars 1-5).")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def click_through_rate(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+
+class ImageFeedbackSummary(FeedbackSummary):
+    """Feedback per image (materialised view, refreshed by ``feedback.summaries.refresh_summaries``)."""
+
+    image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
+    examinations = models.FloatField(help_text="Impressions weighted by 1/position: how often it was likely seen.")
     last_activity = models.DateTimeField(null=True)
 
     class Meta:
@@ -200,22 +212,14 @@ class ImageFeedbackSummary(models.Model):
     def __str__(self) -> str:
         return f"image {self.image_id}"
 
-    @property
-    def click_through_rate(self) -> float | None:
-        return self.clicks / self.impressions if self.impressions else None
 
-
-class QueryFeedbackSummary(models.Model):
+class QueryFeedbackSummary(FeedbackSummary):
     """Feedback per normalised text query (materialised view, refreshed with the image summaries)."""
 
     query = models.CharField(max_length=500, primary_key=True)
     searches = models.BigIntegerField()
     users = models.BigIntegerField()
-    impressions = models.BigIntegerField()
-    clicks = models.BigIntegerField()
     searches_with_click = models.BigIntegerField()
-    ratings = models.BigIntegerField()
-    mean_utility = models.FloatField(null=True)
     last_searched = models.DateTimeField()
 
     class Meta:
@@ -226,10 +230,6 @@ class QueryFeedbackSummary(models.Model):
 
     def __str__(self) -> str:
         return self.query
-
-    @property
-    def click_through_rate(self) -> float | None:
-        return self.clicks / self.impressions if self.impressions else None
 
     @property
     def abandonment(self) -> float | None:

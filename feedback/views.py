@@ -27,11 +27,8 @@ def _integer(request: HttpRequest, name: str, *, required: bool = True) -> int |
 
 
 def _error(exc: FeedbackError) -> JsonResponse:
-    body = {
-        "error": {"code": exc.code, "message": str(exc), **({"fields": {exc.field: str(exc)}} if exc.field else {})}
-    }
-    response = JsonResponse(body, status=exc.status)
-    if hasattr(exc, "retry_after"):
+    response = JsonResponse(exc.body(), status=exc.status)
+    if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
     return response
 

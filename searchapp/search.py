@@ -230,15 +230,21 @@ class SearchService:
         ranked = [Ranked(c, c.first_stage_score) for c in first_stage]
         start = (page - 1) * page_size
         ranker_label = "embedding"
+        computed: dict[int, tuple] = {}  # image id -> (feature row, facts), when reranking computed them
         if serving_ranker is not None:
             reranked = self._rerank(serving_ranker, ranked, vector, text, depth)
             if reranked is not None:
-                ranked, ranker_label = reranked, serving_ranker.version.label
+                (ranked, computed), ranker_label = reranked, serving_ranker.version.label
         swap_position = None
         if viewer is not None and kind == "text" and page == 1 and random.random() < settings.LOUPE_SWAP_SHARE:
             ranked, swap_position = swap_adjacent(ranked, min(settings.LOUPE_SWAP_MAX_POSITION, page_size) - 1)
         shown = ranked[start : start + page_size]
-        features, facts = candidate_features(self.version, vector, [c.candidate for c in shown], query_key(text), depth)
+        if all(c.candidate.image_id in computed for c in shown):
+            features = [computed[c.candidate.image_id][0] for c in shown]
+            facts = {c.candidate.image_id: computed[c.candidate.image_id][1] for c in shown}
+        else:
+            candidates = [c.candidate for c in shown]
+            features, facts = candidate_features(self.version, vector, candidates, query_key(text), depth)
         images = self._load_images([c.candidate.image_id for c in shown])
         hits = [
             SearchHit(
@@ -302,22 +308,29 @@ class SearchService:
             for position, c in enumerate(fused, 1)
         ]
 
-    def _rerank(self, serving, ranked: list[Ranked], vector, text: str, depth: int) -> list[Ranked] | None:
-        """The top LOUPE_RERANK_DEPTH candidates in the learned order, the rest after them; None on failure."""
+    def _rerank(self, serving, ranked: list[Ranked], vector, text: str, depth: int) -> tuple[list[Ranked], dict] | None:
+        """The top LOUPE_RERANK_DEPTH candidates in the learned order, the rest after them, and the feature
+        rows and facts computed for them (the page reuses them); None on failure."""
         top = ranked[: settings.LOUPE_RERANK_DEPTH]
         if not top:
-            return ranked
+            return ranked, {}
         try:
             if list(serving.version.feature_names) != NAMES:
                 raise ValueError(f"{serving.version} was trained on other features than the registry's.")
-            matrix, _ = candidate_features(self.version, vector, [r.candidate for r in top], query_key(text), depth)
+            candidates = [r.candidate for r in top]
+            matrix, facts = candidate_features(self.version, vector, candidates, query_key(text), depth)
             scores = serving.booster.predict(matrix)
         except Exception:  # noqa: BLE001 - any failure serves the first-stage order, counted and logged
             count("rerank_fallbacks")
             logger.exception("Reranking with %s failed; serving the first-stage order.", serving.version)
             return None
         order = sorted(range(len(top)), key=lambda i: (-scores[i], top[i].candidate.first_stage_rank))
-        return [Ranked(top[i].candidate, float(scores[i])) for i in order] + ranked[len(top) :]
+        computed = {
+            c.image_id: (row, facts[c.image_id])
+            for c, row in zip(candidates, matrix, strict=True)
+            if c.image_id in facts
+        }
+        return [Ranked(top[i].candidate, float(scores[i])) for i in order] + ranked[len(top) :], computed
 
     def describe(self, image_id: int, *, k: int = 5) -> list[CaptionHit]:
         """Image to text: the captions of the collection that best describe this image."""

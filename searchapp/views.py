@@ -10,6 +10,7 @@ from django.shortcuts import render
 
 from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
+from searchapp.errors import error_body
 from searchapp.forms import ImageSearchForm, SearchForm
 from searchapp.images import InvalidImage, read_image
 from searchapp.models import Image
@@ -88,6 +89,5 @@ def _came_from(request: HttpRequest) -> dict | None:
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """404: the API's JSON error shape under /api/, the site's page elsewhere."""
     if request.path.startswith("/api/"):
-        body = {"error": {"code": "not_found", "message": f"There is nothing at {request.path}."}}
-        return JsonResponse(body, status=404)
+        return JsonResponse(error_body("not_found", f"There is nothing at {request.path}."), status=404)
     return render(request, "404.html", {"path": request.path}, status=404)

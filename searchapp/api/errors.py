@@ -6,16 +6,12 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from feedback.capture import CapReached
-from searchapp.errors import Refused
+from searchapp.errors import Refused, error_body
 from searchapp.images import InvalidImage
 
 
 def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
-    body = {"error": {"code": code, "message": message}}
-    if fields:
-        body["error"]["fields"] = fields
-    return Response(body, status=http_status)
+    return Response(error_body(code, message, fields), status=http_status)
 
 
 def _flatten(detail) -> dict:
@@ -28,9 +24,8 @@ def _flatten(detail) -> dict:
 
 def exception_handler(exc, context):
     if isinstance(exc, Refused):
-        fields = {exc.field: str(exc)} if exc.field else None
-        response = error_response(exc.code, str(exc), exc.status, fields)
-        if isinstance(exc, CapReached):
+        response = Response(exc.body(), status=exc.status)
+        if exc.retry_after is not None:
             response["Retry-After"] = str(exc.retry_after)
         return response
     if isinstance(exc, InvalidImage):

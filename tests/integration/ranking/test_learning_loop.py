@@ -64,6 +64,13 @@ def test_feedback_trains_a_ranker_that_is_promoted_served_and_rolled_back(servic
     assert served.ranker == version.label
     assert served.hits[0].image.pk == favourite.pk  # learned from the clicks
     assert sorted(h.image.pk for h in served.hits) == sorted(first_stage)  # reordered, nothing lost
+    # The page reuses the features reranking computed; they are the same as computed for the plain order.
+    settings.LOUPE_RERANK = False
+    plain_features = {h.image.pk: h.features for h in service.search(SearchRequest(text=QUERY, page_size=12)).hits}
+    settings.LOUPE_RERANK = True
+    assert all(
+        h.features == pytest.approx(plain_features[h.image.pk]) for h in served.hits if h.image.pk in plain_features
+    )
 
     rollback()
     active_ranker.forget()
