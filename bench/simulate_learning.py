@@ -10,7 +10,8 @@ user clicks through ``feedback.capture.record_click``, following a click model:
   relevant image is clicked with ``--click-relevant``, an irrelevant one with ``--click-noise``;
 - cascade: the user reads down the list and stops after the first click (``--model cascade``).
 
-Every ``--retrain-every`` searches the summaries are refreshed and ``ranking.training.retrain`` runs
+Every ``--refresh-every`` searches the feedback summaries are refreshed (the beat task's job in the
+product), and every ``--retrain-every`` ``ranking.training.retrain`` runs
 (train, compare on the latest searches, promote only if better). Held-out simulated traffic (a fixed
 sample of queries, not logged) is measured before and after each retraining: nDCG@10, MRR and the
 click-through a user would produce. At the end, naive (unweighted) and inverse-propensity training
@@ -43,7 +44,7 @@ OUT_DIR = ROOT / "docs" / "bench"
 PHRASINGS = ["a photo of a {}", "{}", "a picture of the {}"]
 
 
-def setup(var_dir: Path, fresh: bool) -> None:
+def setup(var_dir: Path, fresh: bool, args) -> None:
     if fresh:
         shutil.rmtree(var_dir, ignore_errors=True)
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,8 @@ def setup(var_dir: Path, fresh: bool) -> None:
     os.environ["LOUPE_RETRAIN_MIN_NEW_SEARCHES"] = "0"
     os.environ["LOUPE_RANKER_CHECK_SECONDS"] = "0"
     os.environ["LOUPE_FEEDBACK_HOURLY_CAP"] = "100000"
-    os.environ.setdefault("LOUPE_SWAP_SHARE", "0.05")  # enough swapped pairs to measure propensities
+    os.environ["LOUPE_SWAP_SHARE"] = str(args.swap_share)  # enough swapped pairs to measure propensities
+    os.environ["LOUPE_EXPLORE_SHARE"] = str(args.explore_share)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -156,22 +158,22 @@ def measure(service, users: Users, held_out: list[tuple[str, str]]) -> dict:
 
 
 def compare_naive_and_ipw(service, users: Users, held_out: list[tuple[str, str]]) -> dict:
-    """Train both on the same logs; score the held-out queries' top candidates offline with each."""
+    """Train both on the same logs; score the held-out queries' top candidates offline with each.
+
+    Two windows: all the logs, and only the searches served in the embedding order (before the first
+    promotion), where the logged order is unrelated to relevance and position bias is at its purest.
+    """
     from django.conf import settings
     from django.utils import timezone
 
     from feedback.impressions import query_key
     from ranking.features import Candidate, candidate_features
     from ranking.ltr import RankingData, evaluate_scores, train_ranker
+    from ranking.models import RankerVersion
     from ranking.training_data import estimated_propensity, load_searches, split_by_time
     from searchapp.search import SearchRequest
 
     propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
-    logged = load_searches(None, timezone.now(), propensity)
-    train, valid, _ = split_by_time(logged)
-    naive_data = RankingData(train.X, np.minimum(train.y, 1), train.groups, None, train.feature_names)
-    ipw = train_ranker(train, valid)
-    naive = train_ranker(naive_data, RankingData(valid.X, valid.y, valid.groups, None, valid.feature_names))
     settings.LOUPE_RERANK = False
     rows, labels, groups = [], [], []
     for text, wanted in held_out:
@@ -187,13 +189,26 @@ def compare_naive_and_ipw(service, users: Users, held_out: list[tuple[str, str]]
     settings.LOUPE_RERANK = True
     truth = RankingData(np.vstack(rows), np.asarray(labels), np.asarray(groups))
     embedding_order = -np.concatenate([np.arange(g) for g in groups]).astype(float)
-    return {
-        "embedding_order": evaluate_scores(embedding_order, truth),
-        "naive_clicks": evaluate_scores(naive.predict(truth.X), truth),
-        "inverse_propensity": evaluate_scores(ipw.predict(truth.X), truth),
-        "propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
-        "propensity_estimated_positions": propensity.estimated_positions,
-    }
+    first_promotion = (
+        RankerVersion.objects.filter(promoted_at__isnull=False).order_by("promoted_at").values_list("promoted_at",
+                                                                                                     flat=True).first()
+    )  # fmt: skip
+    windows = {"all_logs": timezone.now(), "embedding_served_logs": first_promotion}
+    out = {"embedding_order": evaluate_scores(embedding_order, truth),
+           "propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
+           "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
+    for window, until in windows.items():
+        if until is None:
+            continue
+        logged = load_searches(None, until, propensity)
+        train, valid, _ = split_by_time(logged)
+        naive_data = RankingData(train.X, np.minimum(train.y, 1), train.groups, None, train.feature_names)
+        ipw = train_ranker(train, valid)
+        naive = train_ranker(naive_data, RankingData(valid.X, valid.y, valid.groups, None, valid.feature_names))
+        out[window] = {"searches": int(len(logged.data.groups)),
+                       "naive_clicks": evaluate_scores(naive.predict(truth.X), truth),
+                       "inverse_propensity": evaluate_scores(ipw.predict(truth.X), truth)}  # fmt: skip
+    return out
 
 
 def forget_feedback() -> None:
@@ -233,8 +248,9 @@ def run(args, labels: dict[int, str]) -> dict:
         response = service.search(SearchRequest(text=text, page_size=10), viewer)
         for i, hit in enumerate(users.clicks(response.hits, wanted)):
             record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"s{n}-{i}"))
+        if n % args.refresh_every == 0 or n % args.retrain_every == 0:
+            refresh_summaries()  # the beat task's job in the product (every 5 minutes)
         if n % args.retrain_every == 0:
-            refresh_summaries()
             outcome = retrain(force=True)
             runs.append({"searches": n, "outcome": outcome.outcome, "message": outcome.message})
             point = {"searches": n, **measure(service, users, held_out)}
@@ -281,7 +297,8 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--searches", type=int, default=20_000)
-    parser.add_argument("--retrain-every", type=int, default=2_500)
+    parser.add_argument("--retrain-every", type=int, default=4_000)
+    parser.add_argument("--refresh-every", type=int, default=1_000, help="refresh the feedback summaries")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--images", type=int, default=0, help="ingest a sample of this many images (0: all)")
     parser.add_argument("--users", type=int, default=2_000)
@@ -291,6 +308,8 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=1.0, help="examination (1/position)^eta")
     parser.add_argument("--click-relevant", type=float, default=0.9)
     parser.add_argument("--click-noise", type=float, default=0.05)
+    parser.add_argument("--swap-share", type=float, default=0.05, help="LOUPE_SWAP_SHARE for the logged searches")
+    parser.add_argument("--explore-share", type=float, default=0.1, help="LOUPE_EXPLORE_SHARE for them")
     parser.add_argument("--strong-base", type=float, default=0.0, help="mix relevance into the vectors (0-1)")
     parser.add_argument("--var-dir", type=Path, default=ROOT / "var" / "sim")
     parser.add_argument("--keep", action="store_true", help="reuse the ingested collection in --var-dir")
@@ -299,7 +318,7 @@ def main() -> None:
     if not CALTECH.is_dir():
         sys.exit(f"This simulation needs {CALTECH} (the shared folder beside the repo).")
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "repetitions": []}
-    setup(args.var_dir, fresh=not args.keep)
+    setup(args.var_dir, not args.keep, args)
     print("Ingesting Caltech 101 without labels...", flush=True)
     labels = ingest_unlabelled(args.images)
     for seed in args.seeds:
@@ -313,8 +332,11 @@ def main() -> None:
     for rep in results["repetitions"]:
         summary["before_ndcg@10"].append(rep["curve"][0]["ndcg@10"])
         summary["after_ndcg@10"].append(rep["curve"][-1]["ndcg@10"])
-        summary["ipw_ndcg@10"].append(rep["naive_vs_ipw"]["inverse_propensity"]["ndcg@10"])
-        summary["naive_ndcg@10"].append(rep["naive_vs_ipw"]["naive_clicks"]["ndcg@10"])
+        summary["offline_embedding_ndcg@10"].append(rep["naive_vs_ipw"]["embedding_order"]["ndcg@10"])
+        for window in ("all_logs", "embedding_served_logs"):
+            if window in rep["naive_vs_ipw"]:
+                for name in ("naive_clicks", "inverse_propensity"):
+                    summary[f"{window}_{name}_ndcg@10"].append(rep["naive_vs_ipw"][window][name]["ndcg@10"])
     results["summary"] = {
         k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in summary.items()
     }

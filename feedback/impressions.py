@@ -48,19 +48,19 @@ RECORD_SQL = """
 WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS unused),
 event AS (
     INSERT INTO feedback_searchevent (id, user_key, session, surface, partner_id, kind, query_text,
-        normalised_query, query_image_id, tags, page, page_size, arm, ranker, encoder_version_id, feature_names,
-        swap_position, result_count, latency_ms, created_at)
+        normalised_query, query_image_id, tags, page, page_size, experiment_id, arm, ranker, encoder_version_id,
+        feature_names, swap_position, explore_position, explore_from, result_count, latency_ms, created_at)
     SELECT %(id)s, %(user_key)s, %(session)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
-        %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(arm)s, %(ranker)s,
-        %(encoder_version_id)s, %(feature_names)s::varchar[], %(swap_position)s, %(result_count)s, %(latency_ms)s,
-        now()
+        %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(experiment_id)s,
+        %(arm)s, %(ranker)s, %(encoder_version_id)s, %(feature_names)s::varchar[], %(swap_position)s,
+        %(explore_position)s, %(explore_from)s, %(result_count)s, %(latency_ms)s, now()
     FROM commit_mode
     RETURNING id
 )
-INSERT INTO feedback_impression (event_id, image_id, position, score, features)
-SELECT event.id, shown.image_id, shown.position, shown.score, shown.features
-FROM event,
-    jsonb_to_recordset(%(shown)s::jsonb) AS shown(image_id bigint, position int, score float8, features float8[])
+INSERT INTO feedback_impression (event_id, image_id, position, score, features, team)
+SELECT event.id, shown.image_id, shown.position, shown.score, shown.features, shown.team
+FROM event, jsonb_to_recordset(%(shown)s::jsonb)
+    AS shown(image_id bigint, position int, score float8, features float8[], team varchar)
 """
 
 
@@ -68,7 +68,13 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
     """Store the event and the list exactly as served; return the event id, or None if it could not be stored."""
     event_id = uuid.uuid4()
     shown = [
-        {"image_id": hit.image.pk, "position": hit.position, "score": float(hit.score), "features": list(hit.features)}
+        {
+            "image_id": hit.image.pk,
+            "position": hit.position,
+            "score": float(hit.score),
+            "features": list(hit.features),
+            "team": hit.team,
+        }  # fmt: skip
         for hit in response.hits
     ]
     params = {
@@ -84,11 +90,14 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
         "tags": list(response.tags),
         "page": response.page,
         "page_size": response.page_size,
+        "experiment_id": getattr(response, "experiment_id", None),
         "arm": getattr(response, "arm", ""),
         "ranker": getattr(response, "ranker", "embedding"),
         "encoder_version_id": response.encoder.version_id,
         "feature_names": FEATURE_NAMES,
         "swap_position": getattr(response, "swap_position", None),
+        "explore_position": getattr(response, "explore_position", None),
+        "explore_from": getattr(response, "explore_from", None),
         "result_count": len(shown),
         "latency_ms": response.timings_ms.get("total"),
         "shown": json.dumps(shown),

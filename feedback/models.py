@@ -37,12 +37,22 @@ class SearchEvent(models.Model):
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     page = models.PositiveIntegerField(default=1)
     page_size = models.PositiveIntegerField()
-    arm = models.CharField(max_length=100, blank=True, help_text="Experiment arm, when the user was in one.")
+    experiment = models.ForeignKey(
+        "ranking.Experiment", null=True, blank=True, on_delete=models.PROTECT, related_name="events",
+        help_text="The experiment the user was in (exposure logging).",
+    )  # fmt: skip
+    arm = models.CharField(max_length=100, blank=True, help_text="Experiment arm (variant name), when in one.")
     ranker = models.CharField(max_length=100, default="embedding", help_text="Which ranker ordered the list.")
     encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.PROTECT, related_name="+")
     feature_names = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     swap_position = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="k when positions k and k+1 were swapped on purpose (propensity slice)."
+    )
+    explore_position = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The page position given to a deeper candidate on purpose (exploration slice)."
+    )
+    explore_from = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Where that explored candidate stood in the served order."
     )
     result_count = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(null=True, blank=True)
@@ -64,6 +74,9 @@ class Impression(models.Model):
     position = models.PositiveIntegerField(help_text="1-based, over the whole ranked list (page 2 starts after 1).")
     score = models.FloatField()
     features = ArrayField(models.FloatField(), default=list, blank=True, help_text="In event.feature_names order.")
+    team = models.CharField(
+        max_length=40, blank=True, default="", help_text="Interleaving: the arm whose ranker contributed this image."
+    )
 
     class Meta:
         constraints = [
@@ -137,6 +150,10 @@ class Rating(models.Model):
         return (self.value - 1) / 4
 
 
+# ``Rating.utility`` in SQL, for queries over rating rows (thumbs are -1 / +1).
+RATING_UTILITY_SQL = "CASE WHEN scale = 'thumbs' THEN (value + 1) / 2.0 ELSE (value - 1) / 4.0 END"
+
+
 class ApiKey(models.Model):
     """A partner application's key. Only a hash is stored; the key itself is shown once, at creation."""
 
@@ -144,6 +161,7 @@ class ApiKey(models.Model):
         SEARCH = "search", "search"
         FEEDBACK = "feedback", "record clicks and ratings"
         INGEST = "ingest", "add images"
+        EXPERIMENTS = "experiments", "read experiment results"
 
     name = models.CharField(max_length=200, help_text="Who this key is for.")
     prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="Shown to identify the key.")

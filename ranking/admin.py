@@ -1,22 +1,29 @@
-"""Admin: ranker versions (promote, roll back) and the training runs behind them."""
+"""Admin: ranker versions (promote, roll back), training runs, experiments with their results, production config."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 
-from ranking.models import RankerVersion, TrainingRun
+from ranking.experiments.actions import ExperimentError, promote_arm, start, stop
+from ranking.experiments.chart import timeline_svg
+from ranking.experiments.results import METRICS, results
+from ranking.models import Experiment, ExperimentAudit, RankerVersion, ServingConfig, TrainingRun, Variant
 from ranking.registry import promote, rollback
 
 
-def _ndcg(metrics: dict, key: str) -> str:
-    value = (metrics.get(key) or {}).get("ndcg@10")
+def _gate(metrics: dict, key: str) -> str:
+    value = (metrics.get("gate") or {}).get(key)
     return "–" if value is None else f"{value:.4f}"
 
 
 @admin.register(RankerVersion)
 class RankerVersionAdmin(admin.ModelAdmin):
-    list_display = ["label", "status", "candidate_ndcg", "serving_ndcg", "train_searches", "validation_searches",
-                    "trained_until", "promoted_at"]  # fmt: skip
+    list_display = ["label", "status", "candidate_dcg", "serving_dcg", "gate_reason", "train_searches",
+                    "validation_searches", "trained_until", "promoted_at"]  # fmt: skip
     list_filter = ["status"]
     readonly_fields = [f.name for f in RankerVersion._meta.fields]
     actions = ["promote_selected", "roll_back"]
@@ -24,13 +31,17 @@ class RankerVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.display(description="validation nDCG@10")
-    def candidate_ndcg(self, version: RankerVersion) -> str:
-        return _ndcg(version.metrics, "candidate")
+    @admin.display(description="validation DCG@10 (counterfactual)")
+    def candidate_dcg(self, version: RankerVersion) -> str:
+        return _gate(version.metrics, "candidate")
 
-    @admin.display(description="serving order's nDCG@10")
-    def serving_ndcg(self, version: RankerVersion) -> str:
-        return f"{_ndcg(version.metrics, 'serving')} ({version.metrics.get('serving_name', '')})"
+    @admin.display(description="serving order's DCG@10")
+    def serving_dcg(self, version: RankerVersion) -> str:
+        return f"{_gate(version.metrics, 'serving')} ({version.metrics.get('serving_name', '')})"
+
+    @admin.display(description="gate")
+    def gate_reason(self, version: RankerVersion) -> str:
+        return (version.metrics.get("gate") or {}).get("reason", "–")
 
     @admin.action(description="Promote the selected ranker (one only) to serve now")
     def promote_selected(self, request, queryset) -> None:
@@ -54,3 +65,159 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+class VariantInline(admin.StackedInline):
+    model = Variant
+    extra = 0
+    fields = ["name", "weight", "is_control", "use_reranker", "ranker", "rerank_depth", "encoder_version",
+              "min_score", "max_relative_drop"]  # fmt: skip
+
+    def _frozen(self, obj) -> bool:
+        return obj is not None and obj.status != Experiment.Status.DRAFT  # arms cannot change once users see them
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields if self._frozen(obj) else []
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return not self._frozen(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return not self._frozen(obj) and super().has_delete_permission(request, obj)
+
+
+class AuditInline(admin.TabularInline):
+    model = ExperimentAudit
+    extra = 0
+    fields = readonly_fields = ["at", "action", "user", "details"]
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+METRIC_LABELS = dict(Experiment.Metric.choices)
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    list_display = ["name", "mode", "surface", "status", "primary_metric", "traffic_share", "started_at", "stopped_at"]
+    list_filter = ["status", "mode", "surface"]
+    search_fields = ["name", "description"]
+    inlines = [VariantInline, AuditInline]
+    change_form_template = "admin/ranking/experiment/change_form.html"
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ["status", "salt", "started_at", "stopped_at"]
+        if obj is not None and obj.status != Experiment.Status.DRAFT:
+            return fixed + ["mode", "surface", "traffic_share"]
+        return fixed
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/start/", view(self.start_view), name="ranking_experiment_start"),
+            path("<int:pk>/stop/", view(self.stop_view), name="ranking_experiment_stop"),
+            path("<int:pk>/promote/<int:variant_pk>/", view(self.promote_view), name="ranking_experiment_promote"),
+        ] + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        experiment = Experiment.objects.filter(pk=object_id).first()
+        extra_context = {**(extra_context or {}), **(self._results_context(experiment) if experiment else {})}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _results_context(experiment: Experiment) -> dict:
+        found = results(experiment)
+        rows = []
+        for arm in found.arms:
+            cells = []
+            for name in METRICS:
+                estimate, versus = arm.metrics.get(name), arm.comparisons.get(name)
+                cell = {"value": _fmt(estimate.value) if estimate else "–"}
+                if versus is not None:
+                    cell.update(diff=f"{_fmt(versus.difference, signed=True)} ({_pct(versus.relative)})",
+                                ci=f"[{_fmt(versus.low, signed=True)}, {_fmt(versus.high, signed=True)}]",
+                                p=_fmt(versus.p_value))  # fmt: skip
+                cells.append(cell)
+            rows.append({"name": arm.variant.name, "control": arm.variant.is_control, "config": arm.variant.describe(),
+                         "users": arm.users, "searches": arm.searches, "cells": cells})  # fmt: skip
+        context = {
+            "results": found,
+            "arm_rows": rows,
+            "metric_labels": [(name, METRIC_LABELS[name]) for name in METRICS],
+            "expected_users": [f"{v:.0f}" for v in found.sample_ratio.expected],
+            "primary_label": METRIC_LABELS[experiment.primary_metric],
+            "chart": timeline_svg(found.timeline, METRIC_LABELS[experiment.primary_metric]),
+        }
+        if found.interleaving is not None:
+            context["ci_half_preference"] = 1.96 * found.interleaving.preference.standard_error
+        return context
+
+    def _confirm(self, request, experiment, *, title, question, confirm_label, details=()):
+        context = {**self.admin_site.each_context(request), "title": title, "question": question,
+                   "confirm_label": confirm_label, "experiment": experiment, "details": list(details),
+                   "opts": self.model._meta}  # fmt: skip
+        return TemplateResponse(request, "admin/ranking/experiment/confirm.html", context)
+
+    def _act(self, request, experiment, action, success: str):
+        try:
+            action()
+        except ExperimentError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, success)
+        return redirect("admin:ranking_experiment_change", experiment.pk)
+
+    def _get(self, request, pk: int) -> Experiment:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Experiment, pk=pk)
+
+    def start_view(self, request, pk: int):
+        experiment = self._get(request, pk)
+        if request.method != "POST":
+            return self._confirm(request, experiment, title=f"Start {experiment}?", confirm_label="Start",
+                                 question="Users will be assigned to its arms from the next search.",
+                                 details=[f"{v.name}: weight {v.weight}, {v.describe()}"
+                                          for v in experiment.variants.all()])  # fmt: skip
+        return self._act(request, experiment, lambda: start(experiment, request.user.get_username()),
+                         f"{experiment} is running.")  # fmt: skip
+
+    def stop_view(self, request, pk: int):
+        experiment = self._get(request, pk)
+        if request.method != "POST":
+            return self._confirm(request, experiment, title=f"Stop {experiment}?", confirm_label="Stop",
+                                 question="Every user goes back to production's configuration.")  # fmt: skip
+        return self._act(request, experiment, lambda: stop(experiment, request.user.get_username()),
+                         f"{experiment} is stopped.")  # fmt: skip
+
+    def promote_view(self, request, pk: int, variant_pk: int):
+        experiment = self._get(request, pk)
+        variant = get_object_or_404(Variant, pk=variant_pk, experiment=experiment)
+        verdict = results(experiment).verdict
+        if request.method != "POST":
+            return self._confirm(request, experiment, title=f"Promote {variant.name} to production?",
+                                 confirm_label="Promote", question=f"Production will serve: {variant.describe()}.",
+                                 details=[f"Verdict: {verdict}", "The experiment stops if it is running.",
+                                          "An audit record keeps who did this and why."])  # fmt: skip
+        return self._act(request, experiment, lambda: promote_arm(variant, request.user.get_username(), verdict),
+                         f"Production now serves {variant.name}'s configuration.")  # fmt: skip
+
+
+@admin.register(ServingConfig)
+class ServingConfigAdmin(admin.ModelAdmin):
+    """Production's configuration history (newest serves); rows come from promotions."""
+
+    list_display = ["created_at", "__str__", "created_by", "source"]
+    readonly_fields = ["created_at", "created_by", "source"]
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or value != value:  # NaN
+        return "–"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:+.1%}"

@@ -66,3 +66,167 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"training run {self.pk}: {self.outcome}"
+
+
+class ArmConfig(models.Model):
+    """How search serves: which ranker (if any), how deep it reranks, which encoder, which result cut.
+
+    Empty fields mean "as production does": the active ranker, ``LOUPE_RERANK_DEPTH``, the serving
+    encoder, ``LOUPE_MIN_SCORE`` / ``LOUPE_MAX_RELATIVE_DROP``. A request's own thresholds still win.
+    """
+
+    use_reranker = models.BooleanField(default=True, help_text="Off: serve the first-stage (embedding/fusion) order.")
+    ranker = models.ForeignKey(
+        RankerVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="A specific ranker version; empty: the active one.",
+    )  # fmt: skip
+    rerank_depth = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Candidates reranked (the candidate count); empty: LOUPE_RERANK_DEPTH."
+    )
+    encoder_version = models.ForeignKey(
+        "searchapp.EncoderVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Encoder version whose embeddings serve; empty: the serving encoder.",
+    )  # fmt: skip
+    min_score = models.FloatField(null=True, blank=True, help_text="Fixed score threshold; empty: LOUPE_MIN_SCORE.")
+    max_relative_drop = models.FloatField(
+        null=True, blank=True, help_text="Dynamic threshold (drop from the best score); empty: the setting."
+    )
+
+    CONFIG_FIELDS = ("use_reranker", "ranker", "rerank_depth", "encoder_version", "min_score", "max_relative_drop")
+
+    class Meta:
+        abstract = True
+
+    def describe(self) -> str:
+        if not self.use_reranker:
+            ranking = "first-stage order"
+        else:
+            ranking = self.ranker.label if self.ranker_id else "active ranker"
+        parts = [ranking]
+        if self.rerank_depth:
+            parts.append(f"top {self.rerank_depth}")
+        if self.encoder_version_id:
+            parts.append(f"encoder v{self.encoder_version_id}")
+        if self.min_score is not None:
+            parts.append(f"min score {self.min_score}")
+        if self.max_relative_drop is not None:
+            parts.append(f"max drop {self.max_relative_drop}")
+        return ", ".join(parts)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.rerank_depth is not None and not 1 <= self.rerank_depth <= 1000:
+            raise ValidationError({"rerank_depth": "Between 1 and 1000."})
+        if self.min_score is not None and not -1 <= self.min_score <= 1:
+            raise ValidationError({"min_score": "Between -1 and 1."})
+        if self.max_relative_drop is not None and not 0 <= self.max_relative_drop < 1:
+            raise ValidationError({"max_relative_drop": "At least 0 and below 1."})
+        if self.ranker_id and not self.use_reranker:
+            raise ValidationError({"ranker": "A ranker is named but reranking is off."})
+
+
+class ServingConfig(ArmConfig):
+    """Production's configuration, one row per change (the newest serves): the audit trail of promotions."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="Where it came from, e.g. an experiment's arm.")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"production config #{self.pk}: {self.describe()}"
+
+
+class Experiment(models.Model):
+    """An A/B test (users split between arms) or an interleaving test (two rankers in every list)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "draft"
+        RUNNING = "running", "running"
+        STOPPED = "stopped", "stopped"
+
+    class Mode(models.TextChoices):
+        AB = "ab", "A/B: each user sees one arm"
+        INTERLEAVE = "interleave", "team-draft interleaving of two rankers"
+
+    class Surface(models.TextChoices):
+        ALL = "all", "all surfaces"
+        WEB = "web", "web pages"
+        API = "api", "partner API"
+        SIM = "sim", "simulated users"
+
+    class Metric(models.TextChoices):
+        CTR = "ctr", "click-through rate (searches with a click)"
+        CLICKS = "clicks_per_search", "clicks per search"
+        RR = "reciprocal_rank", "reciprocal rank of the first click"
+        ABANDONMENT = "abandonment", "abandonment (searches without a click)"
+        RATING = "mean_rating", "mean rating"
+        TIME = "time_to_first_click", "seconds to the first click"
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.AB)
+    surface = models.CharField(max_length=8, choices=Surface.choices, default=Surface.ALL)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    salt = models.CharField(max_length=64, blank=True, help_text="Hashed with the user key; set when created.")
+    traffic_share = models.FloatField(
+        default=1.0, help_text="Share of users in the experiment (0-1); others: production."
+    )
+    primary_metric = models.CharField(max_length=32, choices=Metric.choices, default=Metric.CTR)
+    min_users_per_arm = models.PositiveIntegerField(default=200, help_text="No winner is suggested before this.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["surface"], condition=models.Q(status="running"), name="one_running_experiment_per_surface"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.salt:
+            import secrets
+
+            self.salt = secrets.token_hex(16)
+        super().save(*args, **kwargs)
+
+
+class Variant(ArmConfig):
+    """One arm of an experiment: a name, a traffic weight and a configuration."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
+    name = models.SlugField(max_length=40, help_text="Short name stored on every search event of the arm.")
+    weight = models.PositiveIntegerField(default=1, help_text="Relative share of the experiment's users.")
+    is_control = models.BooleanField(default=False, help_text="The arm the others are compared with.")
+
+    class Meta:
+        ordering = ["experiment", "-is_control", "pk"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "name"], name="unique_variant_name")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} / {self.name}"
+
+
+class ExperimentAudit(models.Model):
+    """Who started, stopped or promoted what, and when."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="audit")
+    action = models.CharField(max_length=32)
+    user = models.CharField(max_length=150, blank=True)
+    details = models.JSONField(default=dict)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.user or 'system'}: {self.action} {self.experiment}"

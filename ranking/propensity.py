@@ -48,12 +48,13 @@ def propensity_from_swaps(counts: dict[int, SwapCounts], depth: int, min_swapped
     """Chain the adjacent ratios into a curve over positions 1..depth.
 
     A ratio needs ``min_swapped_clicks`` clicks in the swapped searches (the scarce side: a few percent
-    of traffic); with fewer, the previous ratio carries on.
+    of traffic); with fewer, the power-law prior's ratio k / (k + 1) stands in for it. (Carrying the
+    previous estimate on instead compounds it: a 0.48 measured at position 2 became 0.0013 at 10.)
     """
     values = np.ones(depth)
     estimated = []
-    ratio = 1.0
     for k in range(1, depth):
+        ratio = k / (k + 1)
         c = counts.get(k)
         if c is not None and c.normal_searches and c.swapped_searches:
             swapped_clicks = c.swapped_upper_clicks + c.swapped_lower_clicks

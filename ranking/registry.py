@@ -146,3 +146,30 @@ class ActiveRanker:
 
 
 active_ranker = ActiveRanker()
+
+
+class RankerVersions:
+    """Rankers named by version (experiment arms, production configs), loaded once per process and checked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[int, str], ServingRanker | None] = {}
+
+    def get(self, version: RankerVersion) -> ServingRanker | None:
+        key = (version.pk, version.checksum)
+        if key not in self._loaded:
+            with self._lock:
+                if key not in self._loaded:
+                    try:
+                        self._loaded[key] = ServingRanker(version, load_booster(version))
+                    except (ArtefactRefused, lgb.basic.LightGBMError) as exc:
+                        logger.error("Not serving %s: %s Search falls back to the first-stage order.", version, exc)
+                        self._loaded[key] = None
+        return self._loaded[key]
+
+    def forget(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+
+ranker_versions = RankerVersions()

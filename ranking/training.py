@@ -1,9 +1,10 @@
 """Scheduled retraining: build the data, train, compare with what serves now, promote only if better.
 
 The comparison is on the validation window (the most recent searches, after everything the model
-trained on): the candidate's nDCG@10 must beat the serving order's by ``LOUPE_PROMOTION_MARGIN``.
-Both are measured with inverse-propensity weighted labels: on raw clicks the order that produced the
-log always looks best, because users click what it put first.
+trained on), with the counterfactual DCG@10 and the paired test of ``ranking.gate``: the candidate
+must beat the serving order by the relative ``LOUPE_PROMOTION_MARGIN``, beyond noise. Raw clicks
+would not do: the order that produced the log always looks best on them, because users click what
+it put first.
 The serving order is the active ranker's, or the first-stage order (fusion or CLIP) when none is
 active. Every attempt is a ``TrainingRun`` row, whatever happens.
 """
@@ -19,7 +20,8 @@ from django.utils import timezone
 
 from feedback.models import SearchEvent
 from ranking.features import NAMES
-from ranking.ltr import RankingData, evaluate_scores, train_ranker
+from ranking.gate import decide
+from ranking.ltr import RankingData, counterfactual_dcg, evaluate_scores, train_ranker
 from ranking.models import RankerVersion, TrainingRun
 from ranking.registry import load_booster, promote, save_candidate
 from ranking.training_data import estimated_propensity, load_searches, split_by_time
@@ -63,10 +65,16 @@ def retrain(*, force: bool = False) -> TrainingRun:
         if len(train.groups) < MIN_TRAIN_SEARCHES or len(valid.groups) < MIN_VALIDATION_SEARCHES:
             return _finish(run, TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
         trained = train_ranker(train, valid)
-        candidate = evaluate_scores(trained.predict(valid.X), valid, weighted=True)
+        candidate_scores = trained.predict(valid.X)
         baseline_name, baseline_scores = serving_scores(valid, valid_first_stage)
-        baseline = evaluate_scores(baseline_scores, valid, weighted=True)
-        metrics = {"candidate": candidate, "serving": baseline, "serving_name": baseline_name,
+        decision = decide(
+            counterfactual_dcg(candidate_scores, valid),
+            counterfactual_dcg(baseline_scores, valid),
+            margin=settings.LOUPE_PROMOTION_MARGIN,
+        )
+        metrics = {"gate": decision.as_dict(), "serving_name": baseline_name,
+                   "candidate_clicks": evaluate_scores(candidate_scores, valid),
+                   "serving_clicks": evaluate_scores(baseline_scores, valid),
                    "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration,
                    "propensity": [round(float(v), 4) for v in propensity.values[:10]],
                    "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
@@ -75,8 +83,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
             validation_searches=len(valid.groups), metrics=metrics,
         )  # fmt: skip
         run.ranker = version
-        versus = f"nDCG@10 {candidate['ndcg@10']:.4f} vs {baseline_name} {baseline['ndcg@10']:.4f}"
-        if candidate["ndcg@10"] >= baseline["ndcg@10"] + settings.LOUPE_PROMOTION_MARGIN:
+        versus = (f"counterfactual DCG@10 {decision.candidate:.4f} vs {baseline_name} {decision.serving:.4f} "
+                  f"({decision.reason})")  # fmt: skip
+        if decision.promote:
             promote(version)
             return _finish(run, TrainingRun.Outcome.PROMOTED, f"{version.label} promoted: {versus}", metrics)
         version.status = RankerVersion.Status.REJECTED

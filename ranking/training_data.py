@@ -105,6 +105,7 @@ def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCoun
     events = SearchEvent.objects.filter(kind="text", page=1)
     if since is not None:
         events = events.filter(created_at__gte=since)
+    events = events.filter(explore_position__isnull=True)  # an explored page shifts items: not "normal"
     shown = dict(events.values_list("pk", "swap_position"))
     sizes = dict(events.values_list("pk", "result_count"))
     clicked = defaultdict(set)

@@ -7,6 +7,7 @@ impression logging) plug in between retrieval and the response.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -18,8 +19,9 @@ from django.db.models import Prefetch
 
 from feedback.identity import Viewer
 from feedback.impressions import count, query_key, record_search
+from ranking.experiments.interleaving import team_draft
+from ranking.experiments.serving import ServingPlan, plan_search
 from ranking.features import NAMES, Candidate, candidate_features
-from ranking.registry import active_ranker
 from searchapp.cut import cut_length
 from searchapp.encoders import EncoderChoice
 from searchapp.errors import Refused
@@ -28,9 +30,10 @@ from searchapp.images import CheckedImage
 from searchapp.index import Neighbour, nearest_captions, nearest_images
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
+from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
 from searchapp.tags import clean_tags
 from searchapp.text_channels import start_text_channels
-from searchapp.versions import EncoderInfo, encoder_info, serving_version
+from searchapp.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class SearchHit:
     similarity: float | None = None  # CLIP cosine between the query and the image
     channels: tuple[str, ...] = ("clip",)  # which channels found it: clip, caption, fts
     features: tuple[float, ...] = ()  # ranking.features.NAMES order, as computed at serve time
+    team: str = ""  # interleaving: the arm whose ranker contributed this image
 
     @property
     def matched_text(self) -> bool:
@@ -96,9 +100,12 @@ class SearchResponse:
     timings_ms: dict[str, float] = field(default_factory=dict)
     channel_weights: dict[str, float] = field(default_factory=dict)
     ranker: str = "embedding"
+    experiment_id: int | None = None
     arm: str = ""
     event_id: uuid.UUID | None = None  # the logged SearchEvent that clicks and ratings refer to
     swap_position: int | None = None  # k when positions k and k+1 were swapped (the propensity slice)
+    explore_position: int | None = None  # the slot given to a candidate from below the page (exploration)
+    explore_from: int | None = None  # where that candidate stood before
 
     @property
     def first_position(self) -> int:
@@ -117,15 +124,10 @@ class Ranked:
     score: float
 
 
-def swap_adjacent(ranked: list, last_upper: int) -> tuple[list, int | None]:
-    """Swap a uniformly chosen pair (k, k+1), k in 1..last_upper: the randomised slice propensities come from."""
-    last_upper = min(last_upper, len(ranked) - 1)
-    if last_upper < 1:
-        return ranked, None
-    k = random.randint(1, last_upper)
-    swapped = list(ranked)
-    swapped[k - 1], swapped[k] = swapped[k], swapped[k - 1]
-    return swapped, k
+def service_for_encoder_version(version_id: int) -> SearchService | None:
+    """A search service over another encoder version's vectors (an experiment arm), or None if it cannot serve."""
+    loaded = service_encoder_choice(version_id)
+    return SearchService(*loaded) if loaded is not None else None
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,17 @@ class SearchService:
     def search(self, request: SearchRequest, viewer: Viewer | None = None) -> SearchResponse:
         """Run a search; with a ``viewer`` the served list is logged and the response carries its event id."""
         started = time.perf_counter()
+        self.validate(request)
+        kind = "similar" if request.image_id is not None else "image" if request.image is not None else "text"
+        plan = plan_search(viewer, rerank_allowed=kind == "text")
+        if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
+            other = service_for_encoder_version(plan.encoder_version_id)
+            if other is not None:
+                return other.serve(request, viewer, plan, started)
+        return self.serve(request, viewer, plan, started)
+
+    def serve(self, request: SearchRequest, viewer: Viewer | None, plan: ServingPlan, started: float) -> SearchResponse:
+        """Run a validated search with the configuration ``plan`` (production's or the user's experiment arm)."""
         text, tags, page, page_size = self.validate(request)
         kind = "similar" if request.image_id is not None else "image" if request.image is not None else "text"
         # One result past the page tells whether a next page exists without counting them all. With
@@ -195,9 +208,12 @@ class SearchService:
         # the fused order of the first pages does not change from page to page.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
         fusing = kind == "text" and settings.LOUPE_TEXT_CHANNEL
-        serving_ranker = active_ranker.get() if kind == "text" and settings.LOUPE_RERANK else None
-        if serving_ranker is not None:
-            depth = max(depth, settings.LOUPE_RERANK_DEPTH)
+        serving_ranker = plan.ranker if kind == "text" else None
+        if serving_ranker is not None or plan.teams is not None:
+            depth = max(depth, plan.rerank_depth)
+        sliced = viewer is not None and kind == "text" and page == 1 and plan.teams is None
+        logged_slice = draw_slice() if sliced else Slice()
+        depth = min(settings.LOUPE_MAX_CANDIDATES, max(depth, logged_slice.needs_depth))
         if fusing:
             step = settings.LOUPE_CHANNEL_DEPTH
             depth = max(depth, step * -(-depth // step))
@@ -214,7 +230,7 @@ class SearchService:
         encoded = time.perf_counter()
 
         neighbours = nearest_images(self.version, vector, k=depth, tags=tags, exclude_ids=exclude, text_flags=fusing)
-        clip = self._cut(neighbours, request)
+        clip = self._cut(neighbours, request, plan)
         rankings = {"clip": clip}
         weights = {"clip": self.version.channel_weight}
         if fusing:
@@ -231,13 +247,20 @@ class SearchService:
         start = (page - 1) * page_size
         ranker_label = "embedding"
         computed: dict[int, tuple] = {}  # image id -> (feature row, facts), when reranking computed them
-        if serving_ranker is not None:
-            reranked = self._rerank(serving_ranker, ranked, vector, text, depth)
+        teams: dict[int, str] = {}  # interleaving: image id -> the arm whose ranker put it there
+        if plan.teams is not None and kind == "text":
+            ranked, computed, teams, ranker_label = self._interleave(plan, ranked, vector, text, depth, viewer)
+        elif serving_ranker is not None:
+            reranked = self._rerank(serving_ranker, ranked, vector, text, depth, plan.rerank_depth)
             if reranked is not None:
                 (ranked, computed), ranker_label = reranked, serving_ranker.version.label
-        swap_position = None
-        if viewer is not None and kind == "text" and page == 1 and random.random() < settings.LOUPE_SWAP_SHARE:
+        swap_position = explore_position = explore_from = None
+        if logged_slice.kind == "swap":
             ranked, swap_position = swap_adjacent(ranked, min(settings.LOUPE_SWAP_MAX_POSITION, page_size) - 1)
+        elif logged_slice.kind == "explore":
+            ranked, explore_position, explore_from = explore_below_page(
+                ranked, page_size, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_EXPLORE_MIN_POSITION
+            )
         shown = ranked[start : start + page_size]
         if all(c.candidate.image_id in computed for c in shown):
             features = [computed[c.candidate.image_id][0] for c in shown]
@@ -256,6 +279,7 @@ class SearchService:
                 else facts[c.candidate.image_id].clip_cosine,
                 tuple(sorted(c.candidate.channel_ranks)),
                 tuple(float(x) for x in row),
+                teams.get(c.candidate.image_id, ""),
             )
             for i, (c, row) in enumerate(zip(shown, features, strict=True))
             if c.candidate.image_id in images
@@ -277,7 +301,11 @@ class SearchService:
             },
             channel_weights={name: weights[name] for name in rankings},
             ranker=ranker_label,
+            experiment_id=plan.experiment_id,
+            arm=plan.arm,
             swap_position=swap_position,
+            explore_position=explore_position,
+            explore_from=explore_from,
         )
         if viewer is None:
             return response
@@ -308,10 +336,45 @@ class SearchService:
             for position, c in enumerate(fused, 1)
         ]
 
-    def _rerank(self, serving, ranked: list[Ranked], vector, text: str, depth: int) -> tuple[list[Ranked], dict] | None:
-        """The top LOUPE_RERANK_DEPTH candidates in the learned order, the rest after them, and the feature
+    def _interleave(
+        self, plan: ServingPlan, ranked: list[Ranked], vector, text: str, depth: int, viewer: Viewer | None
+    ) -> tuple[list[Ranked], dict, dict[int, str], str]:
+        """Team-draft interleave the two arms' orders over the whole candidate list.
+
+        The coin flips are seeded by (experiment salt, user, query): a user paging through one query sees
+        one consistent interleaved list, while across users and queries the draws are independent.
+        """
+        orders: list[list[Ranked]] = []
+        labels: list[str] = []
+        computed: dict[int, tuple] = {}
+        for team in plan.teams:
+            order, label = ranked, "embedding"
+            if team.ranker is not None:
+                reranked = self._rerank(team.ranker, ranked, vector, text, depth, plan.rerank_depth)
+                if reranked is not None:
+                    (order, found), label = reranked, team.ranker.version.label
+                    computed.update(found)
+            orders.append(order)
+            labels.append(label)
+        seed = hashlib.sha256(f"{plan.salt}:{viewer.user_key if viewer else ''}:{text}".encode()).digest()
+        by_id = [{r.candidate.image_id: r for r in order} for order in orders]
+        merged = team_draft(
+            [r.candidate.image_id for r in orders[0]],
+            [r.candidate.image_id for r in orders[1]],
+            len(ranked),
+            random.Random(seed),
+        )
+        names = {"a": plan.teams[0].name, "b": plan.teams[1].name}
+        interleaved = [by_id[0 if side == "a" else 1][image_id] for image_id, side in merged]
+        teams = {image_id: names[side] for image_id, side in merged}
+        return interleaved, computed, teams, f"{labels[0]} | {labels[1]}"
+
+    def _rerank(
+        self, serving, ranked: list[Ranked], vector, text: str, depth: int, rerank_depth: int
+    ) -> tuple[list[Ranked], dict] | None:
+        """The top ``rerank_depth`` candidates in the learned order, the rest after them, and the feature
         rows and facts computed for them (the page reuses them); None on failure."""
-        top = ranked[: settings.LOUPE_RERANK_DEPTH]
+        top = ranked[:rerank_depth]
         if not top:
             return ranked, {}
         try:
@@ -350,9 +413,14 @@ class SearchService:
         return row.vector
 
     @staticmethod
-    def _cut(neighbours: list[Neighbour], request: SearchRequest) -> list[Neighbour]:
-        min_score = request.min_score if request.min_score is not None else settings.LOUPE_MIN_SCORE
-        drop = request.max_relative_drop if request.max_relative_drop is not None else settings.LOUPE_MAX_RELATIVE_DROP
+    def _cut(neighbours: list[Neighbour], request: SearchRequest, plan: ServingPlan) -> list[Neighbour]:
+        """The request's thresholds, else the serving configuration's, else the settings'."""
+        min_score = next(v for v in (request.min_score, plan.min_score, settings.LOUPE_MIN_SCORE) if v is not None)
+        drop = next(
+            v
+            for v in (request.max_relative_drop, plan.max_relative_drop, settings.LOUPE_MAX_RELATIVE_DROP)
+            if v is not None
+        )
         keep = cut_length([n.score for n in neighbours], min_score=min_score, max_relative_drop=drop)
         return neighbours[:keep]
 

@@ -193,13 +193,22 @@ LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
 LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
 LOUPE_RERANK_DEPTH = env.int("LOUPE_RERANK_DEPTH", default=100)
 LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0)
+# How often a web process re-reads running experiments and production's serving configuration.
+LOUPE_EXPERIMENT_CHECK_SECONDS = env.float("LOUPE_EXPERIMENT_CHECK_SECONDS", default=5.0)
 LOUPE_RETRAIN_MIN_NEW_SEARCHES = env.int("LOUPE_RETRAIN_MIN_NEW_SEARCHES", default=200)
 LOUPE_RETRAIN_EVERY_SECONDS = env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=900.0)
-LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.01)
+# A candidate ranker must beat the serving order's counterfactual DCG@10 by this relative gain (and
+# significantly; ranking.gate).
+LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.02)
 # The randomised slice: this share of logged first pages swaps one adjacent pair among the top
 # LOUPE_SWAP_MAX_POSITION, so examination propensities can be measured (ranking.propensity).
 LOUPE_SWAP_SHARE = env.float("LOUPE_SWAP_SHARE", default=0.02)
 LOUPE_SWAP_MAX_POSITION = env.int("LOUPE_SWAP_MAX_POSITION", default=10)
+# The exploration slice: this share of logged first pages shows one candidate from below the page (down
+# to LOUPE_RERANK_DEPTH) at a slot from LOUPE_EXPLORE_MIN_POSITION on, so clicks can reach what the
+# current order hides (searchapp.slices).
+LOUPE_EXPLORE_SHARE = env.float("LOUPE_EXPLORE_SHARE", default=0.05)
+LOUPE_EXPLORE_MIN_POSITION = env.int("LOUPE_EXPLORE_MIN_POSITION", default=3)
 
 # Feedback: what one user key may add per hour (clicks + ratings), and the largest API batch.
 LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 from searchapp.encoders import DEMO_NOTICE, EncoderChoice, serving_encoder
 from searchapp.models import EncoderVersion
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,49 @@ def forget_serving_version() -> None:
     global _serving, _sentence_serving
     _serving = None
     _sentence_serving = None
+
+
+_other_encoders: dict[int, EncoderChoice | None] = {}
+_other_lock = threading.Lock()
+
+
+def service_encoder_choice(version_id: int) -> tuple[EncoderChoice, EncoderVersion] | None:
+    """An encoder version other than the serving one (an experiment arm's), loaded once per process.
+
+    Its weights must still be where the version says (``model_ref``) with the same fingerprint, and
+    the version must have image vectors; otherwise None (logged once): the search serves production.
+    """
+    version = EncoderVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        return None
+    with _other_lock:
+        if version_id not in _other_encoders:
+            _other_encoders[version_id] = _load_other(version)
+    choice = _other_encoders[version_id]
+    return (choice, version) if choice is not None else None
+
+
+def _load_other(version: EncoderVersion) -> EncoderChoice | None:
+    from django.conf import settings
+
+    from searchapp.encoders import Encoder, EncoderLoadError
+    from searchapp.models import ImageEmbedding
+
+    try:
+        encoder = Encoder(version.model_ref, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE)
+    except EncoderLoadError as exc:
+        logger.error("Encoder version %s cannot be loaded (%s); its arm serves production's encoder.", version.pk, exc)
+        return None
+    if encoder.fingerprint != version.fingerprint:
+        logger.error("Encoder version %s: the weights at %s changed (fingerprint); not serving it.", version.pk,
+                     version.model_ref)  # fmt: skip
+        return None
+    if not ImageEmbedding.objects.filter(encoder_version=version).exists():
+        logger.error("Encoder version %s has no image vectors yet; not serving it.", version.pk)
+        return None
+    return EncoderChoice(encoder, version.model_ref)
+
+
+def forget_other_encoders() -> None:
+    with _other_lock:
+        _other_encoders.clear()

@@ -94,6 +94,24 @@ def _fresh_serving_version():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_serving_configs():
+    """Experiments, production configs and rankers by version are cached per process; rows are per test."""
+    from ranking.experiments.serving import forget_cached_configs
+    from ranking.registry import active_ranker, ranker_versions
+    from searchapp.versions import forget_other_encoders
+
+    def forget() -> None:
+        forget_cached_configs()
+        ranker_versions.forget()
+        active_ranker.forget()
+        forget_other_encoders()
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache():
     """Cached page data (popular tags) must not leak from one test's collection into another's."""
     from django.core.cache import cache

@@ -23,3 +23,5 @@ LOUPE_PARALLEL_CHANNELS = False
 
 # No randomly swapped result pairs in tests (tests that need the propensity slice turn it on).
 LOUPE_SWAP_SHARE = 0.0
+LOUPE_EXPLORE_SHARE = 0.0
+LOUPE_EXPERIMENT_CHECK_SECONDS = 0

@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from feedback import api as feedback_api
+from ranking import api as ranking_api
 from searchapp.api import ingest, views
 
 urlpatterns = [
@@ -14,6 +15,12 @@ urlpatterns = [
     path("feedback/clicks/batch", feedback_api.ClickBatchView.as_view(), name="api-clicks-batch"),
     path("feedback/ratings", feedback_api.RatingView.as_view(), name="api-ratings"),
     path("feedback/ratings/batch", feedback_api.RatingBatchView.as_view(), name="api-ratings-batch"),
+    path("experiments", ranking_api.ExperimentsView.as_view(), name="api-experiments"),
+    path(
+        "experiments/<int:experiment_id>/results",
+        ranking_api.ExperimentResultsView.as_view(),
+        name="api-experiment-results",
+    ),  # fmt: skip
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

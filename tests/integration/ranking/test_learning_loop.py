@@ -57,7 +57,9 @@ def test_feedback_trains_a_ranker_that_is_promoted_served_and_rolled_back(servic
     run = retrain(force=True)
     assert run.outcome == TrainingRun.Outcome.PROMOTED, run.message
     version = RankerVersion.objects.get(status="active")
-    assert run.metrics["candidate"]["ndcg@10"] > run.metrics["serving"]["ndcg@10"] + settings.LOUPE_PROMOTION_MARGIN
+    gate = run.metrics["gate"]
+    assert gate["promote"] and gate["candidate"] > gate["serving"] * (1 + settings.LOUPE_PROMOTION_MARGIN)
+    assert gate["lower_bound"] > 0
     assert run.metrics["serving_name"] == "first stage"
 
     served = service.search(SearchRequest(text=QUERY, page_size=12))

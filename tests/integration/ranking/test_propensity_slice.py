@@ -6,6 +6,7 @@ import pytest
 from feedback.capture import ClickInput, record_click
 from feedback.identity import Viewer
 from feedback.models import SearchEvent
+from ranking.features import NAMES
 from ranking.training_data import estimated_propensity, swap_counts
 from searchapp.search import SearchRequest
 
@@ -57,3 +58,21 @@ def test_the_examination_curve_is_estimated_from_logged_clicks(service, collecti
 def test_without_swaps_the_power_law_prior_is_used(collection):
     curve = estimated_propensity(None, depth=5, max_position=3)
     assert curve.estimated_positions == [] and curve.values == pytest.approx(1 / np.arange(1, 6))
+
+
+def test_explored_pages_show_a_deeper_candidate_and_log_it(service, collection, settings):
+    settings.LOUPE_EXPLORE_SHARE, settings.LOUPE_EXPLORE_MIN_POSITION = 1.0, 2
+    plain = [h.image.pk for h in service.search(SearchRequest(text=QUERY, page_size=12)).hits]
+    for n in range(15):
+        viewer = Viewer(user_key=f"anon:x{n:02d}-0000000000000")
+        response = service.search(SearchRequest(text=QUERY, page_size=4), viewer)
+        slot, source = response.explore_position, response.explore_from
+        assert 2 <= slot <= 4 and 5 <= source <= 12
+        expected = plain[: slot - 1] + [plain[source - 1]] + plain[slot - 1 : 4][: 4 - slot]
+        assert [h.image.pk for h in response.hits] == expected
+        event = SearchEvent.objects.get(pk=response.event_id)
+        assert (event.explore_position, event.explore_from, event.swap_position) == (slot, source, None)
+        # The explored image's logged features say where it stood before: first-stage rank `source`.
+        explored = response.hits[slot - 1]
+        assert np.expm1(explored.features[NAMES.index("first_stage_rank_log")]) == pytest.approx(source)
+    assert swap_counts(None, 4)[1].normal_searches == 0  # explored pages are not "normal" pages

@@ -41,11 +41,12 @@ def test_the_curve_is_recovered_despite_relevance_falling_with_rank():
     assert curve.estimated_positions == list(range(2, 11))
 
 
-def test_too_few_clicks_keep_the_previous_ratio_and_the_curve_never_rises():
+def test_too_few_clicks_fall_back_to_the_prior_ratio_and_the_curve_never_rises():
     counts = {1: SwapCounts(100, 50, 25, 100, 15, 30), 2: SwapCounts(100, 1, 1, 1, 0, 0)}
     curve = propensity_from_swaps(counts, depth=4)
     assert curve.estimated_positions == [2]
-    assert curve.values[2] == pytest.approx(curve.values[1] * curve.values[1])
+    assert curve.values[2] == pytest.approx(curve.values[1] * 2 / 3)  # the power law's p(3) / p(2)
+    assert curve.values[3] == pytest.approx(curve.values[2] * 3 / 4)
     assert (np.diff(curve.values) <= 0).all()
     assert curve.at(99) == curve.values[-1] and curve.at(0) == 1.0
 

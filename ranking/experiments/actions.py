@@ -1,0 +1,78 @@
+"""Start, stop, and promote an arm to production: each one transaction with an audit record."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ranking.experiments.assignment import running_q
+from ranking.experiments.serving import forget_cached_configs
+from ranking.models import ArmConfig, Experiment, ExperimentAudit, ServingConfig, Variant
+from ranking.registry import promote
+
+
+class ExperimentError(ValueError):
+    """The action cannot be taken; the message says why, for the admin."""
+
+
+def start(experiment: Experiment, user: str = "") -> Experiment:
+    variants = list(experiment.variants.all())
+    if experiment.status != Experiment.Status.DRAFT:
+        raise ExperimentError(f"{experiment} is {experiment.status}; only a draft can start.")
+    if len(variants) < 2:
+        raise ExperimentError("An experiment needs at least two arms.")
+    if experiment.mode == Experiment.Mode.INTERLEAVE and len(variants) != 2:
+        raise ExperimentError("Interleaving compares exactly two arms.")
+    if experiment.mode == Experiment.Mode.AB and sum(v.is_control for v in variants) != 1:
+        raise ExperimentError("Mark exactly one arm as the control.")
+    if not 0 < experiment.traffic_share <= 1:
+        raise ExperimentError("The traffic share must be above 0 and at most 1.")
+    with transaction.atomic():
+        clash = Experiment.objects.select_for_update().filter(running_q(experiment.surface), status="running")
+        if clash.exclude(pk=experiment.pk).exists():
+            raise ExperimentError(f"Another experiment is running on {experiment.get_surface_display()}: "
+                                  f"{', '.join(e.name for e in clash)}. Stop it first.")  # fmt: skip
+        experiment.status, experiment.started_at = Experiment.Status.RUNNING, timezone.now()
+        try:
+            experiment.save(update_fields=["status", "started_at"])
+        except IntegrityError:
+            raise ExperimentError("Another experiment is already running on this surface.") from None
+        ExperimentAudit.objects.create(experiment=experiment, action="start", user=user,
+                                       details={"arms": [v.name for v in variants]})  # fmt: skip
+    forget_cached_configs()
+    return experiment
+
+
+def stop(experiment: Experiment, user: str = "") -> Experiment:
+    if experiment.status != Experiment.Status.RUNNING:
+        raise ExperimentError(f"{experiment} is not running.")
+    with transaction.atomic():
+        experiment.status, experiment.stopped_at = Experiment.Status.STOPPED, timezone.now()
+        experiment.save(update_fields=["status", "stopped_at"])
+        ExperimentAudit.objects.create(experiment=experiment, action="stop", user=user)
+    forget_cached_configs()
+    return experiment
+
+
+def promote_arm(variant: Variant, user: str = "", verdict: str = "") -> ServingConfig:
+    """Make the arm's configuration production's (stopping the experiment if it runs)."""
+    experiment = variant.experiment
+    with transaction.atomic():
+        if experiment.status == Experiment.Status.RUNNING:
+            experiment.status, experiment.stopped_at = Experiment.Status.STOPPED, timezone.now()
+            experiment.save(update_fields=["status", "stopped_at"])
+            ExperimentAudit.objects.create(experiment=experiment, action="stop", user=user,
+                                           details={"reason": f"promoting {variant.name}"})  # fmt: skip
+        if variant.ranker_id:
+            promote(variant.ranker)  # the named ranker becomes the active one
+        config = ServingConfig.objects.create(
+            **{name: getattr(variant, name) for name in ArmConfig.CONFIG_FIELDS if name != "ranker"},
+            created_by=user, source=f"experiment {experiment.name!r}, arm {variant.name!r}",
+        )  # fmt: skip
+        ExperimentAudit.objects.create(
+            experiment=experiment, action="promote", user=user,
+            details={"arm": variant.name, "config": variant.describe(), "serving_config": config.pk,
+                     "verdict": verdict},
+        )  # fmt: skip
+    forget_cached_configs()
+    return config

@@ -1,0 +1,64 @@
+"""The promotion gate: does a candidate ranker beat the serving order on searches it never trained on?
+
+Both orders are scored on the validation window (the most recent logged searches) with the
+counterfactual DCG@10 of ``ranking.ltr.counterfactual_dcg``, per search, so the comparison is paired:
+the same searches, the same clicks, two orders. The candidate is promoted only if
+
+- its mean beats the serving order's by the relative ``margin`` (``LOUPE_PROMOTION_MARGIN``), and
+- the gain is not noise: the one-sided lower confidence bound of the mean paired difference, from a
+  bootstrap over searches, is above zero.
+
+The second rule matters when the serving order is already good: a candidate that merely reshuffles it
+wins about half of the searches and loses the other half, and must not replace it on a lucky window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    candidate: float  # mean counterfactual DCG@10 per validation search
+    serving: float
+    relative_gain: float  # candidate / serving - 1 (inf when the serving order scores 0)
+    lower_bound: float  # one-sided lower confidence bound of the mean paired difference
+    searches: int
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in asdict(self).items()}
+
+
+def decide(
+    candidate: np.ndarray,
+    serving: np.ndarray,
+    *,
+    margin: float,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> GateDecision:
+    """Compare per-search scores of two orders on the same searches (see the module docstring)."""
+    candidate, serving = np.asarray(candidate, dtype=np.float64), np.asarray(serving, dtype=np.float64)
+    if candidate.shape != serving.shape or candidate.ndim != 1:
+        raise ValueError("candidate and serving must score the same searches.")
+    n = len(candidate)
+    if n == 0:
+        return GateDecision(False, 0.0, 0.0, 0.0, 0.0, 0, "no validation searches")
+    mean_c, mean_s = float(candidate.mean()), float(serving.mean())
+    difference = candidate - serving
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    lower = float(np.quantile(means, 1.0 - confidence))
+    gain = mean_c / mean_s - 1.0 if mean_s > 0 else (float("inf") if mean_c > 0 else 0.0)
+    if gain < margin:
+        reason = f"gain {gain:+.1%} is below the margin {margin:.1%}"
+    elif lower <= 0:
+        reason = f"gain {gain:+.1%} is not significant (lower bound {lower:+.4f} at {confidence:.0%})"
+    else:
+        reason = f"gain {gain:+.1%}, lower bound {lower:+.4f} at {confidence:.0%}"
+    return GateDecision(gain >= margin and lower > 0, mean_c, mean_s, gain, lower, n, reason)
