@@ -11,6 +11,7 @@ from django.urls import path
 from ranking.experiments.actions import ExperimentError, promote_arm, start, stop
 from ranking.experiments.chart import timeline_svg
 from ranking.experiments.results import METRICS, results
+from ranking.experiments.serving import forget_cached_configs
 from ranking.models import Experiment, ExperimentAudit, RankerVersion, ServingConfig, TrainingRun, Variant
 from ranking.registry import promote, rollback
 
@@ -211,6 +212,12 @@ class ServingConfigAdmin(admin.ModelAdmin):
 
     list_display = ["created_at", "__str__", "created_by", "source"]
     readonly_fields = ["created_at", "created_by", "source"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.created_by = obj.created_by or request.user.get_username()
+        obj.source = obj.source or "set by hand in admin"
+        super().save_model(request, obj, form, change)
+        forget_cached_configs()
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -38,7 +38,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "time_to_first_click": ("seconds_to_first_click", "clicked_searches", False),
 }
 
-PER_USER_SQL = """
+PER_USER_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, created_at FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
 ),
@@ -49,7 +49,7 @@ clicks AS (
 ),
 ratings AS (
     SELECT r.event_id, count(*) AS n, sum(r.utility) AS total
-    FROM (SELECT event_id, {utility} AS utility FROM feedback_rating) r JOIN searches s ON s.id = r.event_id
+    FROM (SELECT event_id, {RATING_UTILITY_SQL} AS utility FROM feedback_rating) r JOIN searches s ON s.id = r.event_id
     GROUP BY r.event_id
 )
 SELECT s.arm, s.user_key,
@@ -64,7 +64,7 @@ SELECT s.arm, s.user_key,
     min(s.created_at) AS first_seen
 FROM searches s LEFT JOIN clicks c ON c.event_id = s.id LEFT JOIN ratings r ON r.event_id = s.id
 GROUP BY s.arm, s.user_key
-""".format(utility=RATING_UTILITY_SQL)
+"""
 
 TIMELINE_SQL = """
 WITH searches AS (
