@@ -185,7 +185,8 @@ def main() -> None:
     parser.add_argument("--clicky-b", type=float, default=2.0)
     parser.add_argument("--output", type=Path, default=OUT)
     args = parser.parse_args()
-    args.model, args.swap_share, args.explore_share = "position", 0.0, 0.0  # experiments change nothing on purpose
+    # Caltech's users and click model; no swap or exploration slices (nothing changed on purpose).
+    args.dataset, args.model, args.swap_share, args.explore_share = "caltech101", "position", 0.0, 0.0
     if not sim.CALTECH.is_dir():
         sys.exit(f"This simulation needs {sim.CALTECH} (the shared folder beside the repo).")
     sim.setup(args.var_dir, False, args)

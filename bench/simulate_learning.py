@@ -19,6 +19,10 @@ are compared on the same logs, offline, on the held-out queries. With ``--strong
 order is made as good as a strong encoder by mixing relevance into the cosine (the gate must then
 refuse rankers that do not help).
 
+With ``--dataset coco_mini`` the collection is coco_mini with all but the last caption of each image
+(and its categories as tags), a query is an image's held-out last caption, and the one relevant image
+is that image; the text channel is on (it has captions to find), so the base order is strong.
+
 Random-weight encoders measure the learning loop, not CLIP quality.
 
 Run (from the repo root, after bin/setup dev):
@@ -40,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101" / "101_ObjectCategories"
+COCO_MINI = ROOT.parent / "shared" / "datasets" / "coco_mini"
 OUT_DIR = ROOT / "docs" / "bench"
 PHRASINGS = ["a photo of a {}", "{}", "a picture of the {}"]
 
@@ -51,7 +56,8 @@ def setup(var_dir: Path, fresh: bool, args) -> None:
     os.environ["LOUPE_VAR_DIR"] = str(var_dir)
     os.environ["LOUPE_CLIP_MODEL"] = str(var_dir / "models" / "tiny-clip")
     os.environ["LOUPE_DEMO_MODEL_DIR"] = os.environ["LOUPE_CLIP_MODEL"]
-    os.environ["LOUPE_TEXT_CHANNEL"] = "false"  # no captions or tags: nothing for it to find
+    # Caltech is ingested without captions or tags: nothing for the text channel to find.
+    os.environ["LOUPE_TEXT_CHANNEL"] = "true" if args.dataset == "coco_mini" else "false"
     os.environ["LOUPE_RETRAIN_MIN_NEW_SEARCHES"] = "0"
     os.environ["LOUPE_RANKER_CHECK_SECONDS"] = "0"
     os.environ["LOUPE_FEEDBACK_HOURLY_CAP"] = "100000"
@@ -101,14 +107,39 @@ def ingest_unlabelled(limit: int | None) -> dict[int, str]:
     return labels
 
 
+def ingest_coco_held_out() -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """Ingest coco_mini with all but the last caption of each image; that caption becomes its query.
+
+    The label of an image is its own id: a held-out caption has exactly one relevant image.
+    """
+    from searchapp.embedding import embed_everything_missing
+    from searchapp.images import read_image
+    from searchapp.ingestion.service import add_image
+    from searchapp.ingestion.sources import coco_items
+
+    labels: dict[int, str] = {}
+    queries: list[tuple[str, str]] = []
+    for split in ("train2017", "val2017"):
+        for item in coco_items(COCO_MINI / "annotations" / f"captions_{split}.json"):
+            if len(item.captions) < 2 or not item.path.is_file():
+                continue
+            image, _ = add_image(read_image(item.path.read_bytes()), captions=item.captions[:-1], tags=item.tags,
+                                 source=str(item.path))  # fmt: skip
+            labels[image.pk] = f"image-{image.pk}"
+            queries.append((item.captions[-1], labels[image.pk]))
+    embed_everything_missing()
+    print(f"  {len(labels)} coco_mini images, {len(queries)} held-out caption queries", flush=True)
+    return labels, sorted(queries)
+
+
 class Users:
     """The click model and the query stream."""
 
-    def __init__(self, labels: dict[int, str], args, seed: int) -> None:
+    def __init__(self, labels: dict[int, str], args, seed: int, queries: list[tuple[str, str]] | None = None) -> None:
         self.labels = labels
         self.rng = np.random.default_rng(seed)
         classes = sorted(set(labels.values()))
-        self.queries = [(p.format(c), c) for c in classes for p in PHRASINGS]
+        self.queries = list(queries) if queries else [(p.format(c), c) for c in classes for p in PHRASINGS]
         order = self.rng.permutation(len(self.queries))
         self.queries = [self.queries[i] for i in order]
         weights = 1.0 / np.arange(1, len(self.queries) + 1) ** args.zipf
@@ -225,14 +256,14 @@ def forget_feedback() -> None:
     active_ranker.forget()
 
 
-def run(args, labels: dict[int, str]) -> dict:
+def run(args, labels: dict[int, str], queries: list[tuple[str, str]] | None = None) -> dict:
     from feedback.capture import ClickInput, record_click
     from feedback.identity import Viewer
     from feedback.summaries import refresh_summaries
     from ranking.training import retrain
     from searchapp.search import SearchRequest, SearchService
 
-    users = Users(labels, args, args.seed)
+    users = Users(labels, args, args.seed, queries)
     held_out_rng = np.random.default_rng(10_000 + args.seed)
     held_out = [users.draw_query(held_out_rng) for _ in range(args.held_out)]
     service = SearchService()
@@ -288,7 +319,8 @@ def plot(results: dict, path: Path) -> None:
         ax.plot(xs, [p["ndcg@10"] for p in rep["curve"]], marker="o", label=f"seed {rep['seed']}")
     ax.set_xlabel("logged searches")
     ax.set_ylabel("held-out nDCG@10")
-    ax.set_title("Learning from simulated clicks (Caltech 101, tiny random encoder)")
+    dataset = "coco_mini, held-out captions" if results["config"].get("dataset") == "coco_mini" else "Caltech 101"
+    ax.set_title(f"Learning from simulated clicks ({dataset}, tiny random encoder)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -296,6 +328,12 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--dataset",
+        choices=["caltech101", "coco_mini"],
+        default="caltech101",
+        help="caltech101: a query names a class; coco_mini: a query is an image's held-out caption",
+    )
     parser.add_argument("--searches", type=int, default=20_000)
     parser.add_argument("--retrain-every", type=int, default=4_000)
     parser.add_argument("--refresh-every", type=int, default=1_000, help="refresh the feedback summaries")
@@ -315,17 +353,22 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the ingested collection in --var-dir")
     parser.add_argument("--output", type=Path, default=OUT_DIR / "simulate_learning.json")
     args = parser.parse_args()
-    if not CALTECH.is_dir():
-        sys.exit(f"This simulation needs {CALTECH} (the shared folder beside the repo).")
+    needs = COCO_MINI if args.dataset == "coco_mini" else CALTECH
+    if not needs.is_dir():
+        sys.exit(f"This simulation needs {needs} (the shared folder beside the repo).")
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "repetitions": []}
     setup(args.var_dir, not args.keep, args)
-    print("Ingesting Caltech 101 without labels...", flush=True)
-    labels = ingest_unlabelled(args.images)
+    print(f"Ingesting {args.dataset}{' without labels' if args.dataset == 'caltech101' else ''}...", flush=True)
+    queries = None
+    if args.dataset == "coco_mini":
+        labels, queries = ingest_coco_held_out()
+    else:
+        labels = ingest_unlabelled(args.images)
     for seed in args.seeds:
         print(f"Repetition with seed {seed}:", flush=True)
         args.seed = seed
         forget_feedback()
-        results["repetitions"].append({"seed": seed, **run(args, labels)})
+        results["repetitions"].append({"seed": seed, **run(args, labels, queries)})
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2))
     summary = defaultdict(list)

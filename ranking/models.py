@@ -230,3 +230,33 @@ class ExperimentAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.user or 'system'}: {self.action} {self.experiment}"
+
+
+class FineTuneRun(models.Model):
+    """One encoder fine-tuning attempt from feedback: settings, progress, metrics, the gate's decision."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "running"
+        PROMOTED = "ready", "passed the gate: new encoder version embedded and ready"
+        REFUSED = "refused", "refused by the gate"
+        SKIPPED = "skipped", "skipped (not enough pairs)"
+        FAILED = "failed", "failed"
+
+    base = models.ForeignKey("searchapp.EncoderVersion", on_delete=models.PROTECT, related_name="finetune_runs")
+    result = models.ForeignKey(
+        "searchapp.EncoderVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    settings = models.JSONField(default=dict, help_text="Learning rate, epochs, what was trained, margins.")
+    metrics = models.JSONField(default=dict, help_text="Held-out and reference recall, WiSE-FT table, timings.")
+    stage = models.CharField(max_length=64, blank=True, help_text="What it is doing now.")
+    progress = models.FloatField(default=0.0, help_text="0-1 within the stage.")
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"fine-tune run {self.pk}: {self.outcome}"

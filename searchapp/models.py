@@ -17,6 +17,7 @@ class EncoderVersion(models.Model):
     """
 
     class Status(models.TextChoices):
+        BUILDING = "building", "building (embedding the collection; cannot serve yet)"
         READY = "ready", "ready"
         RETIRED = "retired", "retired"
 
@@ -134,3 +135,22 @@ class CaptionEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"caption {self.caption_id} under encoder v{self.encoder_version_id}"
+
+
+class ImageTowerOutput(models.Model):
+    """The image tower's pooled output (before the projection) for one image, under one tower's weights.
+
+    Fine-tuning that changes only the projections re-projects these instead of re-running the tower:
+    an epoch costs matrix products, and re-embedding the collection under a new version takes seconds.
+    Kept in Postgres so every worker machine shares them.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="tower_outputs")
+    tower = models.CharField(max_length=64, help_text="sha256 of the image tower's weights (not the projection).")
+    pooled = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tower", "image"], name="tower_output_unique")]
+
+    def __str__(self) -> str:
+        return f"tower {self.tower[:12]} output of image {self.image_id}"

@@ -1,0 +1,88 @@
+"""Pooled tower outputs (what the projections read) for texts and images, with the image side cached.
+
+For CLIP, ``get_text_features`` = text_projection(text_model(...).pooler_output) and likewise for
+images. With the towers frozen, only the projections train, so the pooled outputs are inputs that
+never change: images' are stored in ``ImageTowerOutput`` (keyed by a fingerprint of the vision tower
+alone, so every projection-only fine-tune of the same tower shares them) and filled resumably.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import transaction
+from PIL import Image as PILImage
+
+from searchapp.models import Image, ImageTowerOutput
+
+
+def tower_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over one tower's weights, in parameter-name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def text_pooled(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """(n, hidden) pooled text-tower outputs."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        inputs = encoder._tokenize(list(texts[start : start + batch_size]))
+        with torch.inference_mode():
+            out.append(encoder.model.text_model(**inputs).pooler_output.float().numpy())
+    hidden = encoder.model.text_projection.in_features
+    return np.concatenate(out) if out else np.zeros((0, hidden), np.float32)
+
+
+def image_pooled_batch(encoder, images: Sequence[PILImage.Image]) -> np.ndarray:
+    inputs = encoder.image_processor(images=[i.convert("RGB") for i in images], return_tensors="pt",
+                                     input_data_format="channels_last")  # fmt: skip
+    with torch.inference_mode():
+        return encoder.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output.float().numpy()
+
+
+def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None) -> str:
+    """Compute the pooled image outputs the cache lacks for this encoder's vision tower; returns the tower key.
+
+    Resumable: each batch commits on its own, and a rerun starts with what is missing.
+    """
+    tower = tower_fingerprint(encoder.model.vision_model)
+    missing = Image.objects.exclude(tower_outputs__tower=tower).order_by("pk")
+    total = missing.count()
+    done = 0
+    ids = list(missing.values_list("pk", "file"))
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        opened, kept = [], []
+        for pk, name in batch:
+            try:
+                with PILImage.open(Path(settings.MEDIA_ROOT) / name) as handle:
+                    opened.append(handle.convert("RGB"))
+                kept.append(pk)
+            except OSError:
+                continue  # a file gone from disk: the embedding step reports it
+        if opened:
+            pooled = image_pooled_batch(encoder, opened)
+            rows = [ImageTowerOutput(image_id=pk, tower=tower, pooled=v) for pk, v in zip(kept, pooled, strict=True)]
+            with transaction.atomic():
+                ImageTowerOutput.objects.bulk_create(rows, ignore_conflicts=True)
+        done += len(batch)
+        if progress:
+            progress(done, total)
+    return tower
+
+
+def cached_image_pooled(tower: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, (n, hidden) pooled outputs) of every cached image under ``tower``, by image id."""
+    rows = list(ImageTowerOutput.objects.filter(tower=tower).order_by("image_id").values_list("image_id", "pooled"))
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+    return ids, np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])

@@ -1,0 +1,109 @@
+"""Fine-tuning the (tiny) encoder from clicks through the real services: the gate, the new version, re-embedding."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from feedback.capture import ClickInput, record_click
+from feedback.identity import Viewer
+from ranking.finetune.service import FineTuneSettings, fine_tune
+from ranking.models import FineTuneRun
+from searchapp.encoders import Encoder
+from searchapp.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
+from searchapp.search import SearchRequest
+
+pytestmark = pytest.mark.django_db
+COLOURS = {"red": (200, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 200), "yellow": (220, 210, 30),
+           "purple": (140, 30, 160), "grey": (128, 128, 128)}  # fmt: skip
+PER_CLASS = 12
+
+
+def class_image(colour: tuple[int, int, int], seed: int) -> bytes:
+    rng = random.Random(seed)
+    image = PILImage.new("RGB", (64, 64), colour)
+    pixels = image.load()
+    for _ in range(150):
+        pixels[rng.randrange(64), rng.randrange(64)] = tuple(
+            max(0, min(255, c + rng.randrange(-60, 60))) for c in colour
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def classes(service, settings, tmp_path):
+    from searchapp.embedding import embed_everything_missing
+    from searchapp.images import read_image
+    from searchapp.ingestion.service import add_image
+
+    settings.VAR_DIR = tmp_path
+    settings.LOUPE_TEXT_CHANNEL = False
+    by_class = {}
+    for c, (name, colour) in enumerate(COLOURS.items()):
+        by_class[name] = [
+            add_image(read_image(class_image(colour, c * 100 + i)), captions=[f"{name} square number {i}"])[0]
+            for i in range(PER_CLASS)
+        ]
+    embed_everything_missing()
+    return by_class
+
+
+def click_classes(service, by_class, images_range, rounds: int, start: int = 0) -> None:
+    """Users search a colour and click its images (among images_range of each class) wherever they are shown."""
+    n = start
+    for _ in range(rounds):
+        for name, images in by_class.items():
+            viewer = Viewer(user_key=f"anon:ft-user-{n:05d}-00000", surface="web")
+            response = service.search(SearchRequest(text=f"{name} picture", page_size=100), viewer)
+            position = {h.image.pk: h.position for h in response.hits}
+            for image in images[images_range]:
+                record_click(
+                    viewer, ClickInput(str(response.event_id), image.pk, position[image.pk], f"k{n}-{image.pk}")
+                )
+            n += 1
+
+
+def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(service, classes):
+    click_classes(service, classes, slice(0, 8), rounds=3)
+    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)  # the latest pairs are held out
+    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
+                                                     margin=0.05, tolerance=0.2, min_pairs=20))  # fmt: skip
+    assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
+    held = run.metrics["held_out_recall@10"]
+    assert held["after"] >= held["before"] + 0.05
+    assert run.metrics["reference_recall@10"]["after"] >= run.metrics["reference_recall@10"]["before"] - 0.2
+    version = run.result
+    assert version.status == EncoderVersion.Status.READY and version.parent_id == service.version.pk
+    assert ImageEmbedding.objects.filter(encoder_version=version).count() == 6 * PER_CLASS
+    # Re-projected vectors are what the saved model computes from the pixels.
+    fresh = Encoder(version.model_ref, local_files_only=True)
+    assert fresh.fingerprint == version.fingerprint
+    image = classes["red"][0]
+    stored = np.asarray(ImageEmbedding.objects.get(encoder_version=version, image=image).vector)
+    with PILImage.open(image.file.path) as handle:
+        computed = fresh.encode_images([handle.convert("RGB")])[0]
+    assert float(stored @ computed) > 0.999
+    # The tower outputs were cached once, keyed by the vision tower (shared by its fine-tunes).
+    assert ImageTowerOutput.objects.count() == 6 * PER_CLASS
+    # The serving encoder did not change under the fine-tune.
+    assert service.encoder.fingerprint == service.version.fingerprint
+
+
+def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service, classes):
+    click_classes(service, classes, slice(0, 8), rounds=3)
+    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)
+    versions = EncoderVersion.objects.count()
+    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
+                                                     margin=0.9, tolerance=0.2, min_pairs=20))  # fmt: skip
+    assert run.outcome == FineTuneRun.Outcome.REFUSED and "does not rise by 0.9" in run.message
+    assert run.result is None and EncoderVersion.objects.count() == versions  # nothing new can serve
+    assert run.metrics["held_out_recall@10"]["after"] > run.metrics["held_out_recall@10"]["before"]  # measured
+
+
+def test_too_few_pairs_is_skipped(service, classes):
+    run = fine_tune(service.version, FineTuneSettings(min_pairs=20))
+    assert run.outcome == FineTuneRun.Outcome.SKIPPED
