@@ -12,7 +12,15 @@ from ranking.experiments.actions import ExperimentError, promote_arm, start, sto
 from ranking.experiments.chart import timeline_svg
 from ranking.experiments.results import METRICS, results
 from ranking.experiments.serving import forget_cached_configs
-from ranking.models import Experiment, ExperimentAudit, RankerVersion, ServingConfig, TrainingRun, Variant
+from ranking.models import (
+    Experiment,
+    ExperimentAudit,
+    FineTuneRun,
+    RankerVersion,
+    ServingConfig,
+    TrainingRun,
+    Variant,
+)
 from ranking.registry import promote, rollback
 
 
@@ -228,3 +236,34 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:+.1%}"
+
+
+@admin.register(FineTuneRun)
+class FineTuneRunAdmin(admin.ModelAdmin):
+    """Encoder fine-tuning attempts: progress while running, then the gate's numbers."""
+
+    list_display = ["started_at", "base", "outcome", "stage", "progress_percent", "held_out", "reference", "result",
+                    "finished_at"]  # fmt: skip
+    list_filter = ["outcome"]
+    readonly_fields = [f.name for f in FineTuneRun._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_percent(self, run: FineTuneRun) -> str:
+        return f"{run.progress:.0%}" if run.outcome == FineTuneRun.Outcome.RUNNING else "–"
+
+    @admin.display(description="held-out Recall@10")
+    def held_out(self, run: FineTuneRun) -> str:
+        return _before_after(run.metrics.get("held_out_recall@10"))
+
+    @admin.display(description="reference Recall@10")
+    def reference(self, run: FineTuneRun) -> str:
+        return _before_after(run.metrics.get("reference_recall@10"))
+
+
+def _before_after(values: dict | None) -> str:
+    if not values:
+        return "–"
+    return f"{values['before']:.3f} → {values['after']:.3f}"

@@ -256,7 +256,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "loupe.refresh_text_stats",
         "schedule": env.float("LOUPE_TEXT_STATS_EVERY_SECONDS", default=600.0),
     },
+    "finetune-encoder": {
+        "task": "loupe.finetune_encoder",
+        "schedule": env.float("LOUPE_FINETUNE_EVERY_SECONDS", default=86_400.0),
+    },
 }
+# Training runs on its own queue (a worker started with -Q training), so a long fine-tune never delays
+# embedding new uploads or refreshing summaries.
+CELERY_TASK_ROUTES = {"loupe.finetune_encoder": {"queue": "training"}}
 
 # --- Text channel (captions and tags) ---------------------------------------------------------------
 LOUPE_FTS_CONFIG = env.str("LOUPE_FTS_CONFIG", default="english")  # a PostgreSQL text search configuration

@@ -60,3 +60,29 @@ def retrain_ranker(force: bool = False) -> dict:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [RETRAIN_LOCK])
+
+
+FINETUNE_LOCK = 7_301_002  # one encoder fine-tune at a time across all workers
+
+
+@shared_task(name="loupe.finetune_encoder", acks_late=True)
+def finetune_encoder(base_version_id: int | None = None, options: dict | None = None) -> dict:
+    """Fine-tune an encoder version (default: the one serving) from feedback; runs on the training queue."""
+    from django.db import connection
+
+    from ranking.finetune.service import FineTuneSettings, fine_tune
+    from searchapp.models import EncoderVersion
+    from searchapp.versions import serving_version
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [FINETUNE_LOCK])
+        if not cursor.fetchone()[0]:
+            logger.info("Another worker is fine-tuning; skipping.")
+            return {"outcome": "locked"}
+    try:
+        base = EncoderVersion.objects.get(pk=base_version_id) if base_version_id else serving_version()[1]
+        run = fine_tune(base, FineTuneSettings(**(options or {})))
+        return {"outcome": run.outcome, "message": run.message, "version": run.result_id}
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [FINETUNE_LOCK])

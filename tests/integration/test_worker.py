@@ -23,8 +23,7 @@ def redis_url():
     return embedded_redis(settings.VAR_DIR).acquire()
 
 
-@pytest.fixture
-def worker(transactional_db, redis_url, media_root):
+def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
     db = connection.settings_dict
     env = dict(
         os.environ,
@@ -33,14 +32,38 @@ def worker(transactional_db, redis_url, media_root):
         REDIS_URL=redis_url,
         LOUPE_MEDIA_ROOT=str(media_root),
     )
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "solo", "--loglevel", "WARNING",
-         "-Q", "celery", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+         "-Q", queue, "-n", f"{queue}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle"],
         cwd=Path(settings.BASE_DIR), env=env,
     )  # fmt: skip
+
+
+@pytest.fixture
+def worker(transactional_db, redis_url, media_root):
+    process = start_worker(redis_url, media_root, "celery")
     yield process
     process.terminate()
     process.wait(30)
+
+
+@pytest.fixture
+def trainer(transactional_db, redis_url, media_root):
+    """A worker that only takes the training queue, as `manage.py run` starts one."""
+    process = start_worker(redis_url, media_root, "training")
+    yield process
+    process.terminate()
+    process.wait(30)
+
+
+def test_fine_tuning_is_routed_to_the_training_queue(trainer, service):
+    from ranking.models import FineTuneRun
+    from workers.tasks import finetune_encoder
+
+    result = finetune_encoder.delay().get(timeout=180)  # no other worker listens: only the trainer can run it
+    assert result["outcome"] == "skipped"  # no feedback yet: nothing to learn from
+    run = FineTuneRun.objects.get()
+    assert run.base_id == service.version.pk and run.outcome == FineTuneRun.Outcome.SKIPPED
 
 
 def test_worker_embeds_images_added_without_vectors(worker):

@@ -66,6 +66,8 @@ class Command(BaseCommand):
         if not opts["no_worker"]:
             self._spawn("worker", [python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
                                    "--concurrency", "1", "-Q", "celery"], child_env)  # fmt: skip
+            self._spawn("trainer", [python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
+                                    "--concurrency", "1", "-Q", "training", "-n", "trainer@%h"], child_env)  # fmt: skip
             self._spawn("beat", [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
                                  "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")], child_env)  # fmt: skip
         url = f"http://{'localhost' if opts['host'] in ('127.0.0.1', '0.0.0.0') else opts['host']}:{opts['port']}/"

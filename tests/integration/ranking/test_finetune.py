@@ -68,6 +68,11 @@ def click_classes(service, by_class, images_range, rounds: int, start: int = 0) 
 
 
 def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(service, classes):
+    fine_tune_from_clicks(service, classes)
+
+
+def fine_tune_from_clicks(service, classes) -> EncoderVersion:
+    """Clicks, a fine-tune that passes the gate, and everything checked about the new version."""
     click_classes(service, classes, slice(0, 8), rounds=3)
     click_classes(service, classes, slice(8, 12), rounds=1, start=1000)  # the latest pairs are held out
     run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
@@ -91,6 +96,29 @@ def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(servic
     assert ImageTowerOutput.objects.count() == 6 * PER_CLASS
     # The serving encoder did not change under the fine-tune.
     assert service.encoder.fingerprint == service.version.fingerprint
+    return version
+
+
+def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
+    from ranking.models import Experiment, ServingConfig
+
+    version = fine_tune_from_clicks(service, classes)
+    listing = admin_client.get("/admin/searchapp/encoderversion/").content.decode()
+    assert "fine-tuned" in listing and "MB" in listing and "ready" in listing
+    assert "passed the gate" in admin_client.get("/admin/ranking/finetunerun/").content.decode()
+    action = {"action": "start_ab_test", "_selected_action": [version.pk]}
+    response = admin_client.post("/admin/searchapp/encoderversion/", action)
+    experiment = Experiment.objects.get()
+    assert response.status_code == 302 and f"/admin/ranking/experiment/{experiment.pk}/" in response["Location"]
+    assert experiment.variants.get(is_control=False).encoder_version == version
+    admin_client.post("/admin/searchapp/encoderversion/", {"action": "promote_to_production",
+                                                           "_selected_action": [version.pk]})  # fmt: skip
+    assert ServingConfig.objects.get().encoder_version == version
+    served = service.search(SearchRequest(text="red picture"), Viewer(user_key="anon:after-promotion-0000000"))
+    assert served.encoder.version_id == version.pk  # production now searches the new version's vectors
+    admin_client.post("/admin/searchapp/encoderversion/", {"action": "retire", "_selected_action": [version.pk]})
+    version.refresh_from_db()
+    assert version.status == EncoderVersion.Status.READY  # refused: it serves production
 
 
 def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service, classes):
