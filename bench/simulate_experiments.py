@@ -168,13 +168,13 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--var-dir", type=Path, default=sim.ROOT / "var" / "sim")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=3, help="the query distribution (use the learning run's last seed)")
     parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--ab-budget", type=int, default=4_000)
-    parser.add_argument("--interleaving-budget", type=int, default=2_000)
+    parser.add_argument("--ab-budget", type=int, default=2_000)
+    parser.add_argument("--interleaving-budget", type=int, default=1_000)
     parser.add_argument("--aa-searches", type=int, default=4_000)
     parser.add_argument("--aa-repetitions", type=int, default=200)
-    parser.add_argument("--check-every", type=int, default=200)
+    parser.add_argument("--check-every", type=int, default=50)
     parser.add_argument("--metric", default="clicks_per_search")
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--zipf", type=float, default=1.1)
@@ -215,6 +215,10 @@ def main() -> None:
     aa_checks = traffic(users, args, aa, args.aa_searches, ab_check, "aa")
     stop(aa, "simulation")
     aa_result = aa_rejections(aa, args.aa_repetitions, 0.05, args.seed)
+    # The same check with 1,000 salts: 200 re-randomisations of one dataset are correlated, so their
+    # rejection share wanders by about 3 points; 1,000 pin the test's calibration down more tightly.
+    aa_result["with_1000_salts"] = {k: v for k, v in aa_rejections(aa, 1000, 0.05, args.seed + 1).items()
+                                    if k in ("repetitions", "rejection_rate")}  # fmt: skip
     ab_needed, il_needed = needed(ab_checks, args.alpha), needed(il_checks, args.alpha)
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

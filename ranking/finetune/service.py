@@ -134,7 +134,8 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         pairs = feedback_pairs(timezone.now(), propensity)
         train_pairs, held_pairs = split_by_time(pairs)
         if len(train_pairs) < options.min_pairs or not held_pairs:
-            return _finish(run, FineTuneRun.Outcome.SKIPPED, f"{len(pairs)} pairs; need {options.min_pairs}.")
+            why = f"{len(train_pairs)} training pairs ({len(pairs)} in all); need {options.min_pairs}."
+            return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
         encoder = load_encoder(base)
         _update(run, "caching image tower outputs")
         tower = fill_image_cache(encoder, progress=lambda done, total: _update(run, "caching image tower outputs",
