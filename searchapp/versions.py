@@ -99,8 +99,8 @@ def service_encoder_choice(version_id: int) -> tuple[EncoderChoice, EncoderVersi
     the version must have image vectors; otherwise None (logged once): the search serves production.
     """
     version = EncoderVersion.objects.filter(pk=version_id).first()
-    if version is None:
-        return None
+    if version is None or version.status != EncoderVersion.Status.READY:
+        return None  # a version still building (or retired) never serves
     with _other_lock:
         if version_id not in _other_encoders:
             _other_encoders[version_id] = _load_other(version)

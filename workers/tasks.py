@@ -70,7 +70,7 @@ def finetune_encoder(base_version_id: int | None = None, options: dict | None = 
     """Fine-tune an encoder version (default: the one serving) from feedback; runs on the training queue."""
     from django.db import connection
 
-    from ranking.finetune.service import FineTuneSettings, fine_tune
+    from ranking.finetune.service import FineTuneSettings, fine_tune, finish_building_versions
     from searchapp.models import EncoderVersion
     from searchapp.versions import serving_version
 
@@ -80,6 +80,7 @@ def finetune_encoder(base_version_id: int | None = None, options: dict | None = 
             logger.info("Another worker is fine-tuning; skipping.")
             return {"outcome": "locked"}
     try:
+        finish_building_versions()  # a version an interrupted run left half-embedded is completed first
         base = EncoderVersion.objects.get(pk=base_version_id) if base_version_id else serving_version()[1]
         run = fine_tune(base, FineTuneSettings(**(options or {})))
         return {"outcome": run.outcome, "message": run.message, "version": run.result_id}

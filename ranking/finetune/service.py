@@ -42,7 +42,7 @@ from ranking.finetune.projections import (
     recall_at_k,
     recall_of_pairs,
 )
-from ranking.finetune.towers import cached_image_pooled, fill_image_cache, text_pooled
+from ranking.finetune.towers import cached_image_pooled, fill_image_cache, text_pooled, tower_fingerprint
 from ranking.finetune.wise import choose_alpha, interpolate
 from ranking.models import FineTuneRun
 from ranking.training_data import estimated_propensity
@@ -250,12 +250,46 @@ def reproject_collection(version: EncoderVersion, image_ids: np.ndarray, pooled:
 
 def _finish_version(version: EncoderVersion) -> None:
     """Embed what re-projection did not cover (captions, images without a cached output), index, mark ready."""
-    from searchapp.embedding import embed_collection
-
-    encoder = Encoder(version.model_ref, local_files_only=True)
-    embed_collection(encoder, version)
+    embed_collection_for(Encoder(version.model_ref, local_files_only=True), version)
     version.status = EncoderVersion.Status.READY
     version.save(update_fields=["status"])
+
+
+def finish_building_versions() -> list[EncoderVersion]:
+    """Complete versions left *building* by an interrupted run (a killed worker): embed what is missing, index,
+    mark ready. Re-embedding is resumable because it only adds the vectors a version lacks."""
+    from searchapp.models import Image
+
+    finished = []
+    for version in EncoderVersion.objects.filter(status=EncoderVersion.Status.BUILDING):
+        try:
+            encoder = Encoder(version.model_ref, local_files_only=True)
+        except Exception:  # noqa: BLE001 - a folder that is gone cannot be finished; say so and leave it
+            logger.exception("Cannot finish %s: its model does not load.", version)
+            continue
+        if encoder.fingerprint != version.fingerprint:
+            logger.error("Cannot finish %s: the weights at %s changed.", version, version.model_ref)
+            continue
+        ids, pooled = cached_image_pooled(tower_fingerprint(encoder.model.vision_model))
+        have = set(ImageEmbedding.objects.filter(encoder_version=version).values_list("image_id", flat=True))
+        missing = np.asarray([i for i in ids.tolist() if i not in have], dtype=np.int64)
+        if len(missing):
+            model = encoder.model
+            own = Projections(model.text_projection.weight.detach(), model.visual_projection.weight.detach())
+            reproject_collection(version, missing, pooled[np.searchsorted(ids, missing)], own)
+        embed_collection_for(encoder, version)
+        version.status = EncoderVersion.Status.READY
+        version.save(update_fields=["status"])
+        logger.info("Finished %s (%s images re-projected; %s in the collection).", version, len(missing),
+                    Image.objects.count())  # fmt: skip
+        finished.append(version)
+    return finished
+
+
+def embed_collection_for(encoder: Encoder, version: EncoderVersion) -> None:
+    from searchapp.embedding import embed_collection
+
+    embed_collection(encoder, version)
 
 
 def _finish(run: FineTuneRun, outcome: str, message: str, metrics: dict | None = None) -> FineTuneRun:

@@ -135,3 +135,37 @@ def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service,
 def test_too_few_pairs_is_skipped(service, classes):
     run = fine_tune(service.version, FineTuneSettings(min_pairs=20))
     assert run.outcome == FineTuneRun.Outcome.SKIPPED
+
+
+def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service, classes, monkeypatch):
+    import ranking.finetune.service as finetune_service
+    from ranking.finetune.service import finish_building_versions
+    from searchapp.versions import service_encoder_choice
+
+    click_classes(service, classes, slice(0, 8), rounds=3)
+    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)
+    original = finetune_service.reproject_collection
+
+    def killed_half_way(version, image_ids, pooled, projections):
+        original(version, image_ids[:30], pooled[:30], projections)
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(finetune_service, "reproject_collection", killed_half_way)
+    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
+                                                     margin=0.05, tolerance=0.2, min_pairs=20))  # fmt: skip
+    assert run.outcome == FineTuneRun.Outcome.FAILED and "worker killed" in run.message
+    version = run.result
+    assert version.status == EncoderVersion.Status.BUILDING
+    assert ImageEmbedding.objects.filter(encoder_version=version).count() == 30
+    assert service_encoder_choice(version.pk) is None  # half-embedded: cannot serve, not even in an arm
+    monkeypatch.setattr(finetune_service, "reproject_collection", original)
+    assert finish_building_versions() == [version]
+    version.refresh_from_db()
+    assert version.status == EncoderVersion.Status.READY
+    assert ImageEmbedding.objects.filter(encoder_version=version).count() == 6 * PER_CLASS
+    fresh = Encoder(version.model_ref, local_files_only=True)
+    last = classes["grey"][-1]  # re-projected by the resumed run, not the interrupted one
+    stored = np.asarray(ImageEmbedding.objects.get(encoder_version=version, image=last).vector)
+    with PILImage.open(last.file.path) as handle:
+        assert float(stored @ fresh.encode_images([handle.convert("RGB")])[0]) > 0.999
+    assert service_encoder_choice(version.pk) is not None
