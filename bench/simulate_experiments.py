@@ -74,10 +74,10 @@ def traffic(users: ClickyUsers, args, experiment, budget: int, check, label: str
     for n in range(1, budget + 1):
         text, wanted = users.draw_query()
         user = int(users.rng.integers(args.users))
-        viewer = Viewer(user_key=f"sim:{label}-user-{user}", surface="sim")
+        viewer = Viewer(user_key=f"sim:{label}{experiment.pk}-user-{user}", surface="sim")  # fresh per run
         response = service.search(SearchRequest(text=text, page_size=10), viewer)
         for i, hit in enumerate(users.clicks_for(user, response.hits, wanted)):
-            record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"{label}{n}-{i}"))
+            record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"{n}-{i}"))
         if n % args.check_every == 0:
             point = {"searches": n, **check(experiment)}
             checks.append(point)
