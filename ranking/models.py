@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 
 class RankerVersion(models.Model):
@@ -44,8 +49,30 @@ class RankerVersion(models.Model):
         return f"ltr-v{self.pk}"
 
 
-class TrainingRun(models.Model):
-    """One attempt of the scheduled retraining, kept for admin whatever its outcome."""
+class Attempt(models.Model):
+    """A scheduled learning attempt (ranker retraining, encoder fine-tuning), kept for admin whatever its outcome."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-started_at"]
+
+    def finish(self, outcome: str, message: str, metrics: dict | None = None):
+        """Record how it ended (and its metrics, when given); logged too."""
+        self.outcome, self.message, self.finished_at = outcome, message, timezone.now()
+        if metrics is not None:
+            self.metrics = metrics
+        self.save()
+        logger.info("%s: %s", self, message)
+        return self
+
+
+class TrainingRun(Attempt):
+    """One attempt of the scheduled retraining."""
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "running"
@@ -54,15 +81,8 @@ class TrainingRun(models.Model):
         SKIPPED = "skipped", "skipped (not enough new feedback)"
         FAILED = "failed", "failed"
 
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     ranker = models.ForeignKey(RankerVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
-    metrics = models.JSONField(default=dict)
-    message = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-started_at"]
 
     def __str__(self) -> str:
         return f"training run {self.pk}: {self.outcome}"
@@ -232,7 +252,7 @@ class ExperimentAudit(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.user or 'system'}: {self.action} {self.experiment}"
 
 
-class FineTuneRun(models.Model):
+class FineTuneRun(Attempt):
     """One encoder fine-tuning attempt from feedback: settings, progress, metrics, the gate's decision."""
 
     class Outcome(models.TextChoices):
@@ -248,15 +268,8 @@ class FineTuneRun(models.Model):
     )
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
     settings = models.JSONField(default=dict, help_text="Learning rate, epochs, what was trained, margins.")
-    metrics = models.JSONField(default=dict, help_text="Held-out and reference recall, WiSE-FT table, timings.")
     stage = models.CharField(max_length=64, blank=True, help_text="What it is doing now.")
     progress = models.FloatField(default=0.0, help_text="0-1 within the stage.")
-    message = models.TextField(blank=True)
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-started_at"]
 
     def __str__(self) -> str:
         return f"fine-tune run {self.pk}: {self.outcome}"

@@ -57,13 +57,13 @@ def retrain(*, force: bool = False) -> TrainingRun:
         latest = RankerVersion.objects.order_by("-trained_until").first()
         new = labelled_searches_since(latest.trained_until if latest else None)
         if not force and new < settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES:
-            return _finish(run, TrainingRun.Outcome.SKIPPED, f"{new} new labelled searches; waiting for "
+            return run.finish(TrainingRun.Outcome.SKIPPED, f"{new} new labelled searches; waiting for "
                            f"{settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.")  # fmt: skip
         propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
         logged = load_searches(None, now, propensity)
         train, valid, valid_first_stage = split_by_time(logged)
         if len(train.groups) < MIN_TRAIN_SEARCHES or len(valid.groups) < MIN_VALIDATION_SEARCHES:
-            return _finish(run, TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
+            return run.finish(TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
         trained = train_ranker(train, valid)
         candidate_scores = trained.predict(valid.X)
         baseline_name, baseline_scores = serving_scores(valid, valid_first_stage)
@@ -87,18 +87,10 @@ def retrain(*, force: bool = False) -> TrainingRun:
                   f"({decision.reason})")  # fmt: skip
         if decision.promote:
             promote(version)
-            return _finish(run, TrainingRun.Outcome.PROMOTED, f"{version.label} promoted: {versus}", metrics)
+            return run.finish(TrainingRun.Outcome.PROMOTED, f"{version.label} promoted: {versus}", metrics)
         version.status = RankerVersion.Status.REJECTED
         version.save(update_fields=["status"])
-        return _finish(run, TrainingRun.Outcome.KEPT, f"{version.label} not better: {versus}", metrics)
+        return run.finish(TrainingRun.Outcome.KEPT, f"{version.label} not better: {versus}", metrics)
     except Exception as exc:
         logger.exception("Retraining failed")
-        return _finish(run, TrainingRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _finish(run: TrainingRun, outcome: str, message: str, metrics: dict | None = None) -> TrainingRun:
-    run.outcome, run.message, run.finished_at = outcome, message, timezone.now()
-    run.metrics = metrics or {}
-    run.save()
-    logger.info("Training run %s: %s", run.pk, message)
-    return run
+        return run.finish(TrainingRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}")

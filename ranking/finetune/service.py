@@ -293,10 +293,5 @@ def embed_collection_for(encoder: Encoder, version: EncoderVersion) -> None:
 
 
 def _finish(run: FineTuneRun, outcome: str, message: str, metrics: dict | None = None) -> FineTuneRun:
-    run.outcome, run.message, run.finished_at = outcome, message, timezone.now()
-    if metrics is not None:
-        run.metrics = metrics
     run.stage, run.progress = "", 1.0
-    run.save()
-    logger.info("Fine-tune run %s: %s", run.pk, message)
-    return run
+    return run.finish(outcome, message, metrics)
