@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 
 from searchapp.encoders import Encoder
 from searchapp.index import ensure_hnsw_indexes
-from searchapp.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding
+from searchapp.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding, ImageTowerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def embed_images(
             except OSError as exc:  # a file removed from disk behind our back: say so, go on
                 logger.error("Cannot read %s for image %s: %s", image.file.name, image.pk, exc)
                 report.failed += 1
-        vectors = encoder.encode_images(opened, batch_size=batch_size)
+        vectors, pooled = encoder.encode_images_with_pooled(opened, batch_size=batch_size)
         rows = [
             ImageEmbedding(image=image, encoder_version=version, vector=vec)
             for image, vec in zip(kept, vectors, strict=True)
@@ -103,6 +103,16 @@ def embed_images(
             ImageEmbedding.objects.bulk_create(
                 rows, update_conflicts=True, unique_fields=["encoder_version", "image"], update_fields=["vector"]
             )
+            if pooled is not None and settings.LOUPE_CACHE_TOWER_OUTPUTS:
+                # The same pass's tower outputs: fine-tuning the projections later never re-runs the tower.
+                tower = encoder.vision_tower_fingerprint
+                ImageTowerOutput.objects.bulk_create(
+                    [
+                        ImageTowerOutput(image=image, tower=tower, pooled=p)
+                        for image, p in zip(kept, pooled, strict=True)
+                    ],
+                    ignore_conflicts=True,
+                )
         report.images += len(rows)
         if progress:
             progress(len(batch))

@@ -144,16 +144,38 @@ class Encoder(AcceleratedText):
     # --- images ---------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[PILImage.Image], batch_size: int = 32) -> np.ndarray:
         """Encode RGB images into an (n, d) array of unit vectors."""
-        out = []
+        return self.encode_images_with_pooled(images, batch_size)[0]
+
+    @property
+    def has_projection_heads(self) -> bool:
+        """CLIP-style: image features are visual_projection(vision_model(...).pooler_output)."""
+        return hasattr(self.model, "vision_model") and hasattr(self.model, "visual_projection")
+
+    @functools.cached_property
+    def vision_tower_fingerprint(self) -> str:
+        """sha256 of the vision tower alone: the key of its cached pooled outputs (see ranking.finetune.towers)."""
+        return weights_fingerprint(self.model.vision_model)
+
+    def encode_images_with_pooled(
+        self, images: Sequence[PILImage.Image], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit vectors and, for CLIP-style models, the vision tower's pooled outputs from the same pass."""
+        out, pooled_out = [], []
         for start in range(0, len(images), batch_size):
             batch = [image.convert("RGB") for image in images[start : start + batch_size]]
             # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
             # tiny images (a 3-pixel-high image looks channels-first to it).
             inputs = self.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")
             with torch.inference_mode():
-                features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+                if self.has_projection_heads:
+                    pooled = self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+                    features = self.model.visual_projection(pooled)
+                    pooled_out.append(pooled.float().numpy())
+                else:
+                    features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
             out.append(unit_rows(features))
-        return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+        return vectors, (np.concatenate(pooled_out) if pooled_out else None)
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -191,6 +191,9 @@ LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
 
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).
 LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
+# Keep the image tower's pooled outputs while embedding (CLIP-style models), so projection fine-tunes
+# never re-run the tower (~3 KB per image for ViT-B/32).
+LOUPE_CACHE_TOWER_OUTPUTS = env.bool("LOUPE_CACHE_TOWER_OUTPUTS", default=True)
 LOUPE_RERANK_DEPTH = env.int("LOUPE_RERANK_DEPTH", default=100)
 LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0)
 # How often a web process re-reads running experiments and production's serving configuration.

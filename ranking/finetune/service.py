@@ -42,7 +42,7 @@ from ranking.finetune.projections import (
     recall_at_k,
     recall_of_pairs,
 )
-from ranking.finetune.towers import cached_image_pooled, fill_image_cache, text_pooled, tower_fingerprint
+from ranking.finetune.towers import cached_image_pooled, fill_image_cache, text_pooled
 from ranking.finetune.wise import choose_alpha, interpolate
 from ranking.models import FineTuneRun
 from ranking.training_data import estimated_propensity
@@ -270,7 +270,7 @@ def finish_building_versions() -> list[EncoderVersion]:
         if encoder.fingerprint != version.fingerprint:
             logger.error("Cannot finish %s: the weights at %s changed.", version, version.model_ref)
             continue
-        ids, pooled = cached_image_pooled(tower_fingerprint(encoder.model.vision_model))
+        ids, pooled = cached_image_pooled(encoder.vision_tower_fingerprint)
         have = set(ImageEmbedding.objects.filter(encoder_version=version).values_list("image_id", flat=True))
         missing = np.asarray([i for i in ids.tolist() if i not in have], dtype=np.int64)
         if len(missing):

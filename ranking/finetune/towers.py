@@ -8,7 +8,6 @@ alone, so every projection-only fine-tune of the same tower shares them) and fil
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,15 +18,6 @@ from django.db import transaction
 from PIL import Image as PILImage
 
 from searchapp.models import Image, ImageTowerOutput
-
-
-def tower_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over one tower's weights, in parameter-name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def text_pooled(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -53,7 +43,7 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
 
     Resumable: each batch commits on its own, and a rerun starts with what is missing.
     """
-    tower = tower_fingerprint(encoder.model.vision_model)
+    tower = encoder.vision_tower_fingerprint  # embedding the collection fills most of it already
     missing = Image.objects.exclude(tower_outputs__tower=tower).order_by("pk")
     total = missing.count()
     done = 0

@@ -169,3 +169,22 @@ def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service,
     with PILImage.open(last.file.path) as handle:
         assert float(stored @ fresh.encode_images([handle.convert("RGB")])[0]) > 0.999
     assert service_encoder_choice(version.pk) is not None
+
+
+def test_embedding_keeps_the_tower_outputs_fine_tuning_reads(service, classes):
+    """Embedding the collection stores each image's pooled vision output from the same pass; projected, it is
+    exactly the stored image vector, so a projection-only fine-tune never runs the tower again."""
+    import torch
+
+    tower = service.encoder.vision_tower_fingerprint
+    outputs = dict(ImageTowerOutput.objects.filter(tower=tower).values_list("image_id", "pooled"))
+    assert len(outputs) == 6 * PER_CLASS
+    for image_id, vector in ImageEmbedding.objects.filter(encoder_version=service.version).values_list(
+        "image_id", "vector"
+    )[:10]:
+        with torch.no_grad():
+            projected = service.encoder.model.visual_projection(
+                torch.tensor(np.asarray(outputs[image_id], np.float32)[None])
+            )
+        projected = (projected / projected.norm()).numpy()[0]
+        assert float(projected @ np.asarray(vector)) > 0.9999
