@@ -44,7 +44,7 @@ def pretrained_base(var_dir: Path, epochs: int) -> Path:
     import torch
 
     from ranking.finetune.projections import PairSet, Projections, fine_tune_projections
-    from ranking.finetune.towers import image_pooled_batch, text_pooled
+    from ranking.finetune.towers import text_pooled
     from searchapp.demo_model import build_demo_model
     from searchapp.encoders import MODEL_CARD_FILE, Encoder
     from searchapp.ingestion.sources import coco_items
@@ -61,7 +61,9 @@ def pretrained_base(var_dir: Path, epochs: int) -> Path:
 
     pooled_images = np.concatenate(
         [
-            image_pooled_batch(encoder, [PILImage.open(item.path).convert("RGB") for item in items[i : i + 32]])
+            encoder.encode_images_with_pooled([PILImage.open(item.path).convert("RGB") for item in items[i : i + 32]])[
+                1
+            ]
             for i in range(0, len(items), 32)
         ]  # fmt: skip
     )

@@ -117,6 +117,10 @@ class ArmConfig(models.Model):
     class Meta:
         abstract = True
 
+    def config_values(self, **changes) -> dict:
+        """The configuration fields as keyword arguments for another ArmConfig, with ``changes`` applied."""
+        return {**{name: getattr(self, name) for name in self.CONFIG_FIELDS}, **changes}
+
     def describe(self) -> str:
         if not self.use_reranker:
             ranking = "first-stage order"

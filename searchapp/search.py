@@ -71,6 +71,11 @@ class SearchRequest:
     min_score: float | None = None
     max_relative_drop: float | None = None
 
+    @property
+    def kind(self) -> str:
+        """ "similar" (an image of the collection), "image" (an upload) or "text"."""
+        return "similar" if self.image_id is not None else "image" if self.image is not None else "text"
+
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -190,19 +195,25 @@ class SearchService:
     def search(self, request: SearchRequest, viewer: Viewer | None = None) -> SearchResponse:
         """Run a search; with a ``viewer`` the served list is logged and the response carries its event id."""
         started = time.perf_counter()
-        self.validate(request)
-        kind = "similar" if request.image_id is not None else "image" if request.image is not None else "text"
-        plan = plan_search(viewer, rerank_allowed=kind == "text")
+        validated = self.validate(request)
+        plan = plan_search(viewer, rerank_allowed=request.kind == "text")
         if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
             other = service_for_encoder_version(plan.encoder_version_id)
             if other is not None:
-                return other.serve(request, viewer, plan, started)
-        return self.serve(request, viewer, plan, started)
+                return other.serve(request, validated, viewer, plan, started)
+        return self.serve(request, validated, viewer, plan, started)
 
-    def serve(self, request: SearchRequest, viewer: Viewer | None, plan: ServingPlan, started: float) -> SearchResponse:
-        """Run a validated search with the configuration ``plan`` (production's or the user's experiment arm)."""
-        text, tags, page, page_size = self.validate(request)
-        kind = "similar" if request.image_id is not None else "image" if request.image is not None else "text"
+    def serve(
+        self,
+        request: SearchRequest,
+        validated: tuple[str, tuple[str, ...], int, int],
+        viewer: Viewer | None,
+        plan: ServingPlan,
+        started: float,
+    ) -> SearchResponse:
+        """Run a search ``validate`` accepted, with ``plan`` (production's configuration or the user's arm)."""
+        text, tags, page, page_size = validated
+        kind = request.kind
         # One result past the page tells whether a next page exists without counting them all. With
         # text channels every channel goes LOUPE_CHANNEL_DEPTH deep (whole multiples of it), so that
         # the fused order of the first pages does not change from page to page.

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from ranking.experiments.assignment import running_q
 from ranking.experiments.serving import forget_cached_configs
-from ranking.models import ArmConfig, Experiment, ExperimentAudit, ServingConfig, Variant
+from ranking.models import Experiment, ExperimentAudit, ServingConfig, Variant
 from ranking.registry import promote
 
 
@@ -47,11 +47,15 @@ def stop(experiment: Experiment, user: str = "") -> Experiment:
     if experiment.status != Experiment.Status.RUNNING:
         raise ExperimentError(f"{experiment} is not running.")
     with transaction.atomic():
-        experiment.status, experiment.stopped_at = Experiment.Status.STOPPED, timezone.now()
-        experiment.save(update_fields=["status", "stopped_at"])
-        ExperimentAudit.objects.create(experiment=experiment, action="stop", user=user)
+        _mark_stopped(experiment, user, {})
     forget_cached_configs()
     return experiment
+
+
+def _mark_stopped(experiment: Experiment, user: str, details: dict) -> None:
+    experiment.status, experiment.stopped_at = Experiment.Status.STOPPED, timezone.now()
+    experiment.save(update_fields=["status", "stopped_at"])
+    ExperimentAudit.objects.create(experiment=experiment, action="stop", user=user, details=details)
 
 
 def promote_arm(variant: Variant, user: str = "", verdict: str = "") -> ServingConfig:
@@ -59,15 +63,12 @@ def promote_arm(variant: Variant, user: str = "", verdict: str = "") -> ServingC
     experiment = variant.experiment
     with transaction.atomic():
         if experiment.status == Experiment.Status.RUNNING:
-            experiment.status, experiment.stopped_at = Experiment.Status.STOPPED, timezone.now()
-            experiment.save(update_fields=["status", "stopped_at"])
-            ExperimentAudit.objects.create(experiment=experiment, action="stop", user=user,
-                                           details={"reason": f"promoting {variant.name}"})  # fmt: skip
+            _mark_stopped(experiment, user, {"reason": f"promoting {variant.name}"})
         if variant.ranker_id:
             promote(variant.ranker)  # the named ranker becomes the active one
         config = ServingConfig.objects.create(
-            **{name: getattr(variant, name) for name in ArmConfig.CONFIG_FIELDS if name != "ranker"},
-            created_by=user, source=f"experiment {experiment.name!r}, arm {variant.name!r}",
+            **variant.config_values(ranker=None), created_by=user,
+            source=f"experiment {experiment.name!r}, arm {variant.name!r}",
         )  # fmt: skip
         ExperimentAudit.objects.create(
             experiment=experiment, action="promote", user=user,

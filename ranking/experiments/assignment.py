@@ -10,13 +10,11 @@ are independent because their salts differ.
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db.models import Q
 
+from ranking.experiments.reloaded import Reloaded
 from ranking.models import Experiment, Variant
 
 HASH_SPACE = 2**64
@@ -53,41 +51,27 @@ class Assignment:
         return self.variant.name if self.variant is not None else "interleaved"
 
 
-class RunningExperiments:
-    """The running experiments, re-read every ``LOUPE_EXPERIMENT_CHECK_SECONDS`` (a small query)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._checked_at = -1e9
-        self._running: list[tuple[Experiment, tuple[Variant, ...]]] = []
-
-    def for_surface(self, surface: str) -> tuple[Experiment, tuple[Variant, ...]] | None:
-        if time.monotonic() - self._checked_at >= settings.LOUPE_EXPERIMENT_CHECK_SECONDS:
-            with self._lock:
-                self._reload()
-        for experiment, variants in self._running:
-            if experiment.surface in (surface, Experiment.Surface.ALL):
-                return experiment, variants
-        return None
-
-    def _reload(self) -> None:
-        experiments = Experiment.objects.filter(status=Experiment.Status.RUNNING).prefetch_related(
-            "variants__ranker", "variants__encoder_version"
-        )
-        self._running = [(e, tuple(e.variants.all())) for e in experiments]
-        self._checked_at = time.monotonic()
-
-    def forget(self) -> None:
-        with self._lock:
-            self._checked_at, self._running = -1e9, []
+def _load_running() -> list[tuple[Experiment, tuple[Variant, ...]]]:
+    experiments = Experiment.objects.filter(status=Experiment.Status.RUNNING).prefetch_related(
+        "variants__ranker", "variants__encoder_version"
+    )
+    return [(e, tuple(e.variants.all())) for e in experiments]
 
 
-running_experiments = RunningExperiments()
+running_experiments = Reloaded(_load_running)
+
+
+def running_for(surface: str) -> tuple[Experiment, tuple[Variant, ...]] | None:
+    """The running experiment that covers ``surface`` (its own, or one on all surfaces), with its arms."""
+    for experiment, variants in running_experiments.get():
+        if experiment.surface in (surface, Experiment.Surface.ALL):
+            return experiment, variants
+    return None
 
 
 def assign(user_key: str, surface: str) -> Assignment | None:
     """The arm this user is in for searches on ``surface``, or None (production configuration)."""
-    found = running_experiments.for_surface(surface)
+    found = running_for(surface)
     if found is None:
         return None
     experiment, variants = found

@@ -38,15 +38,18 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "time_to_first_click": ("seconds_to_first_click", "clicked_searches", False),
 }
 
+# Per first-page search of the experiment: how many clicks, the position of the first, and when.
+CLICKS_CTE = """clicks AS (
+    SELECT c.event_id, count(*) AS n, (array_agg(c.position ORDER BY c.created_at, c.id))[1] AS first_position,
+        min(c.created_at) AS first_at
+    FROM feedback_click c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
+)"""
+
 PER_USER_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, created_at FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
 ),
-clicks AS (
-    SELECT c.event_id, count(*) AS n, (array_agg(c.position ORDER BY c.created_at, c.id))[1] AS first_position,
-        min(c.created_at) AS first_at
-    FROM feedback_click c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
-),
+{CLICKS_CTE},
 ratings AS (
     SELECT r.event_id, count(*) AS n, sum(r.utility) AS total
     FROM (SELECT event_id, {RATING_UTILITY_SQL} AS utility FROM feedback_rating) r JOIN searches s ON s.id = r.event_id
@@ -66,16 +69,12 @@ FROM searches s LEFT JOIN clicks c ON c.event_id = s.id LEFT JOIN ratings r ON r
 GROUP BY s.arm, s.user_key
 """
 
-TIMELINE_SQL = """
+TIMELINE_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, date_trunc(%(unit)s, created_at) AS bucket
     FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
 ),
-clicks AS (
-    SELECT c.event_id, count(*) AS n, (array_agg(c.position ORDER BY c.created_at, c.id))[1] AS first_position,
-        min(c.created_at) AS first_at
-    FROM feedback_click c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
-)
+{CLICKS_CTE}
 SELECT s.arm, s.bucket, count(*) AS searches, count(c.event_id) AS clicked_searches, coalesce(sum(c.n), 0) AS clicks,
     coalesce(sum(1.0 / c.first_position), 0) AS reciprocal_rank
 FROM searches s LEFT JOIN clicks c ON c.event_id = s.id

@@ -7,14 +7,13 @@ arms' rankers in one list (``ranking.experiments.interleaving``).
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from feedback.identity import Viewer
 from ranking.experiments.assignment import Assignment, assign
+from ranking.experiments.reloaded import Reloaded
 from ranking.models import ArmConfig, ServingConfig
 from ranking.registry import ServingRanker, active_ranker, ranker_versions
 
@@ -45,27 +44,12 @@ class ServingPlan:
         return self.ranker.version.label if self.ranker is not None else "embedding"
 
 
-class ProductionConfig:
-    """The newest ServingConfig row, re-read every ``LOUPE_EXPERIMENT_CHECK_SECONDS``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._checked_at = -1e9
-        self._config: ServingConfig | None = None
-
-    def get(self) -> ServingConfig | None:
-        if time.monotonic() - self._checked_at >= settings.LOUPE_EXPERIMENT_CHECK_SECONDS:
-            with self._lock:
-                self._config = ServingConfig.objects.select_related("ranker", "encoder_version").first()
-                self._checked_at = time.monotonic()
-        return self._config
-
-    def forget(self) -> None:
-        with self._lock:
-            self._checked_at, self._config = -1e9, None
+def _newest_config() -> ServingConfig | None:
+    """Production's configuration: the newest ServingConfig row (none: the settings and the active ranker)."""
+    return ServingConfig.objects.select_related("ranker", "encoder_version").first()
 
 
-production_config = ProductionConfig()
+production_config = Reloaded(_newest_config)
 
 
 def _ranker(*configs: ArmConfig | None) -> ServingRanker | None:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
@@ -164,6 +165,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         )  # fmt: skip
         timings["train_s"] = time.perf_counter() - trained_at
 
+        @functools.cache  # each alpha is scored once: the table, the floor and the final pick share them
         def scores(alpha: float) -> tuple[float, float]:
             mixed = Projections.from_state(interpolate(start.state(), tuned.projections.state(), alpha))
             images = project(image_pooled, mixed.image)
@@ -176,7 +178,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         if options.wise_ft:
             alpha, table = choose_alpha(scores, reference_floor=floor)
         else:
-            alpha, table = 1.0, [{"alpha": 1.0, "held_out": None, "reference": None}]
+            alpha, table = 1.0, [{"alpha": 1.0, "held_out": scores(1.0)[0], "reference": scores(1.0)[1]}]
         after_held, after_reference = scores(alpha)
         metrics = {"pairs": {"train": len(train), "held_out": len(held), "queries": len(queries)},
                    "held_out_recall@10": {"before": before_held, "after": after_held},

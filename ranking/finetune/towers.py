@@ -31,13 +31,6 @@ def text_pooled(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, hidden), np.float32)
 
 
-def image_pooled_batch(encoder, images: Sequence[PILImage.Image]) -> np.ndarray:
-    inputs = encoder.image_processor(images=[i.convert("RGB") for i in images], return_tensors="pt",
-                                     input_data_format="channels_last")  # fmt: skip
-    with torch.inference_mode():
-        return encoder.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output.float().numpy()
-
-
 def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None) -> str:
     """Compute the pooled image outputs the cache lacks for this encoder's vision tower; returns the tower key.
 
@@ -59,7 +52,7 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
             except OSError:
                 continue  # a file gone from disk: the embedding step reports it
         if opened:
-            pooled = image_pooled_batch(encoder, opened)
+            pooled = encoder.encode_images_with_pooled(opened)[1]  # the embedding path's own tower pass
             rows = [ImageTowerOutput(image_id=pk, tower=tower, pooled=v) for pk, v in zip(kept, pooled, strict=True)]
             with transaction.atomic():
                 ImageTowerOutput.objects.bulk_create(rows, ignore_conflicts=True)

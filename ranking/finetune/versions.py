@@ -26,8 +26,7 @@ def promote_encoder(version: EncoderVersion, user: str = "") -> ServingConfig:
     if version.status != EncoderVersion.Status.READY:
         raise VersionError(f"{version} is {version.status}: only a ready version can serve.")
     current = ServingConfig.objects.first()
-    fields = {name: getattr(current, name) for name in ServingConfig.CONFIG_FIELDS} if current else {}
-    fields["encoder_version"] = version
+    fields = current.config_values(encoder_version=version) if current else {"encoder_version": version}
     config = ServingConfig.objects.create(**fields, created_by=user, source=f"encoder {version} promoted in admin")
     forget_cached_configs()
     return config
