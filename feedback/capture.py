@@ -22,6 +22,7 @@ from django.utils import timezone
 from feedback.identity import Viewer
 from feedback.models import Click, Impression, Rating, SearchEvent
 from searchapp.errors import Refused
+from searchapp.metrics import counted_feedback
 from searchapp.models import Image
 
 CLIENT_ID = re.compile(r"^[\w.:-]{1,64}$")
@@ -89,6 +90,7 @@ class Recorded:
     created: bool
 
 
+@counted_feedback("click")
 def record_click(viewer: Viewer, given: ClickInput) -> Recorded:
     """Store a click on an image of an event's list (or return the one already stored under its client id)."""
     _check_client_id(given.client_id)
@@ -119,6 +121,7 @@ def record_click(viewer: Viewer, given: ClickInput) -> Recorded:
     return Recorded(click, created=True)
 
 
+@counted_feedback("rating")
 def record_rating(viewer: Viewer, given: RatingInput) -> Recorded:
     """Store a rating of an image, optionally tied to the search that showed it."""
     _check_client_id(given.client_id)

@@ -17,6 +17,7 @@ from django.db import DatabaseError, connection, transaction
 
 from feedback.identity import Viewer
 from ranking.features import NAMES as FEATURE_NAMES
+from searchapp.metrics import FALLBACKS, SEARCH_LOGS
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,13 @@ _counts_lock = threading.Lock()
 
 
 def count(name: str) -> None:
+    """Count a logging outcome here and in the Prometheus metrics (``failures``, ``events``, fallbacks)."""
     with _counts_lock:
         _counts[name] += 1
+    if name == "rerank_fallbacks":
+        FALLBACKS.labels("rerank").inc()
+    else:
+        SEARCH_LOGS.labels("failed" if name == "failures" else "stored").inc()
 
 
 def counters() -> dict[str, int]:

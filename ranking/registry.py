@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from ranking.ltr import TrainedRanker
 from ranking.models import RankerVersion
+from searchapp.metrics import FALLBACKS
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class ActiveRanker:
         except (ArtefactRefused, lgb.basic.LightGBMError) as exc:
             self._refused.add(active.pk)
             self._serving, self._active_id = None, None
+            FALLBACKS.labels("ranker_refused").inc()
             logger.error("Not serving %s: %s Search falls back to the first-stage order.", active, exc)
 
     def forget(self) -> None:
@@ -163,6 +165,7 @@ class RankerVersions:
                     try:
                         self._loaded[key] = ServingRanker(version, load_booster(version))
                     except (ArtefactRefused, lgb.basic.LightGBMError) as exc:
+                        FALLBACKS.labels("ranker_refused").inc()
                         logger.error("Not serving %s: %s Search falls back to the first-stage order.", version, exc)
                         self._loaded[key] = None
         return self._loaded[key]

@@ -300,6 +300,11 @@ def serving_encoder() -> EncoderChoice:
     return _choice
 
 
+def loaded_serving_choice() -> EncoderChoice | None:
+    """The serving encoder if this process has loaded it (never loads it)."""
+    return _choice
+
+
 def reset_serving_encoder() -> None:
     """Forget the loaded encoder (tests, or after the configured model changed)."""
     global _choice

@@ -28,6 +28,7 @@ from searchapp.errors import Refused
 from searchapp.fusion import reciprocal_rank_fusion
 from searchapp.images import CheckedImage
 from searchapp.index import Neighbour, nearest_captions, nearest_images
+from searchapp.metrics import FALLBACKS, observe_search
 from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
 from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
@@ -177,6 +178,8 @@ class SearchService:
         if parsed is not None and not parsed.text:
             raise InvalidQuery("Type something to search for.", field="q")
         tags = tuple(clean_tags([*(parsed.tags if parsed else ()), *request.tags]))
+        if len(tags) > settings.LOUPE_MAX_QUERY_TAGS:
+            raise InvalidQuery(f"At most {settings.LOUPE_MAX_QUERY_TAGS} tags per search.", field="tags")
         page_size = request.page_size or settings.LOUPE_PAGE_SIZE
         if not 1 <= page_size <= settings.LOUPE_MAX_PAGE_SIZE:
             raise InvalidQuery(f"page_size must be between 1 and {settings.LOUPE_MAX_PAGE_SIZE}.", field="page_size")
@@ -195,13 +198,25 @@ class SearchService:
     def search(self, request: SearchRequest, viewer: Viewer | None = None) -> SearchResponse:
         """Run a search; with a ``viewer`` the served list is logged and the response carries its event id."""
         started = time.perf_counter()
-        validated = self.validate(request)
+        try:
+            validated = self.validate(request)
+        except Refused:
+            observe_search(request.kind, "refused", time.perf_counter() - started)
+            raise
         plan = plan_search(viewer, rerank_allowed=request.kind == "text")
+        service = self
         if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
-            other = service_for_encoder_version(plan.encoder_version_id)
-            if other is not None:
-                return other.serve(request, validated, viewer, plan, started)
-        return self.serve(request, validated, viewer, plan, started)
+            service = service_for_encoder_version(plan.encoder_version_id)
+            if service is None:
+                FALLBACKS.labels("encoder_arm").inc()
+                service = self
+        try:
+            response = service.serve(request, validated, viewer, plan, started)
+        except Refused:
+            observe_search(request.kind, "refused", time.perf_counter() - started)
+            raise
+        observe_search(request.kind, "served", time.perf_counter() - started, response.timings_ms)
+        return response
 
     def serve(
         self,

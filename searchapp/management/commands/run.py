@@ -9,6 +9,7 @@ URLs in their environment. Ctrl-C (or SIGTERM) stops the children, then the embe
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from searchapp.encoders import DEMO_NOTICE, EncoderLoadError, serving_encoder
+from searchapp.processes import BEAT, TRAINER, WEB, WORKER
 
 DEMO_SET = Path(settings.BASE_DIR) / "demo" / "demo.jsonl"
 
@@ -48,6 +50,7 @@ class Command(BaseCommand):
         broker = f"embedded Redis in {settings.VAR_DIR / 'redis'}" if settings.EMBEDDED_REDIS else "REDIS_URL"
         self.stdout.write(f"Database: {pg}\nBroker:   {broker}")
 
+        child_env["PROMETHEUS_MULTIPROC_DIR"] = str(self._fresh_metrics_dir())
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         child_env["LOUPE_CLIP_MODEL"] = self._resolve_model()
@@ -56,20 +59,13 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         python = sys.executable
-        self._spawn(
-            "web",
-            [python, "-m", "gunicorn", "searchapp.wsgi:application",
-             "--bind", f"{opts['host']}:{opts['port']}", "--workers", str(opts["web_workers"]),
-             "--threads", "4", "--timeout", "120", "--access-logfile", "-"],
-            child_env,
-        )  # fmt: skip
+        self._spawn("web", [python, "-m", *WEB, "--bind", f"{opts['host']}:{opts['port']}",
+                            "--workers", str(opts["web_workers"])], child_env)  # fmt: skip
         if not opts["no_worker"]:
-            self._spawn("worker", [python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
-                                   "--concurrency", "1", "-Q", "celery"], child_env)  # fmt: skip
-            self._spawn("trainer", [python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
-                                    "--concurrency", "1", "-Q", "training", "-n", "trainer@%h"], child_env)  # fmt: skip
-            self._spawn("beat", [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
-                                 "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")], child_env)  # fmt: skip
+            self._spawn("worker", [python, "-m", *WORKER, "--concurrency", "1"], child_env)
+            self._spawn("trainer", [python, "-m", *TRAINER, "--concurrency", "1"], child_env)
+            self._spawn("beat", [python, "-m", *BEAT, "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
+                        child_env)  # fmt: skip
         url = f"http://{'localhost' if opts['host'] in ('127.0.0.1', '0.0.0.0') else opts['host']}:{opts['port']}/"
         self.stdout.write(
             self.style.SUCCESS(f"\nLoupe is running at {url}  (admin: {url}admin/, API: {url}api/v1/docs)")
@@ -81,6 +77,15 @@ class Command(BaseCommand):
             raise CommandError(f"A process of Loupe exited with status {exit_code}; everything was stopped.")
 
     # --- steps ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _fresh_metrics_dir() -> Path:
+        """Prometheus multiprocess files of this run's processes (a previous run's would add up wrongly)."""
+        folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.VAR_DIR / "prometheus")
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
     def _resolve_model(self) -> str:
         """The model the children load: the configured one, or (said plainly) the demo model."""
         self.stdout.write(f"Model:    {settings.LOUPE_CLIP_MODEL}")

@@ -71,12 +71,27 @@ def test_unsupported_formats_are_refused():
         read_image(buffer.getvalue())
 
 
-def test_polyglot_with_trailing_payload_is_stored_by_its_exact_bytes():
-    # A valid PNG with a script appended still decodes; it is stored by content hash and always
-    # served as an image file, never as HTML, so the payload is inert. The hash covers every byte.
-    data = image_bytes(5) + b"<script>alert(1)</script>"
-    checked = read_image(data)
-    assert checked.data == data and checked.format == "PNG"
+@pytest.mark.parametrize(
+    "payload",
+    [b"<script>alert(1)</script>", b"<HTML><body onload=x()>", b"<?php system($_GET['c']); ?>",
+     b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", b"<a href='JavaScript:alert(1)'>"],
+)  # fmt: skip
+def test_polyglots_with_markup_after_or_inside_the_image_are_refused(payload):
+    # A valid PNG that is also a page or a script: refused whatever the serving headers would do.
+    with pytest.raises(InvalidImage, match="polyglot"):
+        read_image(image_bytes(5) + payload)
+    png = image_bytes(6)
+    chunk = b"tEXt" + b"Comment\0" + payload  # a well-formed text chunk right after the header
+    inside = png[:33] + (len(chunk) - 4).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + png[33:]
+    assert PILImage.open(io.BytesIO(inside)).text["Comment"]  # it really is a valid PNG carrying the payload
+    with pytest.raises(InvalidImage, match="polyglot"):
+        read_image(inside)
+
+
+def test_xmp_metadata_is_not_mistaken_for_markup():
+    xmp = b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>'
+    checked = read_image(image_bytes(7) + xmp)
+    assert checked.format == "PNG"
 
 
 def test_storage_names_are_content_addressed():

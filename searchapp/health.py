@@ -1,0 +1,147 @@
+"""Liveness, readiness and metrics endpoints for load balancers, orchestrators and Prometheus.
+
+- ``/healthz``: the process answers (no database, no broker): restart it only if this fails.
+- ``/readyz``: may this process take traffic? The database (with pgvector) must answer and the
+  serving encoder must be loaded (loading it here warms a new process before traffic arrives);
+  the text channel's model and the active ranker are reported. The broker (Redis) is reported
+  but does not make the process unready: search and feedback never touch it (feedback is written
+  straight to PostgreSQL), so taking every web process out of the balancer because Redis is down
+  would turn a paused training schedule into an outage.
+- ``/metrics``: Prometheus text format (``searchapp.metrics``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from searchapp.errors import error_body
+from searchapp.metrics import exposition
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool
+    ms: float
+
+
+def _timed(name: str, required: bool, probe: Callable[[], str]) -> Check:
+    started = time.perf_counter()
+    try:
+        detail, ok = probe(), True
+    except Exception as exc:  # noqa: BLE001 - a failed probe is the answer, reported with its reason
+        detail, ok = f"{type(exc).__name__}: {exc}", False
+    return Check(name, ok, detail, required, round((time.perf_counter() - started) * 1000, 2))
+
+
+def database_probe() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the vector extension is not installed in this database")
+    return f"PostgreSQL, pgvector {row[0]}"
+
+
+def broker_probe() -> str:
+    from kombu import Connection
+
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS) as broker:
+        broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    return "Redis answers"
+
+
+def encoder_probe() -> str:
+    from searchapp.versions import serving_version
+
+    choice, version = serving_version()
+    demo = " (demo fallback: " + choice.fallback_reason.splitlines()[0] + ")" if choice.fell_back else ""
+    return f"{version.name}, version {version.pk}, text on {choice.encoder.text_runtime}{demo}"
+
+
+def text_channel_probe() -> str:
+    if not settings.LOUPE_TEXT_CHANNEL:
+        return "off"
+    from searchapp.sentence import serving_sentence_encoder
+
+    encoder = serving_sentence_encoder()
+    return "model failed to load: full-text only" if encoder is None else f"{encoder.name} on {encoder.text_runtime}"
+
+
+def ranker_probe() -> str:
+    from ranking.registry import active_ranker
+
+    if not settings.LOUPE_RERANK:
+        return "reranking off"
+    serving = active_ranker.get()
+    return serving.version.label if serving is not None else "none active or refused: first-stage order"
+
+
+def readiness() -> list[Check]:
+    checks = [_timed("database", True, database_probe)]
+    checks.append(_timed("broker", False, broker_probe))
+    if checks[0].ok:  # the models need their version rows
+        checks += [
+            _timed("encoder", True, encoder_probe),
+            _timed("text_channel", False, text_channel_probe),
+            _timed("ranker", False, ranker_probe),
+        ]
+    return checks
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = readiness()
+    ready = all(c.ok for c in checks if c.required) and len(checks) > 2
+    degraded = ready and not all(c.ok for c in checks)
+    if not ready:
+        logger.warning("Not ready: %s", "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok))
+    body = {
+        "status": "degraded" if degraded else "ready" if ready else "unready",
+        "checks": {c.name: {"ok": c.ok, "required": c.required, "detail": c.detail, "ms": c.ms} for c in checks},
+    }
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+PROBES = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+
+
+class ProbeMiddleware:
+    """Answers the probes first, before host validation, sessions and cookies.
+
+    Orchestrators and Prometheus call a container by its own address (``127.0.0.1:8000``,
+    ``web:8000``), which is rarely in ``DJANGO_ALLOWED_HOSTS``; a probe must not be refused for that.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = PROBES.get(request.path)
+        if probe is None:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse(error_body("method_not_allowed", "Probes answer GET."), status=405)
+        return probe(request)
