@@ -61,6 +61,17 @@ class Attempt(models.Model):
         abstract = True
         ordering = ["-started_at"]
 
+    @classmethod
+    def close_interrupted(cls) -> int:
+        """Mark attempts still *running* as failed: call it holding the attempt's advisory lock, when no
+        other attempt can be running, so these are the ones a killed or restarted worker left behind."""
+        closed = cls.objects.filter(outcome="running").update(
+            outcome="failed", finished_at=timezone.now(), message="interrupted: the worker stopped before it finished"
+        )
+        if closed:
+            logger.warning("%s: closed %d attempt(s) left running by a stopped worker.", cls.__name__, closed)
+        return closed
+
     def finish(self, outcome: str, message: str, metrics: dict | None = None):
         """Record how it ended (and its metrics, when given); logged too."""
         self.outcome, self.message, self.finished_at = outcome, message, timezone.now()

@@ -6,6 +6,7 @@ from django.views.static import serve
 from searchapp import views
 
 handler404 = "searchapp.views.not_found"
+handler500 = "searchapp.views.server_error"
 
 urlpatterns = [
     path("", views.search_page, name="search"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
 from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
@@ -91,3 +94,29 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("not_found", f"There is nothing at {request.path}."), status=404)
     return render(request, "404.html", {"path": request.path}, status=404)
+
+
+UNAVAILABLE_RETRY_SECONDS = 5
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500, or 503 when the cause is an unreachable database (a restart, a failover): try again shortly.
+
+    Django calls this inside its ``except`` block, so the exception is still at hand. Nothing was
+    stored by the failed request; the 503 tells a client that a resend is safe and expected.
+    """
+    exception = sys.exc_info()[1]
+    unavailable = isinstance(exception, OperationalError | InterfaceError)
+    status, code = (503, "unavailable") if unavailable else (500, "server_error")
+    message = (
+        "The database is unreachable for a moment; nothing was stored. Try again in a few seconds."
+        if unavailable
+        else "Something went wrong on our side; it has been logged."
+    )
+    if request.path.startswith(("/api/", "/feedback/")):
+        response = JsonResponse(error_body(code, message), status=status)
+    else:
+        response = HttpResponse(render_to_string("error.html", {"status": status, "message": message}), status=status)
+    if unavailable:
+        response["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
+    return response

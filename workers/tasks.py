@@ -53,7 +53,9 @@ def retrain_ranker(force: bool = False) -> dict:
             return {"outcome": "locked"}
     try:
         from feedback.summaries import refresh_summaries
+        from ranking.models import TrainingRun
 
+        TrainingRun.close_interrupted()
         refresh_summaries()  # priors as of now, for the features of the next searches
         run = retrain(force=force)
         return {"outcome": run.outcome, "message": run.message, "ranker": run.ranker_id}
@@ -71,6 +73,7 @@ def finetune_encoder(base_version_id: int | None = None, options: dict | None = 
     from django.db import connection
 
     from ranking.finetune.service import FineTuneSettings, fine_tune, finish_building_versions
+    from ranking.models import FineTuneRun
     from searchapp.models import EncoderVersion
     from searchapp.versions import serving_version
 
@@ -80,6 +83,7 @@ def finetune_encoder(base_version_id: int | None = None, options: dict | None = 
             logger.info("Another worker is fine-tuning; skipping.")
             return {"outcome": "locked"}
     try:
+        FineTuneRun.close_interrupted()
         finish_building_versions()  # a version an interrupted run left half-embedded is completed first
         base = EncoderVersion.objects.get(pk=base_version_id) if base_version_id else serving_version()[1]
         run = fine_tune(base, FineTuneSettings(**(options or {})))

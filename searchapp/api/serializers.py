@@ -114,6 +114,7 @@ class SearchResponseSerializer(serializers.Serializer):
             "has_next": response.has_next,
             "took_ms": response.timings_ms,
             "channel_weights": response.channel_weights,
+            "ranker": response.ranker,
             "encoder": EncoderMetaSerializer(response.encoder).data,
         }
 
