@@ -142,18 +142,25 @@ class ClipLikeMixture:
         return self.sample(count, np.random.default_rng(seed), spread=1.2)
 
 
-def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: int = 0):
-    """A version of ``size`` vectors from the CLIP-like mixture, attached to real and synthetic image rows."""
+def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: int = 0, *, fill=None):
+    """A version of ``size`` vectors from the CLIP-like mixture, attached to real and synthetic image rows.
+
+    With ``fill`` (a version, e.g. the serving one), that version's vectors are replaced instead, so the
+    product itself (the web server) serves the synthetic collection.
+    """
     from django.db import connection
 
     from searchapp.index import ensure_hnsw_indexes
     from searchapp.models import EncoderVersion, Image, ImageEmbedding
 
     name = f"bench-mixture-{size}"
-    version, created = EncoderVersion.objects.get_or_create(
-        model_ref=name, fingerprint=real_version.fingerprint,
-        defaults={"name": name, "dimension": real_version.dimension, "is_demo": True},
-    )  # fmt: skip
+    if fill is not None:
+        version, created = fill, False
+    else:
+        version, created = EncoderVersion.objects.get_or_create(
+            model_ref=name, fingerprint=real_version.fingerprint,
+            defaults={"name": name, "dimension": real_version.dimension, "is_demo": True},
+        )  # fmt: skip
     if not created and ImageEmbedding.objects.filter(encoder_version=version).count() == size:
         return version
     ImageEmbedding.objects.filter(encoder_version=version).delete()
@@ -168,12 +175,12 @@ def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: i
             connection.cursor() as cursor,
             cursor.copy(
                 "COPY searchapp_image (sha256, file, thumbnail, width, height, format, byte_size, tags, source, "
-                "licence, attribution, created_at) FROM STDIN"
+                "licence, attribution, created_at, has_captions) FROM STDIN"
             ) as copy,
         ):
             for i in range(existing_synthetic, extra):
                 copy.write_row((f"s{i:063d}", template.file.name, template.thumbnail.name, 1, 1, "jpeg",
-                                1, "{}", "bench-synthetic", "", "", "2026-01-01T00:00:00Z"))  # fmt: skip
+                                1, "{}", "bench-synthetic", "", "", "2026-01-01T00:00:00Z", False))  # fmt: skip
     synthetic_ids = list(
         Image.objects.filter(source="bench-synthetic").order_by("pk").values_list("pk", flat=True)[:extra]
     )

@@ -116,27 +116,37 @@ def feature_matrix(
 
 FACTS_SQL = """
 SELECT c.id, i.width, i.height,
-       CASE WHEN e.vector IS NULL THEN NULL ELSE 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) END,
+       CASE WHEN c.need AND %(vector)s::vector IS NOT NULL THEN (
+           SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM searchapp_imageembedding e
+           WHERE e.image_id = c.id AND e.encoder_version_id = %(version)s) END,
        coalesce(s.impressions, 0), coalesce(s.examinations, 0), coalesce(s.clicks, 0), coalesce(s.ratings, 0),
        s.mean_utility, coalesce(q.impressions, 0), coalesce(q.examinations, 0), coalesce(q.clicks, 0)
-FROM unnest(%(ids)s::bigint[]) AS c(id)
+FROM unnest(%(ids)s::bigint[], %(need)s::boolean[]) AS c(id, need)
 JOIN searchapp_image i ON i.id = c.id
-LEFT JOIN searchapp_imageembedding e ON e.image_id = c.id AND e.encoder_version_id = %(version)s
 LEFT JOIN feedback_imagesummary s ON s.image_id = c.id
 LEFT JOIN feedback_queryimagesummary q ON q.query = %(query)s AND q.image_id = c.id
 """
 
 
-def fetch_facts(version, vector: np.ndarray | None, image_ids: Sequence[int], query: str) -> dict[int, ImageFacts]:
-    """Everything the features need about these images, in one round trip (cosines only with a vector)."""
+def fetch_facts(
+    version, vector: np.ndarray | None, image_ids: Sequence[int], query: str, need_cosine: Sequence[int] | None = None
+) -> dict[int, ImageFacts]:
+    """Everything the features need about these images, in one round trip.
+
+    Cosines are computed only with a vector, and only for ``need_cosine`` when given: candidates the
+    CLIP channel found carry theirs already, and reading a 2 KB vector per candidate is most of the cost.
+    """
     if not image_ids:
         return {}
     d = int(version.dimension)
+    needed = set(need_cosine or ())
     params = {
         "ids": list(image_ids),
         "vector": vector_literal(vector) if vector is not None else None,
-        "version": version.pk if vector is not None else -1,
+        "version": version.pk,
         "query": query,
+        # A cosine reads the image's 2 KB vector: only where asked (a scalar subquery runs only when needed).
+        "need": [True] * len(image_ids) if need_cosine is None else [i in needed for i in image_ids],
     }
     with connection.cursor() as cursor:
         cursor.execute(FACTS_SQL.format(d=d), params)
@@ -176,5 +186,6 @@ def candidate_features(
     version, vector: np.ndarray | None, candidates: Sequence[Candidate], query: str, depth: int
 ) -> tuple[np.ndarray, dict[int, ImageFacts]]:
     """The serve-time feature matrix of ``candidates`` (and the facts read for it)."""
-    facts = fetch_facts(version, vector, [c.image_id for c in candidates], query)
+    need = [c.image_id for c in candidates if c.clip_cosine is None]
+    facts = fetch_facts(version, vector, [c.image_id for c in candidates], query, need_cosine=need)
     return feature_matrix(candidates, facts, depth, collection_rates()), facts

@@ -295,7 +295,7 @@ def serving_encoder() -> EncoderChoice:
                     query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE,
                 )
                 if settings.LOUPE_ONNX_TEXT:
-                    choice.encoder.accelerate_text(onnx_cache_dir())
+                    choice.encoder.accelerate_text(onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8)
                 _choice = choice
     return _choice
 

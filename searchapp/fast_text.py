@@ -23,7 +23,16 @@ import torch
 logger = logging.getLogger(__name__)
 
 MIN_COSINE = 0.999
+# int8 weights (dynamic quantisation) read a quarter of the bytes per query; a query's handful of tokens
+# makes the text tower memory-bound, so this is where most of its speed comes from. They serve only
+# when every probe's vector stays within this cosine of eager PyTorch's (the issue's bar: 0.99).
+MIN_COSINE_INT8 = 0.99
 PROBE_TEXTS = ["a photo of a dog", "two people riding bicycles down a busy city street at night", "x"]
+INT8_PROBE_TEXTS = [
+    *PROBE_TEXTS, "", "red", "a close-up photo of a tabby cat sleeping on a laptop keyboard",
+    "NOT a cat", "3 apples and 2 oranges on a wooden table", "Eiffel Tower at sunset, Paris",
+    "a diagram of the human heart", "🐶 dog emoji", "black and white photograph of an old train station in the snow",
+]  # fmt: skip
 _export_lock = threading.Lock()
 
 
@@ -42,7 +51,7 @@ class PooledTextTower(torch.nn.Module):
 class OnnxTextTower:
     """An ONNX Runtime session over an exported text tower; call it with NumPy token arrays."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, precision: str = "fp32") -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -53,6 +62,7 @@ class OnnxTextTower:
         # cores PostgreSQL and the other text tower need (measured: +15 ms per search on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
+        self.precision = precision
         self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -70,18 +80,20 @@ class AcceleratedText:
     onnx_kind = "text"
     _fast_text: OnnxTextTower | None = None
 
-    def accelerate_text(self, cache_dir: Path) -> bool:
-        """Serve text encoding from ONNX Runtime when it matches PyTorch; True if it does."""
+    def accelerate_text(self, cache_dir: Path, *, int8: bool = False) -> bool:
+        """Serve text encoding from ONNX Runtime when it matches PyTorch (int8 when asked and close enough)."""
         key = f"{self.onnx_kind}-{self.fingerprint[:24]}"
         self._fast_text = accelerated_text_tower(
-            self._text_tower(), lambda texts: self._tokenize(texts, "np"), key, cache_dir
+            self._text_tower(), lambda texts: self._tokenize(texts, "np"), key, cache_dir, int8=int8
         )
         self.queries.clear()  # vectors cached before came from PyTorch; keep one source
         return self._fast_text is not None
 
     @property
     def text_runtime(self) -> str:
-        return "onnxruntime" if self._fast_text is not None else "pytorch"
+        if self._fast_text is None:
+            return "pytorch"
+        return "onnxruntime-int8" if self._fast_text.precision == "int8" else "onnxruntime"
 
 
 def onnx_cache_dir() -> Path:
@@ -91,11 +103,17 @@ def onnx_cache_dir() -> Path:
 
 
 def accelerated_text_tower(
-    tower: PooledTextTower, tokenize: Callable[[list[str]], dict], key: str, cache_dir: Path | None = None
+    tower: PooledTextTower,
+    tokenize: Callable[[list[str]], dict],
+    key: str,
+    cache_dir: Path | None = None,
+    *,
+    int8: bool = False,
 ) -> OnnxTextTower | None:
     """The ONNX Runtime version of ``tower``, checked against eager PyTorch; None when it cannot be used.
 
-    ``tokenize`` turns a list of texts into a dict with NumPy ``input_ids`` and ``attention_mask``.
+    ``tokenize`` turns a list of texts into a dict with NumPy ``input_ids`` and ``attention_mask``. With
+    ``int8`` the int8 version serves if it stays within ``MIN_COSINE_INT8`` of PyTorch, else the fp32 one.
     """
     try:
         import onnxruntime  # noqa: F401
@@ -119,7 +137,47 @@ def accelerated_text_tower(
     if cosine < MIN_COSINE:
         logger.warning("ONNX text tower %s differs from PyTorch (cosine %.5f); using eager PyTorch.", key, cosine)
         return None
+    if int8:
+        quantized = _int8_tower(tower, tokenize, path)
+        if quantized is not None:
+            return quantized
     return fast
+
+
+def _int8_tower(tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path) -> OnnxTextTower | None:
+    """The int8 (dynamically quantised) version of an exported tower, if its vectors stay close to PyTorch's."""
+    quantized_path = path.with_name(f"{path.stem}.int8.onnx")
+    try:
+        with _export_lock:
+            if not quantized_path.is_file():
+                _quantize(path, quantized_path)
+        fast = OnnxTextTower(quantized_path, torch.get_num_threads(), precision="int8")
+        probes = tokenize(INT8_PROBE_TEXTS)
+        with torch.inference_mode():
+            eager = tower(torch.from_numpy(probes["input_ids"]), torch.from_numpy(probes["attention_mask"])).numpy()
+        cosine = float(np.min(np.sum(eager * fast(probes["input_ids"], probes["attention_mask"]), axis=1)))
+    except Exception as exc:  # noqa: BLE001 - the fp32 session serves instead
+        logger.warning("int8 text tower %s unavailable (%s: %s); serving fp32.", path.stem, type(exc).__name__, exc)
+        return None
+    if cosine < MIN_COSINE_INT8:
+        logger.info("int8 text tower %s: cosine %.4f to PyTorch is below %.2f; serving fp32.", path.stem, cosine,
+                    MIN_COSINE_INT8)  # fmt: skip
+        return None
+    logger.info("Text tower %s served in int8 (minimum cosine to PyTorch %.4f).", path.stem, cosine)
+    return fast
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """int8 weights per output channel, activations quantised per call (no calibration data needed)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = target.with_name(f"{target.stem}.{os.getpid()}.partial")
+    logging.disable(logging.WARNING)  # the quantiser logs a line per tensor, and advice, on the root logger
+    try:
+        quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    os.replace(partial, target)
 
 
 def _export(tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path) -> None:

@@ -87,9 +87,26 @@ class Image(models.Model):
 
     @property
     def caption(self) -> str:
-        """The first caption, if any (captions are prefetched by the search service)."""
-        captions = list(self.captions.all())
-        return captions[0].text if captions else ""
+        """The first caption, if any."""
+        texts = self.caption_texts()
+        return texts[0] if texts else ""
+
+    def caption_texts(self) -> list[str]:
+        """The caption texts in order (read once; ``load_caption_texts`` reads many images' in one query)."""
+        texts = getattr(self, "_caption_texts", None)
+        if texts is None:
+            texts = self._caption_texts = [caption.text for caption in self.captions.all()]
+        return texts
+
+    @staticmethod
+    def load_caption_texts(images: list[Image]) -> None:
+        """Caption texts of many images in one query, without building a Caption object per row."""
+        by_image: dict[int, list[str]] = {image.pk: [] for image in images}
+        rows = Caption.objects.filter(image_id__in=list(by_image)).order_by("image_id", "position")
+        for image_id, text in rows.values_list("image_id", "text"):
+            by_image[image_id].append(text)
+        for image in images:
+            image._caption_texts = by_image[image.pk]
 
 
 class Caption(models.Model):

@@ -100,7 +100,7 @@ def serving_sentence_encoder() -> SentenceEncoder | None:
                         settings.LOUPE_TEXT_MODEL, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE
                     )
                     if settings.LOUPE_ONNX_TEXT:
-                        encoder.accelerate_text(onnx_cache_dir())
+                        encoder.accelerate_text(onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8)
                     _sentence = encoder
                 except EncoderLoadError as exc:
                     _sentence_failed = True

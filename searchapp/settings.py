@@ -186,6 +186,8 @@ LOUPE_DEMO_MODEL_DIR = Path(env.str("LOUPE_DEMO_MODEL_DIR", default=str(VAR_DIR 
 LOUPE_ENCODER_FALLBACK = env.bool("LOUPE_ENCODER_FALLBACK", default=True)
 LOUPE_TORCH_THREADS = env.int("LOUPE_TORCH_THREADS", default=0)  # 0: one per core
 LOUPE_QUERY_CACHE_SIZE = env.int("LOUPE_QUERY_CACHE_SIZE", default=4096)
+# A repeated query reuses its whole served order (retrieval, fusion, reranking) for this long (0: off).
+LOUPE_RESULT_CACHE_SECONDS = env.float("LOUPE_RESULT_CACHE_SECONDS", default=60.0)
 LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 
 # --- Search -------------------------------------------------------------------------------------------
@@ -296,6 +298,8 @@ LOUPE_TEXT_MODEL = env.str("LOUPE_TEXT_MODEL", default="") or _bundled_sentence_
 LOUPE_TEXT_CHANNEL = env.bool("LOUPE_TEXT_CHANNEL", default=True)
 # Text towers (CLIP's and the sentence model) exported to ONNX Runtime when its vectors match PyTorch's.
 LOUPE_ONNX_TEXT = env.bool("LOUPE_ONNX_TEXT", default=True)
+# ...in int8 when its vectors stay within cosine 0.99 of PyTorch's (else fp32; searchapp.fast_text).
+LOUPE_TEXT_INT8 = env.bool("LOUPE_TEXT_INT8", default=True)
 # Reciprocal-rank fusion: score = sum of weight / (RRF_K + rank) over the channels that can see an image.
 LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
 LOUPE_CHANNEL_DEPTH = env.int("LOUPE_CHANNEL_DEPTH", default=50)

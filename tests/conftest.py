@@ -98,9 +98,11 @@ def _fresh_serving_configs():
     """Experiments, production configs and rankers by version are cached per process; rows are per test."""
     from ranking.experiments.serving import forget_cached_configs
     from ranking.registry import active_ranker, ranker_versions
+    from searchapp.result_cache import result_cache
     from searchapp.versions import forget_other_encoders
 
     def forget() -> None:
+        result_cache.forget()
         forget_cached_configs()
         ranker_versions.forget()
         active_ranker.forget()

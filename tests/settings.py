@@ -25,3 +25,7 @@ LOUPE_PARALLEL_CHANNELS = False
 LOUPE_SWAP_SHARE = 0.0
 LOUPE_EXPLORE_SHARE = 0.0
 LOUPE_EXPERIMENT_CHECK_SECONDS = 0
+
+# Whole served orders are not reused between searches in tests (collections change inside a test);
+# tests/integration/test_result_cache.py turns it on.
+LOUPE_RESULT_CACHE_SECONDS = 0

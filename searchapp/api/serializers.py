@@ -73,7 +73,7 @@ class ImageSerializer(serializers.ModelSerializer):
         return self._absolute(f"/images/{image.pk}/")
 
     def get_captions(self, image: Image) -> list[str]:
-        return [caption.text for caption in image.captions.all()]
+        return image.caption_texts()
 
 
 class SearchHitSerializer(serializers.Serializer):
@@ -104,19 +104,9 @@ class SearchResponseSerializer(serializers.Serializer):
     meta = serializers.SerializerMethodField()
 
     def get_meta(self, response) -> dict:
-        return {
-            "kind": response.kind,
-            "query": response.query_text,
-            "tags": list(response.tags),
-            "page": response.page,
-            "page_size": response.page_size,
-            "returned": len(response.hits),
-            "has_next": response.has_next,
-            "took_ms": response.timings_ms,
-            "channel_weights": response.channel_weights,
-            "ranker": response.ranker,
-            "encoder": EncoderMetaSerializer(response.encoder).data,
-        }
+        from searchapp.api.representation import search_meta
+
+        return search_meta(response)
 
 
 class CaptionHitSerializer(serializers.Serializer):

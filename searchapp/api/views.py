@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from feedback.api_keys import scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
+from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
     ErrorSerializer,
@@ -68,7 +69,7 @@ class SearchView(APIView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         response = SearchService().search(_search_request(data, text=data["q"]), api_viewer(request, data))
-        return Response(SearchResponseSerializer(response, context={"request": request}).data)
+        return Response(search_json(response, request))
 
     @extend_schema(
         summary="Search images by an example image (upload) or an image of the collection (image_id)",
@@ -84,7 +85,7 @@ class SearchView(APIView):
         else:
             search = _search_request(data, image_id=data["image_id"])
         response = SearchService().search(search, api_viewer(request, data))
-        return Response(SearchResponseSerializer(response, context={"request": request}).data)
+        return Response(search_json(response, request))
 
 
 def _get_image(image_id: int) -> Image:

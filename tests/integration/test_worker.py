@@ -23,7 +23,16 @@ def redis_url():
     return embedded_redis(settings.VAR_DIR).acquire()
 
 
+def purge(queue: str) -> None:
+    """Drop messages an earlier run left in the queue (the embedded Redis keeps them across runs)."""
+    from workers.celery_app import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(queue)
+
+
 def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
+    purge(queue)
     db = connection.settings_dict
     env = dict(
         os.environ,

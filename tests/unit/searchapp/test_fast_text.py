@@ -37,3 +37,30 @@ def test_a_broken_export_keeps_pytorch(tmp_path, caplog):
     assert encoder.text_runtime == "pytorch"
     assert "using eager PyTorch" in caplog.text
     assert encoder.encode_texts(["still works"]).shape == (1, encoder.dimension)
+
+
+@pytest.mark.parametrize(
+    "load", [lambda: Encoder(str(settings.LOUPE_CLIP_MODEL)), lambda: SentenceEncoder(settings.LOUPE_TEXT_MODEL)]
+)
+def test_int8_serves_only_within_its_cosine_bar(load, tmp_path):
+    from searchapp import fast_text
+
+    encoder = load()
+    eager = encoder.encode_texts(TEXTS)
+    assert encoder.accelerate_text(tmp_path, int8=True) is True
+    assert list(tmp_path.glob("*.int8.onnx")), "the int8 model is written next to the fp32 one"
+    fast = encoder.encode_texts(TEXTS)
+    floor = fast_text.MIN_COSINE_INT8 if encoder.text_runtime == "onnxruntime-int8" else fast_text.MIN_COSINE
+    assert encoder.text_runtime in ("onnxruntime-int8", "onnxruntime")
+    assert np.min(np.sum(fast * eager, axis=1)) >= floor - 1e-3  # probes differ from TEXTS: a little slack
+
+
+def test_int8_that_misses_the_bar_falls_back_to_fp32(tmp_path, monkeypatch):
+    from searchapp import fast_text
+
+    monkeypatch.setattr(fast_text, "MIN_COSINE_INT8", 1.01)  # no quantised model can reach it
+    encoder = Encoder(str(settings.LOUPE_CLIP_MODEL))
+    assert encoder.accelerate_text(tmp_path, int8=True) is True
+    assert encoder.text_runtime == "onnxruntime"
+    assert np.min(np.sum(encoder.encode_texts(TEXTS) * Encoder(str(settings.LOUPE_CLIP_MODEL)).encode_texts(TEXTS),
+                         axis=1)) > 0.999  # fmt: skip

@@ -88,9 +88,14 @@ def test_polyglots_with_markup_after_or_inside_the_image_are_refused(payload):
         read_image(inside)
 
 
-def test_xmp_metadata_is_not_mistaken_for_markup():
-    xmp = b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>'
-    checked = read_image(image_bytes(7) + xmp)
+@pytest.mark.parametrize(
+    "metadata",
+    [b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>',
+     b'<?xml version="1.0"?><!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN">',  # Photoshop's print info
+     b"\x9d<Svg\xba,\xc0<BODYx"],  # tag-like bytes without what follows a tag name: chance, not markup
+)  # fmt: skip
+def test_metadata_and_chance_bytes_are_not_mistaken_for_markup(metadata):
+    checked = read_image(image_bytes(7) + metadata)
     assert checked.format == "PNG"
 
 

@@ -1,0 +1,75 @@
+"""A short-lived, per-process cache of whole served orders, for queries that repeat.
+
+Search traffic is heavy-tailed: the same few hundred queries make up much of it. For those, the
+encoder, the three retrieval channels and the reranker's features would compute the same order
+again; the cache keeps it for ``LOUPE_RESULT_CACHE_SECONDS`` (0 turns it off). What is cached is
+the order *before* paging and before the randomised slices, so every search still draws its own
+swap or exploration slice, pages from the same list, and is logged with its own event.
+
+The key names everything the order depends on: the encoder version, the normalised query, tags,
+candidate depth, whether text channels ran, the ranker version and depth, and the cut thresholds.
+A newly promoted ranker or encoder is a new key at once. New images and new feedback priors reach a
+cached query within the time to live, which is the staleness this trades for speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import replace
+from typing import Any
+
+
+class ResultCache:
+    """Least recently used entries, each valid for ``ttl`` seconds from when it was stored."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def ttl() -> float:
+        from django.conf import settings
+
+        return settings.LOUPE_RESULT_CACHE_SECONDS
+
+    def get(self, key: Hashable):
+        """The cached order (marked ``cached``), or None."""
+        if self.ttl() <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] < now:
+                if entry is not None:
+                    del self._entries[key]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return replace(entry[1], cached=True)
+
+    def put(self, key: Hashable, value) -> None:
+        ttl = self.ttl()
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+result_cache = ResultCache(max_entries=2048)
