@@ -102,14 +102,15 @@ class TrainingCollector(Collector):
 
 
 def serving_gauges() -> Iterator[GaugeMetricFamily]:
-    """What this process serves: the demo model or a real one (a fallback an operator must see)."""
+    """What this process serves: a demo model (random weights, no semantic quality) is an alert."""
     from searchapp.encoders import loaded_serving_choice
 
     choice = loaded_serving_choice()
     demo = GaugeMetricFamily(
-        "loupe_encoder_fallback", "1 when this process serves the demo model because the configured one failed."
+        "loupe_encoder_demo",
+        "1 when this process serves the random-weight demo model (the configured model could not be loaded).",
     )
-    demo.add_metric([], float(bool(choice and choice.fell_back)))
+    demo.add_metric([], float(bool(choice and (choice.fell_back or choice.encoder.is_demo))))
     yield demo
 
 

@@ -65,6 +65,14 @@ def test_run_starts_everything_with_demo_data_and_stops_cleanly(tmp_path):
         assert status == 200 and len(data["results"]) == 3 and data["meta"]["encoder"]["demo"] is True
         status, html = _get(f"http://127.0.0.1:{port}/?q=kitchen")
         assert b'data-testid="demo-banner"' in html and html.count(b'class="card"') == 24
+        # Probes and metrics, the metrics added up over gunicorn's processes (multiprocess mode).
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        ready = json.loads(_get(f"http://127.0.0.1:{port}/readyz")[1])
+        assert ready["status"] == "ready" and ready["checks"]["broker"]["ok"], ready
+        metrics = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+        assert 'loupe_search_seconds_count{kind="text",outcome="served"} 2.0' in metrics, metrics[:2000]
+        assert 'loupe_encoder_demo 1.0' in metrics  # the demo model serves: an operator must see it
+        assert any((var_dir / "prometheus").glob("*.db"))
         assert _wait_for(lambda: "beat: Starting" in Path(log.name).read_text(), 60)
         assert _wait_for(lambda: "ready." in Path(log.name).read_text(), 60), "the Celery worker did not start"
         assert _postgres_running(var_dir) and EmbeddedRedis(var_dir).is_running()

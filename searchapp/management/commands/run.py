@@ -9,7 +9,6 @@ URLs in their environment. Ctrl-C (or SIGTERM) stops the children, then the embe
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -81,9 +80,9 @@ class Command(BaseCommand):
     def _fresh_metrics_dir() -> Path:
         """Prometheus multiprocess files of this run's processes (a previous run's would add up wrongly)."""
         folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.VAR_DIR / "prometheus")
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # only prometheus_client's own files: the folder may be the user's
+            stale.unlink()
         return folder
 
     def _resolve_model(self) -> str:

@@ -94,7 +94,7 @@ def test_metrics_count_searches_feedback_and_training_runs(client, collection):
     assert sample(client, "loupe_training_runs", kind="ranker", outcome="skipped") == 1
     assert sample(client, "loupe_training_runs", kind="ranker", outcome="running") == 1
     assert sample(client, "loupe_training_last_finished_timestamp_seconds", kind="ranker") > 1.7e9
-    assert sample(client, "loupe_encoder_fallback") == 0
+    assert sample(client, "loupe_encoder_demo") == 1  # tests serve the tiny demo model, and it says so
 
 
 def test_every_response_carries_a_request_id(client, collection, caplog):
