@@ -261,7 +261,8 @@ class SearchService:
             step = settings.LOUPE_CHANNEL_DEPTH
             depth = max(depth, step * -(-depth // step))
         key = None
-        if kind == "text" and plan.teams is None:  # interleaved lists are drawn per user: never shared
+        # Interleaved lists are drawn per user: never shared. Deep pages are rare and their orders large.
+        if kind == "text" and plan.teams is None and depth <= result_cache.max_depth:
             key = (self.version.pk, query_key(text), tags, depth, fusing, plan.rerank_depth,
                    serving_ranker.version.pk if serving_ranker is not None else None,
                    request.min_score, request.max_relative_drop, plan.min_score, plan.max_relative_drop)  # fmt: skip
