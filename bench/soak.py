@@ -143,7 +143,7 @@ def plot(results: dict, log: list, path: Path) -> None:
     for kind, colour in (("search", "#4c72b0"), ("click", "#55a868"), ("rating", "#c44e52")):
         mask = np.array([k == kind for _, k, _, _ in log])
         counts, _ = np.histogram(times[mask], bins)
-        top.plot(bins[:-1], counts / 10, label=f"{kind}s/s", color=colour)
+        top.plot(bins[:-1], counts / 10, label=f"{kind} requests/s", color=colour)
     for run in results["training_runs"]:
         top.axvline(run["at"], color="grey", lw=0.8, ls=":")
     top.set_ylabel("requests/s")
@@ -157,7 +157,8 @@ def plot(results: dict, log: list, path: Path) -> None:
     bottom.plot(bins[:-1], p50, label="search p50 ms")
     bottom.plot(bins[:-1], p99, label="search p99 ms", alpha=0.6)
     bottom.set_xlabel("seconds")
-    bottom.set_ylabel("ms")
+    bottom.set_ylabel("ms (log scale: the first seconds load the model)")
+    bottom.set_yscale("log")
     bottom.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
