@@ -36,6 +36,22 @@ QUERIES = ["a dog", "people on a beach", "a plate of food", "a red bus", "a cat 
            "a train station", "children playing", "a kitchen", "a street at night", "an elephant"]  # fmt: skip
 
 
+def fresh_var_dir(var_dir: Path) -> None:
+    """An empty var folder: a benchmark's product starts from nothing."""
+    shutil.rmtree(var_dir, ignore_errors=True)
+    var_dir.mkdir(parents=True)
+
+
+def attach_django(var_dir: Path) -> None:
+    """Set Django up in this process against the benchmark's var folder (its embedded PostgreSQL)."""
+    os.environ["LOUPE_VAR_DIR"] = str(var_dir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
 def start_server(var_dir: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, LOUPE_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
     env.pop("DATABASE_URL", None)
@@ -253,8 +269,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUT_DIR / "feedback_load.json")
     args = parser.parse_args()
 
-    shutil.rmtree(args.var_dir, ignore_errors=True)
-    args.var_dir.mkdir(parents=True)
+    fresh_var_dir(args.var_dir)
     print(f"Starting Loupe in {args.var_dir} on port {args.port}...", flush=True)
     server = start_server(args.var_dir, args.port)
     try:
@@ -274,12 +289,7 @@ def main() -> None:
             client.join()
         wall = time.perf_counter() - started
 
-        os.environ["LOUPE_VAR_DIR"] = str(args.var_dir)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        attach_django(args.var_dir)
         check = verify(clients)
         sent = sum((c.sent for c in clients), Counter())
         latencies = np.asarray([s for c in clients for s in c.single_latencies]) * 1000

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,7 +32,15 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from feedback_load import QUERIES, ROOT, create_key, start_server, stop_server  # noqa: E402
+from feedback_load import (  # noqa: E402
+    QUERIES,
+    ROOT,
+    attach_django,
+    create_key,
+    fresh_var_dir,
+    start_server,
+    stop_server,
+)
 
 OUT_DIR = ROOT / "docs" / "bench"
 
@@ -176,8 +183,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUT_DIR / "soak.json")
     args = parser.parse_args()
 
-    shutil.rmtree(args.var_dir, ignore_errors=True)
-    args.var_dir.mkdir(parents=True)
+    fresh_var_dir(args.var_dir)
     os.environ.update(LOUPE_RETRAIN_EVERY_SECONDS="60", LOUPE_RETRAIN_MIN_NEW_SEARCHES="100",
                       LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS="60")  # fmt: skip
     print(f"Starting Loupe in {args.var_dir} on port {args.port}...", flush=True)
@@ -201,12 +207,7 @@ def main() -> None:
             visitor.join()
         time.sleep(5)  # let a retrain that is still running finish writing its row
 
-        os.environ["LOUPE_VAR_DIR"] = str(args.var_dir)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        attach_django(args.var_dir)
         check = verify(visitors)
         log = sorted(entry for v in visitors for entry in v.log)
         errors = sum((v.errors for v in visitors), Counter())

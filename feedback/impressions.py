@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, transaction
 
 from feedback.identity import Viewer
 from ranking.features import NAMES as FEATURE_NAMES
-from searchapp.metrics import FALLBACKS, SEARCH_LOGS
+from searchapp.metrics import SEARCH_LOGS
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +26,8 @@ _counts_lock = threading.Lock()
 
 
 def count(name: str) -> None:
-    """Count a logging outcome here and in the Prometheus metrics (``failures``, ``events``, fallbacks)."""
     with _counts_lock:
         _counts[name] += 1
-    if name == "rerank_fallbacks":
-        FALLBACKS.labels("rerank").inc()
-    else:
-        SEARCH_LOGS.labels("failed" if name == "failures" else "stored").inc()
 
 
 def counters() -> dict[str, int]:
@@ -114,7 +109,9 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
             cursor.execute(RECORD_SQL, params)
     except DatabaseError:
         count("failures")
+        SEARCH_LOGS.labels("failed").inc()
         logger.exception("Could not log search event for %s; the search is answered without it.", viewer.user_key)
         return None
     count("events")
+    SEARCH_LOGS.labels("stored").inc()
     return event_id

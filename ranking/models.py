@@ -65,8 +65,10 @@ class Attempt(models.Model):
     def close_interrupted(cls) -> int:
         """Mark attempts still *running* as failed: call it holding the attempt's advisory lock, when no
         other attempt can be running, so these are the ones a killed or restarted worker left behind."""
-        closed = cls.objects.filter(outcome="running").update(
-            outcome="failed", finished_at=timezone.now(), message="interrupted: the worker stopped before it finished"
+        closed = cls.objects.filter(outcome=cls.Outcome.RUNNING).update(
+            outcome=cls.Outcome.FAILED,
+            finished_at=timezone.now(),
+            message="interrupted: the worker stopped before it finished",
         )
         if closed:
             logger.warning("%s: closed %d attempt(s) left running by a stopped worker.", cls.__name__, closed)

@@ -127,10 +127,7 @@ def accelerated_text_tower(
             if not path.is_file():
                 _export(tower, tokenize, path)
         fast = OnnxTextTower(path, torch.get_num_threads())
-        probes = tokenize(PROBE_TEXTS)
-        with torch.inference_mode():
-            eager = tower(torch.from_numpy(probes["input_ids"]), torch.from_numpy(probes["attention_mask"])).numpy()
-        cosine = float(np.min(np.sum(eager * fast(probes["input_ids"], probes["attention_mask"]), axis=1)))
+        cosine = min_cosine_to_eager(tower, tokenize, fast, PROBE_TEXTS)
     except Exception as exc:  # noqa: BLE001 - any failure keeps the (correct, slower) eager path
         logger.warning("ONNX text tower %s unavailable (%s: %s); using eager PyTorch.", key, type(exc).__name__, exc)
         return None
@@ -144,6 +141,16 @@ def accelerated_text_tower(
     return fast
 
 
+def min_cosine_to_eager(
+    tower: PooledTextTower, tokenize: Callable[[list[str]], dict], fast: OnnxTextTower, texts: list[str]
+) -> float:
+    """The lowest cosine between eager PyTorch's vector and the ONNX session's, over ``texts``."""
+    probes = tokenize(texts)
+    with torch.inference_mode():
+        eager = tower(torch.from_numpy(probes["input_ids"]), torch.from_numpy(probes["attention_mask"])).numpy()
+    return float(np.min(np.sum(eager * fast(probes["input_ids"], probes["attention_mask"]), axis=1)))
+
+
 def _int8_tower(tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path) -> OnnxTextTower | None:
     """The int8 (dynamically quantised) version of an exported tower, if its vectors stay close to PyTorch's."""
     quantized_path = path.with_name(f"{path.stem}.int8.onnx")
@@ -152,10 +159,7 @@ def _int8_tower(tower: PooledTextTower, tokenize: Callable[[list[str]], dict], p
             if not quantized_path.is_file():
                 _quantize(path, quantized_path)
         fast = OnnxTextTower(quantized_path, torch.get_num_threads(), precision="int8")
-        probes = tokenize(INT8_PROBE_TEXTS)
-        with torch.inference_mode():
-            eager = tower(torch.from_numpy(probes["input_ids"]), torch.from_numpy(probes["attention_mask"])).numpy()
-        cosine = float(np.min(np.sum(eager * fast(probes["input_ids"], probes["attention_mask"]), axis=1)))
+        cosine = min_cosine_to_eager(tower, tokenize, fast, INT8_PROBE_TEXTS)
     except Exception as exc:  # noqa: BLE001 - the fp32 session serves instead
         logger.warning("int8 text tower %s unavailable (%s: %s); serving fp32.", path.stem, type(exc).__name__, exc)
         return None

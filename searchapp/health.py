@@ -90,16 +90,20 @@ def ranker_probe() -> str:
     return serving.version.label if serving is not None else "none active or refused: first-stage order"
 
 
+def _not_checked() -> str:
+    raise RuntimeError("not checked: the database is unreachable")
+
+
 def readiness() -> list[Check]:
-    checks = [_timed("database", True, database_probe)]
-    checks.append(_timed("broker", False, broker_probe))
-    if checks[0].ok:  # the models need their version rows
-        checks += [
-            _timed("encoder", True, encoder_probe),
-            _timed("text_channel", False, text_channel_probe),
-            _timed("ranker", False, ranker_probe),
-        ]
-    return checks
+    database = _timed("database", True, database_probe)
+    model_probes = (encoder_probe, text_channel_probe, ranker_probe) if database.ok else (_not_checked,) * 3
+    return [  # the models need their version rows, so they are only checked with a database
+        database,
+        _timed("broker", False, broker_probe),
+        _timed("encoder", True, model_probes[0]),
+        _timed("text_channel", False, model_probes[1]),
+        _timed("ranker", False, model_probes[2]),
+    ]
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -108,7 +112,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = readiness()
-    ready = all(c.ok for c in checks if c.required) and len(checks) > 2
+    ready = all(c.ok for c in checks if c.required)
     degraded = ready and not all(c.ok for c in checks)
     if not ready:
         logger.warning("Not ready: %s", "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok))

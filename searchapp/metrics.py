@@ -101,17 +101,19 @@ class TrainingCollector(Collector):
         yield GaugeMetricFamily("loupe_active_ranker_version", "The active ranker's id (0: none).", value=active or 0)
 
 
-def serving_gauges() -> Iterator[GaugeMetricFamily]:
+class ServingCollector(Collector):
     """What this process serves: a demo model (random weights, no semantic quality) is an alert."""
-    from searchapp.encoders import loaded_serving_choice
 
-    choice = loaded_serving_choice()
-    demo = GaugeMetricFamily(
-        "loupe_encoder_demo",
-        "1 when this process serves the random-weight demo model (the configured model could not be loaded).",
-    )
-    demo.add_metric([], float(bool(choice and (choice.fell_back or choice.encoder.is_demo))))
-    yield demo
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from searchapp.encoders import loaded_serving_choice
+
+        choice = loaded_serving_choice()
+        demo = GaugeMetricFamily(
+            "loupe_encoder_demo",
+            "1 when this process serves the random-weight demo model (the configured model could not be loaded).",
+        )
+        demo.add_metric([], float(bool(choice and (choice.fell_back or choice.encoder.is_demo))))
+        yield demo
 
 
 def exposition() -> bytes:
@@ -124,10 +126,6 @@ def exposition() -> bytes:
         body = generate_latest(REGISTRY)
     extra = CollectorRegistry()
     extra.register(TrainingCollector())
-    extra.register(_ServingCollector())
+    extra.register(ServingCollector())
     return body + generate_latest(extra)
 
-
-class _ServingCollector(Collector):
-    def collect(self):
-        yield from serving_gauges()

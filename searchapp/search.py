@@ -217,17 +217,13 @@ class SearchService:
         started = time.perf_counter()
         try:
             validated = self.validate(request)
-        except Refused:
-            observe_search(request.kind, "refused", time.perf_counter() - started)
-            raise
-        plan = plan_search(viewer, rerank_allowed=request.kind == "text")
-        service = self
-        if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
-            service = service_for_encoder_version(plan.encoder_version_id)
-            if service is None:
-                FALLBACKS.labels("encoder_arm").inc()
-                service = self
-        try:
+            plan = plan_search(viewer, rerank_allowed=request.kind == "text")
+            service = self
+            if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
+                service = service_for_encoder_version(plan.encoder_version_id)
+                if service is None:
+                    FALLBACKS.labels("encoder_arm").inc()
+                    service = self
             response = service.serve(request, validated, viewer, plan, started)
         except Refused:
             observe_search(request.kind, "refused", time.perf_counter() - started)
@@ -472,6 +468,7 @@ class SearchService:
             scores = serving.booster.predict(matrix)
         except Exception:  # noqa: BLE001 - any failure serves the first-stage order, counted and logged
             count("rerank_fallbacks")
+            FALLBACKS.labels("rerank").inc()
             logger.exception("Reranking with %s failed; serving the first-stage order.", serving.version)
             return None
         order = sorted(range(len(top)), key=lambda i: (-scores[i], top[i].candidate.first_stage_rank))
