@@ -5,12 +5,15 @@
 negatives like real ones). Feedback rows are bulk-inserted: this measures the training pipeline, not
 the search path (``bench/feedback_load.py`` measures that). Timed, separately:
 
-- filling the image tower cache (once per vision tower; every projection-only fine-tune reuses it);
-- one fine-tune through ``ranking.finetune.service.fine_tune`` with the cache warm (pairs, query
-  tower, training, WiSE-FT, gate);
+- embedding the collection (what search needs anyway; the same pass keeps the vision tower's pooled
+  outputs, so a projection-only fine-tune finds its inputs cached);
+- the fine-tune's image inputs: nothing to do for ``--layers 0``; with ``--layers 1`` one tower pass
+  storing the states entering the last block (once per frozen tower);
+- one fine-tune through ``ranking.finetune.service.fine_tune`` (pairs, query and caption towers,
+  training, WiSE-FT, gate, and, when it passes, the new version);
 - re-embedding the 10,000 images after a projection-only change (``reproject_collection``).
 
-Run: .venv/bin/python bench/finetune_speed.py   (results: docs/bench/finetune_speed.json)
+Run: .venv/bin/python bench/finetune_speed.py [--layers 1 --output docs/bench/finetune_speed_layers1.json]
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=2_000)
+    parser.add_argument("--layers", type=int, default=0, help="what the fine-tune trains (LOUPE_FINETUNE_LAYERS)")
     parser.add_argument("--var-dir", type=Path, default=bench.ROOT / "var" / "bench-ft")
     parser.add_argument("--output", type=Path, default=OUT)
     args = parser.parse_args()
@@ -108,20 +112,26 @@ def main() -> None:
     bench.setup_django(args.var_dir, model_dir)
     import torch
 
-    from ranking.finetune.projections import Projections
-    from ranking.finetune.service import FineTuneSettings, fine_tune, reproject_collection
-    from ranking.finetune.towers import cached_image_pooled, fill_image_cache
+    from ranking.finetune.building import reproject_collection
+    from ranking.finetune.service import FineTuneSettings, fine_tune
+    from ranking.finetune.tower_inputs import image_inputs
+    from ranking.finetune.towers import cached_image_pooled
+    from searchapp.embedding import embed_everything_missing
     from searchapp.models import EncoderVersion, ImageEmbedding
     from searchapp.versions import serving_version
 
     choice, version = serving_version()
     encoder = choice.encoder
-    results = {"machine": bench.machine(), "torch_threads": torch.get_num_threads()}
+    results = {"machine": bench.machine(), "torch_threads": torch.get_num_threads(), "layers": args.layers}
     started = time.perf_counter()
     results["images"] = top_up_images(args.images)
     results["ingest_s"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    embed_everything_missing()  # what search needs anyway; the same pass keeps the tower's pooled outputs
+    results["embed_collection_s"] = round(time.perf_counter() - started, 1)
     feedback_rows(args.pairs, args.queries, version)
-    print(f"{results['images']} images, {args.pairs} clicks over {args.queries} queries", flush=True)
+    print(f"{results['images']} images (embedded in {results['embed_collection_s']} s), {args.pairs} clicks over "
+          f"{args.queries} queries", flush=True)  # fmt: skip
 
     started = time.perf_counter()
     last = [0.0]
@@ -129,21 +139,21 @@ def main() -> None:
     def progress(done: int, total: int) -> None:
         if time.perf_counter() - last[0] > 30:
             last[0] = time.perf_counter()
-            print(f"  image tower: {done}/{total} ({done / (last[0] - started):.1f} images/s)", flush=True)
+            print(f"  image tower inputs: {done}/{total} ({done / (last[0] - started):.1f} images/s)", flush=True)
 
-    tower = fill_image_cache(encoder, progress=progress)
-    results["image_tower_cache_fill_s"] = round(time.perf_counter() - started, 1)
-    print(f"image tower cache filled in {results['image_tower_cache_fill_s']} s", flush=True)
+    image_inputs(encoder, args.layers, progress)  # layers=0: already filled by embedding; else one tower pass
+    results["image_inputs_fill_s"] = round(time.perf_counter() - started, 1)
+    print(f"image tower inputs ready in {results['image_inputs_fill_s']} s", flush=True)
 
     started = time.perf_counter()
-    run = fine_tune(version, FineTuneSettings(min_pairs=100))
-    results["fine_tune_warm_cache_s"] = round(time.perf_counter() - started, 1)
+    run = fine_tune(version, FineTuneSettings(min_pairs=100, layers=args.layers))
+    results["fine_tune_s"] = round(time.perf_counter() - started, 1)
     results["fine_tune"] = {"outcome": run.outcome, "message": run.message,
                             "timings": run.metrics.get("timings"), "pairs": run.metrics.get("pairs"),
                             "epochs": len(run.metrics.get("history", [])) - 1}  # fmt: skip
-    print(f"fine-tune (warm cache): {results['fine_tune_warm_cache_s']} s: {run.message}", flush=True)
+    print(f"fine-tune: {results['fine_tune_s']} s: {run.message}", flush=True)
 
-    ids, pooled = cached_image_pooled(tower)
+    ids, pooled = cached_image_pooled(encoder.vision_tower_fingerprint)
     target, _ = EncoderVersion.objects.get_or_create(
         model_ref=str(args.var_dir / "bench-reprojection"), fingerprint="bench",
         defaults={"name": "bench re-projection target", "dimension": version.dimension, "is_demo": True,
@@ -151,9 +161,8 @@ def main() -> None:
     )  # fmt: skip
     ImageEmbedding.objects.filter(encoder_version=target).delete()
     rng = torch.Generator().manual_seed(0)
-    changed = Projections(encoder.model.text_projection.weight.detach() + 0.01 * torch.randn(
-        encoder.model.text_projection.weight.shape, generator=rng), encoder.model.visual_projection.weight.detach()
-        + 0.01 * torch.randn(encoder.model.visual_projection.weight.shape, generator=rng))  # fmt: skip
+    weight = encoder.model.visual_projection.weight.detach()
+    changed = weight + 0.01 * torch.randn(weight.shape, generator=rng)
     started = time.perf_counter()
     written = reproject_collection(target, ids, pooled, changed)
     results["reembed_projection_only_s"] = round(time.perf_counter() - started, 2)

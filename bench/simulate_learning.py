@@ -63,6 +63,7 @@ def setup(var_dir: Path, fresh: bool, args) -> None:
     os.environ["LOUPE_FEEDBACK_HOURLY_CAP"] = "100000"
     os.environ["LOUPE_SWAP_SHARE"] = str(args.swap_share)  # enough swapped pairs to measure propensities
     os.environ["LOUPE_EXPLORE_SHARE"] = str(args.explore_share)
+    os.environ["LOUPE_DEFER_SEARCH_LOG"] = "false"  # one process that clicks at once: each log before its clicks
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
     sys.path.insert(0, str(ROOT))
     import django

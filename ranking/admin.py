@@ -242,8 +242,8 @@ def _pct(value: float | None) -> str:
 class FineTuneRunAdmin(admin.ModelAdmin):
     """Encoder fine-tuning attempts: progress while running, then the gate's numbers."""
 
-    list_display = ["started_at", "base", "outcome", "stage", "progress_percent", "held_out", "reference", "result",
-                    "finished_at"]  # fmt: skip
+    list_display = ["started_at", "base", "outcome", "stage", "progress_percent", "trained", "pairs", "held_out",
+                    "reference", "result", "finished_at"]  # fmt: skip
     list_filter = ["outcome"]
     readonly_fields = [f.name for f in FineTuneRun._meta.fields]
 
@@ -254,11 +254,21 @@ class FineTuneRunAdmin(admin.ModelAdmin):
     def progress_percent(self, run: FineTuneRun) -> str:
         return f"{run.progress:.0%}" if run.outcome == FineTuneRun.Outcome.RUNNING else "–"
 
-    @admin.display(description="held-out Recall@10")
+    @admin.display(description="trained")
+    def trained(self, run: FineTuneRun) -> str:
+        layers = run.settings.get("layers", 0)
+        return "projections" if not layers else f"last {layers} block(s) + projections"
+
+    @admin.display(description="pairs (train / validation / test)")
+    def pairs(self, run: FineTuneRun) -> str:
+        found = run.metrics.get("pairs")
+        return f"{found['train']} / {found.get('validation', 0)} / {found.get('test', 0)}" if found else "–"
+
+    @admin.display(description="held-out Recall@10 (test window)")
     def held_out(self, run: FineTuneRun) -> str:
         return _before_after(run.metrics.get("held_out_recall@10"))
 
-    @admin.display(description="reference Recall@10")
+    @admin.display(description="reference Recall@10 (gate half)")
     def reference(self, run: FineTuneRun) -> str:
         return _before_after(run.metrics.get("reference_recall@10"))
 

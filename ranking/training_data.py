@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from django.conf import settings
 
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.features import NAMES
@@ -132,14 +133,16 @@ def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCoun
 def estimated_propensity(since: datetime | None, depth: int, max_position: int) -> PropensityCurve:
     """The swap-estimated curve over the first ``max_position`` positions, extended by the power law below them.
 
-    Until enough swapped searches have clicks, positions keep the power-law prior.
+    Until enough swapped searches have clicks, positions keep the power-law prior 1 / position^exponent
+    (``LOUPE_PROPENSITY_EXPONENT``: 1 for lists; image grids are scanned deeper and decay slower).
     """
-    prior = power_law(depth)
+    exponent = settings.LOUPE_PROPENSITY_EXPONENT
+    prior = power_law(depth, exponent)
     curve = propensity_from_swaps(swap_counts(since, max_position), max_position)
     if not curve.estimated_positions:
         return prior
     values = prior.values.copy()
     values[:max_position] = curve.values
     tail = np.arange(max_position + 1, depth + 1)
-    values[max_position:] = curve.values[-1] * (max_position / tail)  # beyond the slice: 1/position decay
+    values[max_position:] = curve.values[-1] * (max_position / tail) ** exponent  # beyond the slice: the prior's decay
     return PropensityCurve(values, curve.estimated_positions)

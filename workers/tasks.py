@@ -72,7 +72,8 @@ def finetune_encoder(base_version_id: int | None = None, options: dict | None = 
     """Fine-tune an encoder version (default: the one serving) from feedback; runs on the training queue."""
     from django.db import connection
 
-    from ranking.finetune.service import FineTuneSettings, fine_tune, finish_building_versions
+    from ranking.finetune.building import finish_building_versions
+    from ranking.finetune.service import FineTuneSettings, fine_tune
     from ranking.models import FineTuneRun
     from searchapp.models import EncoderVersion
     from searchapp.versions import serving_version

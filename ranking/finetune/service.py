@@ -1,72 +1,94 @@
-"""One fine-tuning attempt from feedback, end to end: pairs → projections → WiSE-FT → gate → new version.
+"""One fine-tuning attempt from feedback, end to end: pairs → trained heads → WiSE-FT → gate → new version.
 
-1. Pairs from feedback (``ranking.finetune.pairs``), split by time.
-2. Pooled tower outputs: images from the shared cache (filled resumably), queries computed once.
-3. Projections fine-tuned with symmetric InfoNCE (``ranking.finetune.projections``), early-stopped on
-   held-out Recall@10 of the clicked image.
-4. WiSE-FT: the mixing coefficient α between the old and the tuned projections is chosen on the
-   held-out pairs, among the α whose reference-set recall stays within the tolerance.
-5. Gate: held-out Recall@10 must improve by ``margin`` (absolute) and the reference set (the
-   collection's captions as queries, their image as the answer) must not drop more than
-   ``tolerance``. Both numbers, before and after, are kept on the run.
-6. Only then: the model folder is written (atomically: the card last), the ``EncoderVersion`` row is
-   created as *building*, the collection is re-embedded by re-projecting the cached tower outputs,
-   the captions are embedded, the HNSW index is built, and the version becomes *ready*: it can serve
-   as an experiment arm or as production (``ServingConfig.encoder_version``). Nothing serves a
-   version before it is ready, so a worker killed half-way leaves a building version that the next
-   run finishes or replaces, never a half-embedded one in service.
+1. Pairs from feedback (``ranking.finetune.pairs``) in three windows of search time: train, then the
+   latest searches split into validation (epochs and the WiSE-FT mix are chosen on it) and test (the
+   gate reads it).
+2. Inputs of the trainable part (``ranking.finetune.tower_inputs``): images' from a cache shared by
+   every worker, queries' and captions' computed once.
+3. The projections, and with ``layers`` the last blocks of each tower (``ranking.finetune.heads``),
+   trained with symmetric InfoNCE and an anchor to the start (``ranking.finetune.training``),
+   early-stopped on validation Recall@10 of the chosen images, among the epochs whose reference
+   recall stays within half the tolerance of the start's.
+4. WiSE-FT: the mix α between the start and the tuned weights is chosen on validation, among the α
+   whose reference recall stays within half the tolerance of the start's (``ranking.finetune.reference``).
+5. Gate: test Recall@10 must rise by ``margin`` (absolute) and the reference set must not drop more
+   than ``tolerance``. Both before and after, and every α, are kept on the run.
+6. Only then a new version is built (``ranking.finetune.building``); it can serve only once *ready*.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import json
 import logging
-import shutil
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from ranking.finetune.pairs import Pair, feedback_pairs, split_by_time
-from ranking.finetune.projections import (
+from ranking.finetune.building import (
+    finish_version,
+    reproject_collection,
+    store_tower_outputs,
+    write_version,
+)
+from ranking.finetune.heads import TowerHeads
+from ranking.finetune.pairs import Pair, RelevanceSettings, windowed_pairs
+from ranking.finetune.reference import reference_split
+from ranking.finetune.tower_inputs import image_inputs, text_inputs
+from ranking.finetune.training import (
+    Anchor,
     PairSet,
-    Projections,
-    fine_tune_projections,
-    project,
+    ReferenceGuard,
+    collection_vectors,
+    fine_tune_heads,
     recall_at_k,
     recall_of_pairs,
+    text_vectors,
 )
-from ranking.finetune.towers import cached_image_pooled, fill_image_cache, text_pooled
 from ranking.finetune.wise import choose_alpha, interpolate
 from ranking.models import FineTuneRun
 from ranking.training_data import estimated_propensity
-from searchapp.encoders import MODEL_CARD_FILE, Encoder, weights_fingerprint
-from searchapp.models import Caption, EncoderVersion, ImageEmbedding
+from searchapp.encoders import Encoder
+from searchapp.models import EncoderVersion
 
 logger = logging.getLogger(__name__)
+
+
+def _configured_layers() -> int:
+    return settings.LOUPE_FINETUNE_LAYERS
 
 
 @dataclass(frozen=True)
 class FineTuneSettings:
     learning_rate: float = 1e-4
-    epochs: int = 30
+    epochs: int = 100  # at most: early stopping usually ends it sooner
     batch_size: int = 256
-    patience: int = 4
+    patience: int = 20  # epochs without a better (guarded) validation score before stopping
+    layers: int = field(default_factory=_configured_layers)  # 0: projections only; n: also the last n blocks
+    text_layers: int | None = None  # the text tower's, when not the same as ``layers``
     train_text: bool = True
     train_image: bool = True
+    negatives: int = 1024  # random collection images as extra negatives per step
+    anchor_weight: float = 100.0  # 0: none; 1 - cosine is small: 100 x a 0.01 drift weighs as 1 nat of InfoNCE
     wise_ft: bool = True  # False: take the tuned weights as they are (alpha = 1)
-    margin: float = 0.02  # held-out Recall@10 must rise at least this much (absolute)
-    tolerance: float = 0.01  # the reference set's Recall@10 may drop at most this much
+    early_stopping: bool = True  # False: keep the last epoch, whatever validation says
+    margin: float = 0.02  # test Recall@10 must rise at least this much (absolute)
+    tolerance: float = 0.01  # the gate reference set's Recall@10 may drop at most this much
     min_pairs: int = 50
     reference_captions: int = 2000
+    anchor_captions: int = 2000
+    held_out_share: float = 0.25  # the latest searches: half validation, half test
+    prior_mean: float = RelevanceSettings.prior_mean
+    prior_strength: float = RelevanceSettings.prior_strength
+    min_relevance: float = RelevanceSettings.min_relevance
+    short_click_ms: int = RelevanceSettings.short_click_ms
     seed: int = 0
+
+    @property
+    def relevance(self) -> RelevanceSettings:
+        return RelevanceSettings(self.prior_mean, self.prior_strength, self.min_relevance, self.short_click_ms)
 
 
 def encoder_gate(
@@ -85,10 +107,6 @@ def encoder_gate(
                   f"{after_reference:.3f}")  # fmt: skip
 
 
-def encoders_dir() -> Path:
-    return Path(settings.VAR_DIR) / "encoders"
-
-
 def load_encoder(version: EncoderVersion) -> Encoder:
     from searchapp.versions import serving_version
 
@@ -98,30 +116,26 @@ def load_encoder(version: EncoderVersion) -> Encoder:
     return Encoder(version.model_ref, local_files_only=True)
 
 
-def _pair_set(pairs: list[Pair], texts: dict[str, int], text_rows: np.ndarray, image_row: dict[int, int]) -> PairSet:
+def _pair_set(pairs: list[Pair], query_row: dict[str, int], image_row: dict[int, int]) -> PairSet:
     kept = [p for p in pairs if p.image_id in image_row]
     return PairSet(
-        text_rows,
-        np.asarray([texts[p.query] for p in kept], dtype=np.int64),
+        np.asarray([query_row[p.query] for p in kept], dtype=np.int64),
         np.asarray([image_row[p.image_id] for p in kept], dtype=np.int64),
         np.asarray([p.weight for p in kept], dtype=np.float64),
         [np.asarray(sorted(image_row[i] for i in p.skipped if i in image_row), dtype=np.int64) for p in kept],
     )
 
 
-def _reference(encoder: Encoder, image_row: dict[int, int], limit: int, seed: int) -> tuple[np.ndarray, list[set]]:
-    """The collection's captions as queries (a sample), each answered by its own image."""
-    rows = list(Caption.objects.filter(image_id__in=list(image_row)).values_list("text", "image_id"))
-    if len(rows) > limit:
-        rng = np.random.default_rng(seed)
-        rows = [rows[i] for i in sorted(rng.choice(len(rows), size=limit, replace=False))]
-    pooled = text_pooled(encoder, [text for text, _ in rows])
-    return pooled, [{image_row[image_id]} for _, image_id in rows]
-
-
 def _update(run: FineTuneRun, stage: str, progress: float = 0.0) -> None:
     run.stage, run.progress = stage, progress
     run.save(update_fields=["stage", "progress"])
+
+
+@dataclass(frozen=True)
+class Scores:
+    validation: float
+    test: float
+    reference: float
 
 
 def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> FineTuneRun:
@@ -131,167 +145,127 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
     timings: dict[str, float] = {}
     try:
         started = time.perf_counter()
-        propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
-        pairs = feedback_pairs(timezone.now(), propensity)
-        train_pairs, held_pairs = split_by_time(pairs)
-        if len(train_pairs) < options.min_pairs or not held_pairs:
-            why = f"{len(train_pairs)} training pairs ({len(pairs)} in all); need {options.min_pairs}."
+        propensity = estimated_propensity(None, settings.LOUPE_MAX_CANDIDATES, settings.LOUPE_SWAP_MAX_POSITION)
+        windows = windowed_pairs(timezone.now(), propensity, options.relevance, options.held_out_share)
+        if len(windows.train) < options.min_pairs or not windows.validation or not windows.test:
+            why = (f"{len(windows.train)} training, {len(windows.validation)} validation and {len(windows.test)} test "
+                   f"pairs; need {options.min_pairs} training pairs and some of each.")  # fmt: skip
             return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
         encoder = load_encoder(base)
-        _update(run, "caching image tower outputs")
-        tower = fill_image_cache(encoder, progress=lambda done, total: _update(run, "caching image tower outputs",
-                                                                                 done / max(total, 1)))  # fmt: skip
-        image_ids, image_pooled = cached_image_pooled(tower)
+        heads = TowerHeads(encoder.model, options.layers, options.text_layers)
+        heads.text_projection.requires_grad_(options.train_text)
+        heads.text_blocks.requires_grad_(options.train_text)
+        heads.text_norm.requires_grad_(options.train_text)
+        heads.visual_projection.requires_grad_(options.train_image)
+        heads.vision_blocks.requires_grad_(options.train_image)
+        heads.vision_norm.requires_grad_(options.train_image)
+        _update(run, "caching image tower inputs")
+        image_ids, images = image_inputs(encoder, heads.vision_layers,
+                                         lambda done, total: _update(run, "caching image tower inputs",
+                                                                     done / max(total, 1)))  # fmt: skip
         image_row = {int(pk): row for row, pk in enumerate(image_ids)}
-        timings["image_cache_s"] = time.perf_counter() - started
-        _update(run, "encoding queries")
-        queries = sorted({p.query for p in pairs})
-        query_rows = {q: i for i, q in enumerate(queries)}
-        queries_pooled = text_pooled(encoder, queries)
-        train = _pair_set(train_pairs, query_rows, queries_pooled, image_row)
-        held = _pair_set(held_pairs, query_rows, queries_pooled, image_row)
-        reference_pooled, reference_relevant = _reference(encoder, image_row, options.reference_captions, options.seed)
-        start = Projections(encoder.model.text_projection.weight.detach().clone(),
-                            encoder.model.visual_projection.weight.detach().clone())  # fmt: skip
+        timings["image_inputs_s"] = time.perf_counter() - started
+        _update(run, "encoding queries and captions")
+        every = windows.train + windows.validation + windows.test
+        queries = sorted({p.query for p in every})
+        query_row = {q: i for i, q in enumerate(queries)}
+        query_states = text_inputs(encoder, queries, heads.text_layers)
+        train, valid, test = (_pair_set(w, query_row, image_row) for w in (windows.train, windows.validation,
+                                                                            windows.test))  # fmt: skip
+        split = reference_split(image_row, options.reference_captions, options.anchor_captions, options.seed)
+        reference_states = text_inputs(encoder, split.reference.texts, heads.text_layers)
+        start = heads.model_state()
+        anchor = None
+        if options.anchor_weight > 0:
+            anchor_states = text_inputs(encoder, split.anchor_texts, heads.text_layers)
+            anchor = Anchor(collection_vectors(heads, images), anchor_states, text_vectors(heads, anchor_states),
+                            options.anchor_weight)  # fmt: skip
         logit_scale = float(encoder.model.logit_scale.detach().exp())
         timings["prepare_s"] = time.perf_counter() - started
 
-        _update(run, "training projections")
+        def reference_recall(image_vectors: np.ndarray) -> float:
+            vectors = text_vectors(heads, reference_states).numpy()
+            return recall_at_k(vectors, image_vectors, split.reference.relevant, 10)
+
+        # Choosing within half the tolerance leaves the other half for what the choice itself overfits.
+        floor = reference_recall(collection_vectors(heads, images).numpy()) - options.tolerance / 2
+        guard = None
+        if options.early_stopping and split.reference.texts:
+            guard = ReferenceGuard(lambda _, vectors: reference_recall(vectors), floor)
+        _update(run, "training")
         trained_at = time.perf_counter()
-        tuned = fine_tune_projections(
-            train, held, image_pooled, start, logit_scale, learning_rate=options.learning_rate,
-            epochs=options.epochs, batch_size=options.batch_size, patience=options.patience,
-            train_text=options.train_text, train_image=options.train_image, seed=options.seed,
+        tuned = fine_tune_heads(
+            heads, train, valid, query_states, images, logit_scale, anchor=anchor,
+            learning_rate=options.learning_rate, epochs=options.epochs, batch_size=options.batch_size,
+            patience=options.patience, negatives=options.negatives, early_stopping=options.early_stopping,
+            guard=guard, seed=options.seed,
         )  # fmt: skip
         timings["train_s"] = time.perf_counter() - trained_at
 
-        @functools.cache  # each alpha is scored once: the table, the floor and the final pick share them
-        def scores(alpha: float) -> tuple[float, float]:
-            mixed = Projections.from_state(interpolate(start.state(), tuned.projections.state(), alpha))
-            images = project(image_pooled, mixed.image)
-            held_recall = recall_of_pairs(held, images, mixed.text)
-            reference = recall_at_k(project(reference_pooled, mixed.text), images, reference_relevant, 10)
-            return held_recall, reference
+        scored: dict[float, Scores] = {}  # each alpha is scored once: the table, the floor and the pick share them
 
-        before_held, before_reference = scores(0.0)
-        floor = before_reference - options.tolerance
+        def scores(alpha: float) -> Scores:
+            if alpha not in scored:
+                heads.load_model_state(interpolate(start, tuned.state, alpha))
+                image_vectors = collection_vectors(heads, images).numpy()
+                query_vectors = text_vectors(heads, query_states).numpy()
+                scored[alpha] = Scores(recall_of_pairs(valid, query_vectors, image_vectors),
+                                       recall_of_pairs(test, query_vectors, image_vectors),
+                                       reference_recall(image_vectors))  # fmt: skip
+            return scored[alpha]
+
+        before = scores(0.0)
         if options.wise_ft:
-            alpha, table = choose_alpha(scores, reference_floor=floor)
+            alpha, _ = choose_alpha(lambda a: (scores(a).validation, scores(a).reference), reference_floor=floor)
         else:
-            alpha, table = 1.0, [{"alpha": 1.0, "held_out": scores(1.0)[0], "reference": scores(1.0)[1]}]
-        after_held, after_reference = scores(alpha)
-        metrics = {"pairs": {"train": len(train), "held_out": len(held), "queries": len(queries)},
-                   "held_out_recall@10": {"before": before_held, "after": after_held},
-                   "reference_recall@10": {"before": before_reference, "after": after_reference,
-                                           "captions": len(reference_relevant)},
-                   "alpha": alpha, "wise_ft": table, "history": tuned.history, "best_epoch": tuned.best_epoch,
-                   "timings": timings}  # fmt: skip
+            alpha = 1.0
+        after = scores(alpha)
+        table = [{"alpha": a, **asdict(s)} for a, s in sorted(scored.items())]
+        metrics = {
+            "pairs": {"train": len(train), "validation": len(valid), "test": len(test), "queries": len(queries)},
+            "held_out_recall@10": {"before": before.test, "after": after.test},
+            "validation_recall@10": {"before": before.validation, "after": after.validation},
+            "reference_recall@10": {"before": before.reference, "after": after.reference,
+                                    "captions": len(split.reference), "floor": floor},
+            "anchor_captions": len(split.anchor_texts), "trained": _trained(heads),
+            "windows": [str(b) for b in windows.boundaries], "alpha": alpha, "wise_ft": table,
+            "history": tuned.history, "best_epoch": tuned.best_epoch, "timings": timings,
+        }  # fmt: skip
         run.metrics = metrics
-        passed, why = encoder_gate(before_held, after_held, before_reference, after_reference, options)
+        passed, why = encoder_gate(before.test, after.test, before.reference, after.reference, options)
+        if not split.reference.texts:
+            why += " (no reference captions in the collection: forgetting was not checked)"
         if not passed:
             return _finish(run, FineTuneRun.Outcome.REFUSED, f"Refused: {why}.", metrics)
-        final = Projections.from_state(interpolate(start.state(), tuned.projections.state(), alpha))
+        final = interpolate(start, tuned.state, alpha)
+        heads.load_model_state(final)
         _update(run, "writing the new version")
-        version = _write_version(base, encoder, final, run)
+        version, vision_tower = write_version(base, encoder, final, run)
         run.result = version
         run.save(update_fields=["result"])
         _update(run, "re-embedding the collection")
         reembedded_at = time.perf_counter()
-        reproject_collection(version, image_ids, image_pooled, final)
+        with torch.no_grad():
+            pooled = torch.cat([heads.image_pooled(images[s : s + 1024]) for s in range(0, len(images), 1024)]).numpy()
+        if vision_tower != encoder.vision_tower_fingerprint:  # vision blocks changed: cache the new outputs
+            store_tower_outputs(vision_tower, image_ids, pooled)
+        reproject_collection(version, image_ids, pooled, heads.visual_projection.weight.detach())
         timings["reembed_s"] = time.perf_counter() - reembedded_at
         _update(run, "embedding captions and building the index")
-        _finish_version(version)
+        finish_version(version)
         metrics["timings"] = timings
         return _finish(run, FineTuneRun.Outcome.PROMOTED,
-                       f"{version} ready: held-out Recall@10 {before_held:.3f} → {after_held:.3f}, reference "
-                       f"{before_reference:.3f} → {after_reference:.3f}, alpha {alpha}.", metrics)  # fmt: skip
+                       f"{version} ready: {why}, alpha {alpha}.", metrics)  # fmt: skip
     except Exception as exc:
         logger.exception("Fine-tuning failed")
         return _finish(run, FineTuneRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
 
 
-def _write_version(base: EncoderVersion, encoder: Encoder, projections: Projections, run: FineTuneRun):
-    """Save the model with the new projections under var/encoders; its row starts as building."""
-    folder = encoders_dir() / f"finetune-{run.pk}-of-v{base.pk}"
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model = copy.deepcopy(encoder.model)  # the loaded encoder may be serving: never change it in place
-    with torch.no_grad():
-        model.text_projection.weight.copy_(projections.text)
-        model.visual_projection.weight.copy_(projections.image)
-    model.save_pretrained(partial, safe_serialization=True)
-    fingerprint = weights_fingerprint(model)
-    encoder.tokenizer.save_pretrained(partial)
-    encoder.image_processor.save_pretrained(partial)
-    card = {"name": f"{base.name} fine-tuned (run {run.pk})", "demo": base.is_demo, "parent": base.pk,
-            "fine_tune_run": run.pk}  # fmt: skip
-    (partial / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    version, _ = EncoderVersion.objects.get_or_create(
-        model_ref=str(folder), fingerprint=fingerprint,
-        defaults={"name": card["name"], "dimension": base.dimension, "is_demo": base.is_demo, "parent": base,
-                  "status": EncoderVersion.Status.BUILDING, "kind": base.kind},
-    )  # fmt: skip
-    return version
-
-
-def reproject_collection(version: EncoderVersion, image_ids: np.ndarray, pooled: np.ndarray, projections) -> int:
-    """Image vectors of ``version`` from cached tower outputs: one matrix product, batched inserts."""
-    vectors = project(pooled, projections.image)
-    done = 0
-    for start in range(0, len(image_ids), 2000):
-        chunk = zip(image_ids[start : start + 2000], vectors[start : start + 2000], strict=True)
-        rows = [ImageEmbedding(image_id=int(pk), encoder_version=version, vector=vec) for pk, vec in chunk]
-        with transaction.atomic():
-            ImageEmbedding.objects.bulk_create(rows, update_conflicts=True, unique_fields=["encoder_version", "image"],
-                                               update_fields=["vector"])  # fmt: skip
-        done += len(rows)
-    return done
-
-
-def _finish_version(version: EncoderVersion) -> None:
-    """Embed what re-projection did not cover (captions, images without a cached output), index, mark ready."""
-    embed_collection_for(Encoder(version.model_ref, local_files_only=True), version)
-    version.status = EncoderVersion.Status.READY
-    version.save(update_fields=["status"])
-
-
-def finish_building_versions() -> list[EncoderVersion]:
-    """Complete versions left *building* by an interrupted run (a killed worker): embed what is missing, index,
-    mark ready. Re-embedding is resumable because it only adds the vectors a version lacks."""
-    from searchapp.models import Image
-
-    finished = []
-    for version in EncoderVersion.objects.filter(status=EncoderVersion.Status.BUILDING):
-        try:
-            encoder = Encoder(version.model_ref, local_files_only=True)
-        except Exception:  # noqa: BLE001 - a folder that is gone cannot be finished; say so and leave it
-            logger.exception("Cannot finish %s: its model does not load.", version)
-            continue
-        if encoder.fingerprint != version.fingerprint:
-            logger.error("Cannot finish %s: the weights at %s changed.", version, version.model_ref)
-            continue
-        ids, pooled = cached_image_pooled(encoder.vision_tower_fingerprint)
-        have = set(ImageEmbedding.objects.filter(encoder_version=version).values_list("image_id", flat=True))
-        missing = np.asarray([i for i in ids.tolist() if i not in have], dtype=np.int64)
-        if len(missing):
-            model = encoder.model
-            own = Projections(model.text_projection.weight.detach(), model.visual_projection.weight.detach())
-            reproject_collection(version, missing, pooled[np.searchsorted(ids, missing)], own)
-        embed_collection_for(encoder, version)
-        version.status = EncoderVersion.Status.READY
-        version.save(update_fields=["status"])
-        logger.info("Finished %s (%s images re-projected; %s in the collection).", version, len(missing),
-                    Image.objects.count())  # fmt: skip
-        finished.append(version)
-    return finished
-
-
-def embed_collection_for(encoder: Encoder, version: EncoderVersion) -> None:
-    from searchapp.embedding import embed_collection
-
-    embed_collection(encoder, version)
+def _trained(heads: TowerHeads) -> str:
+    if heads.vision_layers == heads.text_layers:
+        layers = heads.vision_layers
+        return "projections" if not layers else f"last {layers} block(s) of each tower + projections"
+    return f"last {heads.vision_layers} vision and {heads.text_layers} text block(s) + projections"
 
 
 def _finish(run: FineTuneRun, outcome: str, message: str, metrics: dict | None = None) -> FineTuneRun:

@@ -1,4 +1,4 @@
-"""Pooled tower outputs (what the projections read) for texts and images, with the image side cached.
+"""The image tower's pooled outputs (what the projections read), cached in Postgres.
 
 For CLIP, ``get_text_features`` = text_projection(text_model(...).pooler_output) and likewise for
 images. With the towers frozen, only the projections train, so the pooled outputs are inputs that
@@ -8,27 +8,15 @@ alone, so every projection-only fine-tune of the same tower shares them) and fil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
 
 from searchapp.models import Image, ImageTowerOutput
-
-
-def text_pooled(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """(n, hidden) pooled text-tower outputs."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        inputs = encoder._tokenize(list(texts[start : start + batch_size]))
-        with torch.inference_mode():
-            out.append(encoder.model.text_model(**inputs).pooler_output.float().numpy())
-    hidden = encoder.model.text_projection.in_features
-    return np.concatenate(out) if out else np.zeros((0, hidden), np.float32)
 
 
 def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None) -> str:
@@ -43,14 +31,7 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
     ids = list(missing.values_list("pk", "file"))
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
-        opened, kept = [], []
-        for pk, name in batch:
-            try:
-                with PILImage.open(Path(settings.MEDIA_ROOT) / name) as handle:
-                    opened.append(handle.convert("RGB"))
-                kept.append(pk)
-            except OSError:
-                continue  # a file gone from disk: the embedding step reports it
+        kept, opened = open_stored(batch)
         if opened:
             pooled = encoder.encode_images_with_pooled(opened)[1]  # the embedding path's own tower pass
             rows = [ImageTowerOutput(image_id=pk, tower=tower, pooled=v) for pk, v in zip(kept, pooled, strict=True)]
@@ -60,6 +41,20 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
         if progress:
             progress(done, total)
     return tower
+
+
+def open_stored(rows: list[tuple[int, str]]) -> tuple[list[int], list[PILImage.Image]]:
+    """(ids, RGB images) of the (id, stored file name) rows whose file opens; a file gone from disk is
+    skipped here (the embedding step reports it)."""
+    kept, opened = [], []
+    for pk, name in rows:
+        try:
+            with PILImage.open(Path(settings.MEDIA_ROOT) / name) as handle:
+                opened.append(handle.convert("RGB"))
+            kept.append(pk)
+        except OSError:
+            continue
+    return kept, opened
 
 
 def cached_image_pooled(tower: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,16 @@
 
 import io
 import random
+from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.utils import timezone
 from PIL import Image as PILImage
 
 from feedback.capture import ClickInput, record_click
 from feedback.identity import Viewer
+from feedback.models import SearchEvent
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.models import FineTuneRun
 from searchapp.encoders import Encoder
@@ -16,6 +19,7 @@ from searchapp.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
 from searchapp.search import SearchRequest
 
 pytestmark = pytest.mark.django_db
+AN_HOUR_AGO = timezone.now() - timedelta(hours=1)
 COLOURS = {"red": (200, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 200), "yellow": (220, 210, 30),
            "purple": (140, 30, 160), "grey": (128, 128, 128)}  # fmt: skip
 PER_CLASS = 12
@@ -42,6 +46,7 @@ def classes(service, settings, tmp_path):
 
     settings.VAR_DIR = tmp_path
     settings.LOUPE_TEXT_CHANNEL = False
+    settings.LOUPE_SWAP_SHARE = settings.LOUPE_EXPLORE_SHARE = 0.0  # the same order for every search
     by_class = {}
     for c, (name, colour) in enumerate(COLOURS.items()):
         by_class[name] = [
@@ -52,13 +57,24 @@ def classes(service, settings, tmp_path):
     return by_class
 
 
+def small_run(**changes) -> FineTuneSettings:
+    """Settings for 72 images and ~100 pairs: the last two click rounds (held-out images) are validation and test."""
+    options = {"learning_rate": 0.02, "epochs": 60, "batch_size": 32, "patience": 10, "margin": 0.05,
+               "tolerance": 0.2, "min_pairs": 20, "held_out_share": 0.4}  # fmt: skip
+    return FineTuneSettings(**{**options, **changes})
+
+
 def click_classes(service, by_class, images_range, rounds: int, start: int = 0) -> None:
-    """Users search a colour and click its images (among images_range of each class) wherever they are shown."""
+    """Users search a colour and click its images (among images_range of each class) wherever they are shown.
+
+    Search n is dated n seconds after an hour ago (one test transaction would give them all one time).
+    """
     n = start
     for _ in range(rounds):
         for name, images in by_class.items():
             viewer = Viewer(user_key=f"anon:ft-user-{n:05d}-00000", surface="web")
             response = service.search(SearchRequest(text=f"{name} picture", page_size=100), viewer)
+            SearchEvent.objects.filter(pk=response.event_id).update(created_at=AN_HOUR_AGO + timedelta(seconds=n))
             position = {h.image.pk: h.position for h in response.hits}
             for image in images[images_range]:
                 record_click(
@@ -74,9 +90,8 @@ def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(servic
 def fine_tune_from_clicks(service, classes) -> EncoderVersion:
     """Clicks, a fine-tune that passes the gate, and everything checked about the new version."""
     click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)  # the latest pairs are held out
-    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
-                                                     margin=0.05, tolerance=0.2, min_pairs=20))  # fmt: skip
+    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)  # held-out images: validation, then test
+    run = fine_tune(service.version, small_run())
     assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
     held = run.metrics["held_out_recall@10"]
     assert held["after"] >= held["before"] + 0.05
@@ -123,10 +138,9 @@ def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
 
 def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service, classes):
     click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)
+    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
     versions = EncoderVersion.objects.count()
-    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
-                                                     margin=0.9, tolerance=0.2, min_pairs=20))  # fmt: skip
+    run = fine_tune(service.version, small_run(margin=0.9))
     assert run.outcome == FineTuneRun.Outcome.REFUSED and "does not rise by 0.9" in run.message
     assert run.result is None and EncoderVersion.objects.count() == versions  # nothing new can serve
     assert run.metrics["held_out_recall@10"]["after"] > run.metrics["held_out_recall@10"]["before"]  # measured
@@ -139,11 +153,11 @@ def test_too_few_pairs_is_skipped(service, classes):
 
 def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service, classes, monkeypatch):
     import ranking.finetune.service as finetune_service
-    from ranking.finetune.service import finish_building_versions
+    from ranking.finetune.building import finish_building_versions
     from searchapp.versions import service_encoder_choice
 
     click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=1, start=1000)
+    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
     original = finetune_service.reproject_collection
 
     def killed_half_way(version, image_ids, pooled, projections):
@@ -151,8 +165,7 @@ def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service,
         raise RuntimeError("worker killed")
 
     monkeypatch.setattr(finetune_service, "reproject_collection", killed_half_way)
-    run = fine_tune(service.version, FineTuneSettings(learning_rate=0.02, epochs=60, batch_size=32, patience=10,
-                                                     margin=0.05, tolerance=0.2, min_pairs=20))  # fmt: skip
+    run = fine_tune(service.version, small_run())
     assert run.outcome == FineTuneRun.Outcome.FAILED and "worker killed" in run.message
     version = run.result
     assert version.status == EncoderVersion.Status.BUILDING
@@ -188,3 +201,54 @@ def test_embedding_keeps_the_tower_outputs_fine_tuning_reads(service, classes):
             )
         projected = (projected / projected.norm()).numpy()[0]
         assert float(projected @ np.asarray(vector)) > 0.9999
+
+
+def test_fine_tuning_the_last_blocks_re_embeds_from_cached_states(service, classes):
+    """layers=1: the last block of each tower trains too; images are re-embedded from the cached states (one
+    block per image), and the stored vectors are what the saved model computes from the pixels."""
+    from ranking.finetune.tower_inputs import frozen_vision_fingerprint, states_dir
+
+    click_classes(service, classes, slice(0, 8), rounds=3)
+    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
+    run = fine_tune(service.version, small_run(layers=1, learning_rate=0.01))
+    assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
+    assert run.metrics["trained"].startswith("last 1 block")
+    version = run.result
+    fresh = Encoder(version.model_ref, local_files_only=True)
+    assert fresh.vision_tower_fingerprint != service.encoder.vision_tower_fingerprint  # the vision block changed
+    for image in (classes["red"][0], classes["grey"][-1]):
+        stored = np.asarray(ImageEmbedding.objects.get(encoder_version=version, image=image).vector)
+        with PILImage.open(image.file.path) as handle:
+            assert float(stored @ fresh.encode_images([handle.convert("RGB")])[0]) > 0.999
+    # The new tower's pooled outputs are cached for the next projection-only fine-tune of this version.
+    assert ImageTowerOutput.objects.filter(tower=fresh.vision_tower_fingerprint).count() == 6 * PER_CLASS
+    # The states are keyed by the frozen part, which the fine-tune did not change: the next one reuses them.
+    assert frozen_vision_fingerprint(fresh.model, 1) == frozen_vision_fingerprint(service.encoder.model, 1)
+    assert any(states_dir(frozen_vision_fingerprint(fresh.model, 1)).glob("part-*.npz"))
+
+
+def test_the_state_cache_resumes_after_an_interrupted_fill(service, classes, monkeypatch):
+    import ranking.finetune.tower_inputs as tower_inputs
+
+    monkeypatch.setattr(tower_inputs, "CHUNK", 20)
+    calls = {"n": 0}
+    original = tower_inputs.image_states
+
+    def killed_after_two_chunks(encoder, images, layers):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("worker killed")
+        return original(encoder, images, layers)
+
+    monkeypatch.setattr(tower_inputs, "image_states", killed_after_two_chunks)
+    with pytest.raises(RuntimeError):
+        tower_inputs.fill_state_cache(service.encoder, 1)
+    folder = tower_inputs.states_dir(tower_inputs.frozen_vision_fingerprint(service.encoder.model, 1))
+    assert len(list(folder.glob("part-*.npz"))) == 2 and not list(folder.glob(".*tmp*"))  # whole chunks only
+    monkeypatch.setattr(tower_inputs, "image_states", original)
+    ids, states = tower_inputs.load_state_cache(tower_inputs.fill_state_cache(service.encoder, 1))
+    assert len(ids) == len(set(ids.tolist())) == 6 * PER_CLASS  # completed, nothing twice
+    image = classes["blue"][3]
+    with PILImage.open(image.file.path) as handle:
+        direct = original(service.encoder, [handle.convert("RGB")], 1)[0]
+    assert np.allclose(states[int(np.searchsorted(ids, image.pk))].numpy(), direct.astype(np.float32))

@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from ranking.finetune.contrastive import info_nce
-from ranking.finetune.projections import PairSet, Projections, fine_tune_projections, held_out_recall, recall_at_k
+from ranking.finetune.heads import TextStates, TowerHeads
+from ranking.finetune.training import (
+    Anchor,
+    PairSet,
+    ReferenceGuard,
+    collection_vectors,
+    fine_tune_heads,
+    held_out_recall,
+    recall_at_k,
+    recall_of_pairs,
+)
 from ranking.finetune.wise import choose_alpha, interpolate
 
 
@@ -59,50 +69,114 @@ def test_choose_alpha_respects_the_reference_floor():
     assert alpha == 0.0  # every change hurts the reference: keep the old weights
 
 
-def test_recall_at_k():
+def test_recall_at_k_and_of_pairs():
     text = np.array([[1.0, 0.0], [0.0, 1.0]])
     images = np.array([[1.0, 0.0], [0.7, 0.7], [0.0, 1.0]])
     assert recall_at_k(text, images, [{0}, {0}], k=1) == 0.5
     assert recall_at_k(text, images, [{0}, {0}], k=3) == 1.0
+    # Per pair: query 0 chose images 0 and 2 (only 0 is its nearest), query 1 chose image 2 (its nearest).
+    pairs = PairSet(np.array([0, 0, 1]), np.array([0, 2, 2]), np.ones(3))
+    assert recall_of_pairs(pairs, text, images, k=1) == pytest.approx(2 / 3)
 
 
-def synthetic_task(seed: int, n_images=400, hidden=24, dim=16, n_queries=80):
+@pytest.fixture(scope="module")
+def tiny_model():
+    from django.conf import settings
+
+    from searchapp.encoders import Encoder
+
+    return Encoder(str(settings.LOUPE_CLIP_MODEL), local_files_only=True).model
+
+
+def synthetic_task(seed: int, n_images=400, hidden=32, n_queries=80):
     """Queries' pooled text relate to their images' pooled outputs through a map the start projections miss."""
     rng = np.random.default_rng(seed)
     image_pooled = rng.normal(size=(n_images, hidden)).astype(np.float32)
     mixing = rng.normal(size=(hidden, hidden)).astype(np.float32)
     targets = rng.choice(n_images, size=n_queries, replace=False)
     text_pooled = (image_pooled[targets] @ mixing + 0.3 * rng.normal(size=(n_queries, hidden))).astype(np.float32)
-    start = Projections(torch.tensor(rng.normal(size=(dim, hidden)), dtype=torch.float32),
-                        torch.tensor(rng.normal(size=(dim, hidden)), dtype=torch.float32))  # fmt: skip
-    return image_pooled, text_pooled, targets, start
+    return torch.from_numpy(image_pooled), TextStates(torch.from_numpy(text_pooled)), targets
 
 
-def test_fine_tuning_the_projections_raises_held_out_recall():
-    image_pooled, text_pooled, targets, start = synthetic_task(0)
-    queries = np.arange(len(targets))
-    train = PairSet(text_pooled, queries[:60], targets[:60], np.ones(60))
-    valid = PairSet(text_pooled, queries[60:], targets[60:], np.ones(20))
-    before = held_out_recall(valid, image_pooled, start)
-    result = fine_tune_projections(train, valid, image_pooled, start, logit_scale=10.0, learning_rate=0.01,
-                                   epochs=60, batch_size=32, patience=15)  # fmt: skip
-    after = held_out_recall(valid, image_pooled, result.projections)
+def recall_with(heads, pairs, queries, images):
+    return held_out_recall(heads, pairs, queries, images)
+
+
+def test_fine_tuning_raises_held_out_recall(tiny_model):
+    images, queries, targets = synthetic_task(0)
+    heads = TowerHeads(tiny_model, 0)
+    rows = np.arange(len(targets))
+    train = PairSet(rows[:60], targets[:60], np.ones(60))
+    valid = PairSet(rows[60:], targets[60:], np.ones(20))
+    before = recall_with(heads, valid, queries, images)
+    result = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01,
+                             epochs=60, batch_size=32, patience=15, negatives=64)  # fmt: skip
+    heads.load_model_state(result.state)
+    after = recall_with(heads, valid, queries, images)
     assert after >= before + 0.2, (before, after)
     assert result.history[result.best_epoch]["held_out_recall@10"] == pytest.approx(after)
-    assert not torch.equal(result.projections.text, start.text)
+    assert not torch.equal(result.state["text_projection.weight"], tiny_model.text_projection.weight)
 
 
-def test_early_stopping_keeps_the_start_when_nothing_helps():
-    image_pooled, text_pooled, targets, start = synthetic_task(1)
+def test_early_stopping_keeps_the_start_when_nothing_helps_and_without_it_the_last_epoch(tiny_model):
+    images, queries, targets = synthetic_task(1)
     rng = np.random.default_rng(2)
-    queries = np.arange(len(targets))
-    noise = rng.choice(len(image_pooled), size=60)  # pairs that are pure noise
-    train = PairSet(text_pooled, queries[:60], noise, np.ones(60))
-    valid = PairSet(text_pooled, queries[60:], targets[60:], np.ones(20))
-    before = held_out_recall(valid, image_pooled, start)
-    result = fine_tune_projections(train, valid, image_pooled, start, logit_scale=10.0, learning_rate=0.01,
-                                   epochs=40, batch_size=32, patience=3)  # fmt: skip
-    assert held_out_recall(valid, image_pooled, result.projections) >= before  # never worse than the start
+    rows = np.arange(len(targets))
+    train = PairSet(rows[:60], rng.choice(len(images), size=60), np.ones(60))  # pure noise
+    valid = PairSet(rows[60:], targets[60:], np.ones(20))
+    heads = TowerHeads(tiny_model, 0)
+    before = recall_with(heads, valid, queries, images)
+    kept = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01, epochs=20,
+                           batch_size=32, patience=3)  # fmt: skip
+    heads.load_model_state(kept.state)
+    assert recall_with(heads, valid, queries, images) >= before  # never worse than the start
+    last = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images, logit_scale=10.0,
+                           learning_rate=0.01, epochs=5, batch_size=32, early_stopping=False)  # fmt: skip
+    assert last.best_epoch == 5 and len(last.history) == 6  # kept the last epoch, whatever it scored
+
+
+def test_the_reference_guard_keeps_only_epochs_that_hold_the_floor(tiny_model):
+    images, queries, targets = synthetic_task(0)
+    rows = np.arange(len(targets))
+    train = PairSet(rows[:60], targets[:60], np.ones(60))
+    valid = PairSet(rows[60:], targets[60:], np.ones(20))
+    options = {"logit_scale": 10.0, "learning_rate": 0.01, "epochs": 12, "batch_size": 32, "patience": 12}
+    # A reference score that falls with every epoch: only epochs 0-3 hold the floor.
+    epochs_seen = []
+
+    def score(heads, vectors):
+        epochs_seen.append(len(epochs_seen))
+        return 1.0 - 0.1 * epochs_seen[-1]
+
+    guarded = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images,
+                              guard=ReferenceGuard(score, floor=0.7), **options)  # fmt: skip
+    assert guarded.best_epoch <= 3
+    assert [h["reference"] for h in guarded.history][:4] == pytest.approx([1.0, 0.9, 0.8, 0.7])
+    free = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images, **options)
+    assert free.best_epoch > 3  # the same run without the guard goes on improving past epoch 3
+    assert free.history[free.best_epoch]["held_out_recall@10"] > guarded.history[guarded.best_epoch][
+        "held_out_recall@10"]  # fmt: skip
+
+
+def test_the_anchor_keeps_what_feedback_is_not_about_in_place(tiny_model):
+    images, queries, targets = synthetic_task(3)
+    rows = np.arange(len(targets))
+    train = PairSet(rows[:60], targets[:60], np.ones(60))
+    valid = PairSet(rows[60:], targets[60:], np.ones(20))
+    untouched = np.setdiff1d(np.arange(len(images)), targets)  # images no pair is about
+
+    def drift(anchor_weight: float) -> float:
+        heads = TowerHeads(tiny_model, 0)
+        start = collection_vectors(heads, images)
+        anchor = Anchor(start, weight=anchor_weight) if anchor_weight else None
+        result = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01,
+                                 epochs=15, batch_size=32, early_stopping=False, anchor=anchor)  # fmt: skip
+        heads.load_model_state(result.state)
+        moved = (collection_vectors(heads, images) * start).sum(-1)[untouched]
+        return float(1 - moved.mean())
+
+    free, anchored = drift(0.0), drift(10.0)
+    assert anchored < free / 2, (anchored, free)
 
 
 def test_the_encoder_gate_both_ways():
