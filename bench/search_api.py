@@ -159,7 +159,10 @@ class Web:
         from searchapp.processes import WEB
 
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
+        # The product's own settings, not this process's: search_latency.setup_django turns the result cache
+        # off for in-process passes, but the API's cached case is what the result cache does.
+        own = ("PROMETHEUS_MULTIPROC_DIR", "LOUPE_RESULT_CACHE_SECONDS")
+        env = {k: v for k, v in os.environ.items() if k not in own}
         env.update(
             DATABASE_URL=settings.DATABASE_URL,
             REDIS_URL=settings.REDIS_URL,
@@ -427,7 +430,6 @@ def main() -> None:
     args.var_dir.mkdir(parents=True, exist_ok=True)
     base.build_full_size_model(model_dir)
     base.setup_django(args.var_dir, model_dir)
-    from django.conf import settings
 
     from feedback.api_keys import issue_key
     from searchapp.versions import serving_version
@@ -464,7 +466,7 @@ def main() -> None:
         "ef_search": args.serve_ef_search,
         "text_channel": not args.no_text_channel,
         "rerank_depth": 100,
-        "result_cache_seconds": settings.LOUPE_RESULT_CACHE_SECONDS,
+        "result_cache_seconds": "product default (60)",
     }
     channel_modes = [False] if args.no_text_channel else [True, False]
     for text_channel in channel_modes:

@@ -214,7 +214,7 @@ def main() -> None:
         by_kind = {}
         for kind in ("search", "click", "rating"):
             seconds = np.asarray([s for _, k, s, _ in log if k == kind]) * 1000
-            quantile = (lambda q, s=seconds: round(float(np.percentile(s, q)), 2) if len(s) else None)  # noqa: E731
+            quantile = lambda q, s=seconds: round(float(np.percentile(s, q)), 2) if len(s) else None  # noqa: E731
             by_kind[kind] = {"requests": int(len(seconds)), "p50_ms": quantile(50), "p99_ms": quantile(99)}
         results = {
             "command": " ".join(sys.argv),

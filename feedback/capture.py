@@ -11,6 +11,7 @@ even when the same user's requests race.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from feedback.identity import Viewer
+from feedback.ids import created_seconds_ago
+from feedback.log_writer import current_writer, flush_queued_logs
 from feedback.models import Click, Impression, Rating, SearchEvent
 from searchapp.errors import Refused
 from searchapp.metrics import counted_feedback
@@ -176,13 +179,40 @@ def _owned_event(viewer: Viewer, event_id: str) -> SearchEvent:
         pk = uuid.UUID(str(event_id))
     except ValueError:
         raise FeedbackError("event_id is not a valid search event id.", field="event_id") from None
-    event = SearchEvent.objects.filter(pk=pk).only("pk", "user_key", "partner_id", "query_text").first()
+    event = _find_event(pk)
     mine = event is not None and (
         event.partner_id == viewer.partner_id if viewer.partner_id is not None else event.user_key == viewer.user_key
     )
     if not mine:
         raise UnknownEvent(f"There is no search event {event_id} of yours.", field="event_id")
     return event
+
+
+def _find_event(pk: uuid.UUID) -> SearchEvent | None:
+    """The event; for one made seconds ago, waiting a moment: its log may still be queued (``feedback.log_writer``).
+
+    (Inside a batch's transaction too: each query of a READ COMMITTED transaction sees what was committed
+    before it began.)
+    """
+    events = SearchEvent.objects.filter(pk=pk).only("pk", "user_key", "partner_id", "query_text")
+    event = events.first()
+    age = created_seconds_ago(pk)
+    wait = settings.LOUPE_EVENT_WAIT_SECONDS
+    if event is not None or age is None or not -1.0 <= age <= wait + 5.0:
+        return event
+    deadline = time.monotonic() + wait
+    while event is None and time.monotonic() < deadline:
+        if _queued_here(pk):
+            flush_queued_logs(timeout=max(0.0, deadline - time.monotonic()))
+        else:
+            time.sleep(0.02)  # perhaps queued in another process: its writer is milliseconds behind
+        event = events.first()
+    return event
+
+
+def _queued_here(pk: uuid.UUID) -> bool:
+    found = current_writer()
+    return found is not None and found.is_pending(pk)
 
 
 def _same_click(existing: Click, event: SearchEvent, given: ClickInput) -> Click:

@@ -55,6 +55,8 @@ class UserKeyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            return self.get_response(request)  # API clients identify their users themselves; no cookies for them
         cookie = request.COOKIES.get(USER_COOKIE, "")
         anonymous_token = cookie if _TOKEN.match(cookie) else ""
         session = request.COOKIES.get(SESSION_COOKIE, "")
@@ -69,8 +71,6 @@ class UserKeyMiddleware:
             request.user_key = f"anon:{anonymous_token}"
         request.loupe_session = session
         response = self.get_response(request)
-        if request.path.startswith("/api/"):
-            return response  # API clients identify their users themselves; no cookies for them
         secure = request.is_secure()
         if new_user:
             response.set_cookie(

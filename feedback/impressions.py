@@ -16,6 +16,8 @@ from contextlib import nullcontext
 from django.db import DatabaseError, connection, transaction
 
 from feedback.identity import Viewer
+from feedback.ids import uuid7
+from feedback.log_writer import writer
 from ranking.features import NAMES as FEATURE_NAMES
 from searchapp.metrics import SEARCH_LOGS
 
@@ -65,9 +67,39 @@ FROM event, jsonb_to_recordset(%(shown)s::jsonb)
 """
 
 
-def record_search(response, viewer: Viewer, *, query_image_id: int | None = None) -> uuid.UUID | None:
-    """Store the event and the list exactly as served; return the event id, or None if it could not be stored."""
-    event_id = uuid.uuid4()
+def record_search(
+    response, viewer: Viewer, *, query_image_id: int | None = None, defer: bool = False
+) -> uuid.UUID | None:
+    """Store the event and the list exactly as served; return the event id, or None if it could not be stored.
+
+    With ``defer`` the write is queued for this process's log writer (``feedback.log_writer``) and the id
+    comes back at once; a write that fails later is counted and logged the same way.
+    """
+    event_id, params = _log_params(response, viewer, query_image_id)
+    if defer and not connection.in_atomic_block:  # inside a transaction the event must be in it
+        writer(write_search_log).submit(event_id, params)
+        return event_id
+    return event_id if write_search_log(params) else None
+
+
+def write_search_log(params: dict) -> bool:
+    """Run the log statement; False (logged and counted) if the database refused it."""
+    try:
+        # Inside a caller's transaction a savepoint keeps a failed write from spoiling it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(RECORD_SQL, params)
+    except DatabaseError:
+        count("failures")
+        SEARCH_LOGS.labels("failed").inc()
+        logger.exception("Could not log search event for %s; the search is answered without it.", params["user_key"])
+        return False
+    count("events")
+    SEARCH_LOGS.labels("stored").inc()
+    return True
+
+
+def _log_params(response, viewer: Viewer, query_image_id: int | None) -> tuple[uuid.UUID, dict]:
+    event_id = uuid7()
     shown = [
         {
             "image_id": hit.image.pk,
@@ -103,15 +135,4 @@ def record_search(response, viewer: Viewer, *, query_image_id: int | None = None
         "latency_ms": response.timings_ms.get("total"),
         "shown": json.dumps(shown),
     }
-    try:
-        # Inside a caller's transaction a savepoint keeps a failed write from spoiling it.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-            cursor.execute(RECORD_SQL, params)
-    except DatabaseError:
-        count("failures")
-        SEARCH_LOGS.labels("failed").inc()
-        logger.exception("Could not log search event for %s; the search is answered without it.", viewer.user_key)
-        return None
-    count("events")
-    SEARCH_LOGS.labels("stored").inc()
-    return event_id
+    return event_id, params

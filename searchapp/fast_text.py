@@ -70,6 +70,39 @@ class OnnxTextTower:
         return np.ascontiguousarray(self._session.run(None, feeds)[0], dtype=np.float32)
 
 
+class OneTextTokenizer:
+    """Tokenises a single text with the fast tokenizer's Rust backend, skipping ``transformers``' batch machinery.
+
+    A search encodes one query, and the ``transformers`` call around the Rust tokenizer costs ~1 ms of
+    Python per query (measured in the search API profile) for what the backend does in microseconds.
+    A private copy of the backend is configured once (truncation to ``max_length``, no padding: one text
+    needs none), so the shared tokenizer's per-call settings are never touched. A test pins its output
+    to the ``transformers`` call.
+    """
+
+    def __init__(self, hf_tokenizer, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        backend = hf_tokenizer.backend_tokenizer
+        self._tokenizer = Tokenizer.from_str(backend.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+
+    @classmethod
+    def for_tokenizer(cls, hf_tokenizer, max_length: int) -> OneTextTokenizer | None:
+        """None for a slow (pure Python) tokenizer, which has no backend to call."""
+        if not getattr(hf_tokenizer, "is_fast", False):
+            return None
+        return cls(hf_tokenizer, max_length)
+
+    def __call__(self, text: str) -> dict[str, np.ndarray]:
+        encoding = self._tokenizer.encode(text)
+        return {
+            "input_ids": np.asarray([encoding.ids], dtype=np.int64),
+            "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
+        }
+
+
 class AcceleratedText:
     """Mixin for encoders with a text tower: ``accelerate_text`` swaps in ONNX Runtime when it matches.
 
@@ -79,12 +112,23 @@ class AcceleratedText:
 
     onnx_kind = "text"
     _fast_text: OnnxTextTower | None = None
+    _one_text: OneTextTokenizer | None = None
 
-    def accelerate_text(self, cache_dir: Path, *, int8: bool = False) -> bool:
-        """Serve text encoding from ONNX Runtime when it matches PyTorch (int8 when asked and close enough)."""
+    def _fast_inputs(self, batch: list[str]) -> dict[str, np.ndarray]:
+        """NumPy tokens for the ONNX session: a single text through the backend tokenizer directly."""
+        if len(batch) == 1 and self._one_text is not None:
+            return self._one_text(batch[0])
+        return self._tokenize(batch, "np")
+
+    def accelerate_text(self, cache_dir: Path, *, int8: bool = False, threads: int = 1) -> bool:
+        """Serve text encoding from ONNX Runtime when it matches PyTorch (int8 when asked and close enough).
+
+        ``threads``: ONNX Runtime intra-op threads. One query is a few tokens: a second thread buys ~0.2 ms
+        and costs a core that PostgreSQL and the other text tower need (docs/performance.md).
+        """
         key = f"{self.onnx_kind}-{self.fingerprint[:24]}"
         self._fast_text = accelerated_text_tower(
-            self._text_tower(), lambda texts: self._tokenize(texts, "np"), key, cache_dir, int8=int8
+            self._text_tower(), lambda texts: self._tokenize(texts, "np"), key, cache_dir, int8=int8, threads=threads
         )
         self.queries.clear()  # vectors cached before came from PyTorch; keep one source
         return self._fast_text is not None
@@ -109,6 +153,7 @@ def accelerated_text_tower(
     cache_dir: Path | None = None,
     *,
     int8: bool = False,
+    threads: int = 1,
 ) -> OnnxTextTower | None:
     """The ONNX Runtime version of ``tower``, checked against eager PyTorch; None when it cannot be used.
 
@@ -126,7 +171,7 @@ def accelerated_text_tower(
         with _export_lock:
             if not path.is_file():
                 _export(tower, tokenize, path)
-        fast = OnnxTextTower(path, torch.get_num_threads())
+        fast = OnnxTextTower(path, threads)
         cosine = min_cosine_to_eager(tower, tokenize, fast, PROBE_TEXTS)
     except Exception as exc:  # noqa: BLE001 - any failure keeps the (correct, slower) eager path
         logger.warning("ONNX text tower %s unavailable (%s: %s); using eager PyTorch.", key, type(exc).__name__, exc)
@@ -135,7 +180,7 @@ def accelerated_text_tower(
         logger.warning("ONNX text tower %s differs from PyTorch (cosine %.5f); using eager PyTorch.", key, cosine)
         return None
     if int8:
-        quantized = _int8_tower(tower, tokenize, path)
+        quantized = _int8_tower(tower, tokenize, path, threads)
         if quantized is not None:
             return quantized
     return fast
@@ -151,14 +196,16 @@ def min_cosine_to_eager(
     return float(np.min(np.sum(eager * fast(probes["input_ids"], probes["attention_mask"]), axis=1)))
 
 
-def _int8_tower(tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path) -> OnnxTextTower | None:
+def _int8_tower(
+    tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path, threads: int
+) -> OnnxTextTower | None:
     """The int8 (dynamically quantised) version of an exported tower, if its vectors stay close to PyTorch's."""
     quantized_path = path.with_name(f"{path.stem}.int8.onnx")
     try:
         with _export_lock:
             if not quantized_path.is_file():
                 _quantize(path, quantized_path)
-        fast = OnnxTextTower(quantized_path, torch.get_num_threads(), precision="int8")
+        fast = OnnxTextTower(quantized_path, threads, precision="int8")
         cosine = min_cosine_to_eager(tower, tokenize, fast, INT8_PROBE_TEXTS)
     except Exception as exc:  # noqa: BLE001 - the fp32 session serves instead
         logger.warning("int8 text tower %s unavailable (%s: %s); serving fp32.", path.stem, type(exc).__name__, exc)

@@ -35,13 +35,16 @@ def reciprocal_rank_fusion(
     candidates: dict[int, FusedCandidate] = {}
     for channel, ranking in rankings.items():
         for rank, image_id in enumerate(ranking, 1):
-            candidates.setdefault(image_id, FusedCandidate(image_id, 0.0)).ranks.setdefault(channel, rank)
+            candidate = candidates.get(image_id)
+            if candidate is None:
+                candidate = candidates[image_id] = FusedCandidate(image_id, 0.0)
+            candidate.ranks.setdefault(channel, rank)
     best = 1.0 / (k + 1)
+    used = [(channel, weights.get(channel, 0.0)) for channel in rankings if weights.get(channel, 0.0) > 0]
     for candidate in candidates.values():
         total_weight = numerator = 0.0
-        for channel in rankings:
-            weight = weights.get(channel, 0.0)
-            if weight <= 0 or not eligible(channel, candidate.image_id):
+        for channel, weight in used:
+            if not eligible(channel, candidate.image_id):
                 continue
             total_weight += weight
             rank = candidate.ranks.get(channel)

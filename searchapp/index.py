@@ -41,7 +41,8 @@ def _with_text_flags(sql: str) -> str:
 
 
 def vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.8g}" for x in np.asarray(vector, dtype=np.float32).ravel()) + "]"
+    """pgvector's text form; 9 significant digits give every float32 back exactly."""
+    return "[" + ",".join([f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).ravel().tolist()]) + "]"
 
 
 def _index_name(table: str, version: EncoderVersion) -> str:
@@ -141,10 +142,18 @@ def _run_nearest(
         knob_params = [str(max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k))]
         if filtered:
             knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT {knobs}", knob_params)
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SELECT {knobs}", knob_params)
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    else:
+        # Two statements in one simple-protocol message run as one implicit transaction, so the knobs
+        # (transaction-local) apply to the query: one round trip instead of BEGIN, SET, query, COMMIT.
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {knobs}; {sql}", [*knob_params, *params])
+            cursor.nextset()
+            rows = cursor.fetchall()
     # relaxed_order may return near-ties slightly out of order: re-sort by the exact distance.
     rows.sort(key=lambda row: row[1])
     return [Neighbour(int(row[0]), 1.0 - float(row[1]), *row[2:]) for row in rows]

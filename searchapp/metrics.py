@@ -128,4 +128,3 @@ def exposition() -> bytes:
     extra.register(TrainingCollector())
     extra.register(ServingCollector())
     return body + generate_latest(extra)
-

@@ -92,21 +92,23 @@ class Image(models.Model):
         return texts[0] if texts else ""
 
     def caption_texts(self) -> list[str]:
-        """The caption texts in order (read once; ``load_caption_texts`` reads many images' in one query)."""
+        """The caption texts in order (read once; ``with_caption_texts`` reads many images' in one query)."""
         texts = getattr(self, "_caption_texts", None)
         if texts is None:
             texts = self._caption_texts = [caption.text for caption in self.captions.all()]
         return texts
 
-    @staticmethod
-    def load_caption_texts(images: list[Image]) -> None:
-        """Caption texts of many images in one query, without building a Caption object per row."""
-        by_image: dict[int, list[str]] = {image.pk: [] for image in images}
-        rows = Caption.objects.filter(image_id__in=list(by_image)).order_by("image_id", "position")
-        for image_id, text in rows.values_list("image_id", "text"):
-            by_image[image_id].append(text)
+    @classmethod
+    def with_caption_texts(cls, ids: list[int]) -> list[Image]:
+        """These images (without their full-text document) and their caption texts, in one query."""
+        from django.contrib.postgres.expressions import ArraySubquery
+        from django.db.models import OuterRef
+
+        texts = Caption.objects.filter(image_id=OuterRef("pk")).order_by("position", "pk").values("text")
+        images = list(cls.objects.filter(pk__in=ids).defer("text_document").annotate(_captions=ArraySubquery(texts)))
         for image in images:
-            image._caption_texts = by_image[image.pk]
+            image._caption_texts = image._captions
+        return images
 
 
 class Caption(models.Model):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from searchapp.encoders import EncoderLoadError, QueryVectorCache, offline_only, unit_rows, weights_fingerprint
-from searchapp.fast_text import AcceleratedText, OnnxTextTower, PooledTextTower, onnx_cache_dir
+from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class SentenceEncoder(AcceleratedText):
         self.is_demo = False
         self._max_tokens = min(getattr(self.tokenizer, "model_max_length", 256) or 256, 256)
         self._fast_text: OnnxTextTower | None = None
+        self._one_text = OneTextTokenizer.for_tokenizer(self.tokenizer, self._max_tokens)
         self.dimension = int(self.encode_texts(["a photo"]).shape[1])
         self.queries = QueryVectorCache(self.encode_texts, query_cache_size)
 
@@ -68,7 +69,7 @@ class SentenceEncoder(AcceleratedText):
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
             if self._fast_text is not None:
-                inputs = self._tokenize(batch, "np")
+                inputs = self._fast_inputs(batch)
                 out.append(self._fast_text(inputs["input_ids"], inputs["attention_mask"]))
                 continue
             inputs = self._tokenize(batch)
@@ -99,8 +100,9 @@ def serving_sentence_encoder() -> SentenceEncoder | None:
                     encoder = SentenceEncoder(
                         settings.LOUPE_TEXT_MODEL, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE
                     )
-                    if settings.LOUPE_ONNX_TEXT:
-                        encoder.accelerate_text(onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8)
+                    from searchapp.versions import accelerate
+
+                    accelerate(encoder)
                     _sentence = encoder
                 except EncoderLoadError as exc:
                     _sentence_failed = True

@@ -25,6 +25,16 @@ def pytest_sessionstart(session) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _search_logs_inline(settings):
+    """Tests run inside a transaction the log writer's own connection cannot see: write logs inline.
+
+    Tests of the deferred path (tests/integration/feedback/test_deferred_log.py) and every test that
+    runs the product in its own processes use the product default, deferred logs.
+    """
+    settings.LOUPE_DEFER_SEARCH_LOG = False
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path_factory):
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
     return settings.MEDIA_ROOT
@@ -98,11 +108,12 @@ def _fresh_serving_configs():
     """Experiments, production configs and rankers by version are cached per process; rows are per test."""
     from ranking.experiments.serving import forget_cached_configs
     from ranking.registry import active_ranker, ranker_versions
-    from searchapp.result_cache import result_cache
+    from searchapp.result_cache import image_cache, result_cache
     from searchapp.versions import forget_other_encoders
 
     def forget() -> None:
         result_cache.forget()
+        image_cache.forget()
         forget_cached_configs()
         ranker_versions.forget()
         active_ranker.forget()

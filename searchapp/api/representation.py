@@ -7,7 +7,9 @@ several milliseconds per search (thousands of field calls), more than the index 
 
 from __future__ import annotations
 
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import HttpRequest
+from django.utils.encoding import filepath_to_uri
 
 from searchapp.models import Image
 
@@ -23,11 +25,20 @@ def timestamp(value) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def media_url(name: str) -> str:
+    """``FieldFile.url`` for the default file-system storage without its ``urljoin`` (our own stored names:
+    relative paths that urljoin would only append); any other storage answers for itself."""
+    storage = default_storage._wrapped if hasattr(default_storage, "_wrapped") else default_storage
+    if type(storage) is FileSystemStorage and storage.base_url is not None:
+        return storage.base_url + filepath_to_uri(name).lstrip("/")
+    return default_storage.url(name)
+
+
 def image_json(image: Image, base: str) -> dict:
     return {
         "id": image.pk,
-        "url": base + image.file.url,
-        "thumbnail_url": base + image.thumbnail.url,
+        "url": base + media_url(image.file.name),
+        "thumbnail_url": base + media_url(image.thumbnail.name),
         "page_url": f"{base}/images/{image.pk}/",
         "width": image.width,
         "height": image.height,

@@ -74,6 +74,34 @@ def test_embedded_postgres_is_shared_and_stops_with_its_last_holder(tmp_path):
     assert check.stdout.read().strip() == "2" and check.wait(60) == 0
 
 
+def test_a_new_cluster_starts_with_its_memory_settings(tmp_path):
+    from searchapp.embedded import tuning_settings
+
+    var_dir = tmp_path / "var"
+    show = (
+        "import django; django.setup()\nfrom django.db import connection\nc = connection.cursor()\n"
+        "c.execute(\"SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'\")\n"
+        "print(f'{c.fetchone()[0]}MB')\n"
+        "for name in ('jit', 'work_mem'):\n"
+        "    c.execute(f'SHOW {name}'); print(c.fetchone()[0])"
+    )
+    process = _python(show, var_dir)
+    shown = process.stdout.read().split()
+    assert process.wait(60) == 0
+    assert shown == [tuning_settings()["shared_buffers"], "off", "16MB"], shown  # not the stock 128MB
+    assert (var_dir / "pg" / "loupe-tuning.conf").is_file()
+    assert _wait_for(lambda: not _postgres_running(var_dir)), "restarting it once must not leave an orphan"
+
+
+def test_tuning_settings_scale_with_memory():
+    from searchapp.embedded import tuning_settings
+
+    small, large = tuning_settings(2 << 30), tuning_settings(256 << 30)
+    assert small["shared_buffers"] == "512MB" and small["effective_cache_size"] == "1024MB"
+    assert large["shared_buffers"] == "8192MB"  # capped: beyond this the OS cache does the job
+    assert small["jit"] == large["jit"] == "off"
+
+
 def test_a_killed_holder_does_not_keep_postgres_alive(tmp_path):
     var_dir = tmp_path / "var"
     victim = _python(hold_db(60), var_dir)

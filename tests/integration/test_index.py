@@ -86,3 +86,23 @@ def test_broad_tag_filter_through_iterative_hnsw_keeps_recall(vectors_in_db, set
     results = nearest_images(version, queries[0], k=10, tags=("common",))
     assert len(results) == 10 and all(mask[list(ids).index(n.id)] for n in results)
     assert recall(version, ids, data, queries, tags=("common",), mask=mask) >= 0.95
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_one_round_trip_finds_the_same_and_leaks_no_setting(vectors_in_db, settings):
+    """Out of any transaction the knobs and the query go as one message (one implicit transaction)."""
+    from django.db import transaction
+
+    version, ids, data, queries, _ = vectors_in_db
+    settings.LOUPE_HNSW_EF_SEARCH = 77
+    assert not connection.in_atomic_block
+    outside = [[n.id for n in nearest_images(version, q, k=10)] for q in queries[:10]]
+    with transaction.atomic():
+        inside = [[n.id for n in nearest_images(version, q, k=10)] for q in queries[:10]]
+    assert outside == inside
+    assert recall(version, ids, data, queries[:10]) >= 0.9
+    with connection.cursor() as cursor:  # the transaction-local knobs ended with their message
+        cursor.execute("SHOW enable_sort")
+        assert cursor.fetchone()[0] == "on"
+        cursor.execute("SHOW hnsw.ef_search")
+        assert cursor.fetchone()[0] == "40"  # pgvector's default, not the 77 the searches ran with

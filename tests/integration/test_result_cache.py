@@ -68,3 +68,24 @@ def test_off_means_off(service, collection, settings):
     service.search(SearchRequest(text="a test picture", page_size=5), ALICE)
     assert not service.search(SearchRequest(text="a test picture", page_size=5), ALICE).cached
     assert len(result_cache) == 0
+
+
+def test_page_images_come_from_memory_within_the_time_to_live(service, collection, cache_on, django_assert_num_queries):
+    from searchapp.models import Caption, Image
+    from searchapp.result_cache import image_cache, page_images
+
+    image_cache.forget()
+    wanted = [image.pk for image in collection[:4]]
+    first = page_images(wanted, Image.with_caption_texts)
+    assert sorted(first) == sorted(wanted) and first[wanted[0]].caption_texts() == list(
+        Caption.objects.filter(image_id=wanted[0]).order_by("position").values_list("text", flat=True))  # fmt: skip
+    with django_assert_num_queries(0):
+        again = page_images(wanted, Image.with_caption_texts)  # all four from memory
+    assert again[wanted[0]] is first[wanted[0]]
+    with django_assert_num_queries(1):
+        page_images([*wanted, collection[5].pk], Image.with_caption_texts)  # one query for the one not seen yet
+    cache_on.LOUPE_RESULT_CACHE_SECONDS = 0  # caches off: every page reads its rows again
+    Caption.objects.filter(image_id=wanted[0], position=0).update(text="edited caption")
+    with django_assert_num_queries(1):
+        fresh = page_images(wanted, Image.with_caption_texts)
+    assert "edited caption" in fresh[wanted[0]].caption_texts()

@@ -71,7 +71,7 @@ def test_run_starts_everything_with_demo_data_and_stops_cleanly(tmp_path):
         assert ready["status"] == "ready" and ready["checks"]["broker"]["ok"], ready
         metrics = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
         assert 'loupe_search_seconds_count{kind="text",outcome="served"} 2.0' in metrics, metrics[:2000]
-        assert 'loupe_encoder_demo 1.0' in metrics  # the demo model serves: an operator must see it
+        assert "loupe_encoder_demo 1.0" in metrics  # the demo model serves: an operator must see it
         assert any((var_dir / "prometheus").glob("*.db"))
         assert _wait_for(lambda: "beat: Starting" in Path(log.name).read_text(), 60)
         assert _wait_for(lambda: "ready." in Path(log.name).read_text(), 60), "the Celery worker did not start"

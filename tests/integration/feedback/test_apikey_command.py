@@ -5,7 +5,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from feedback.api_keys import find_key
+from feedback.api_keys import authenticated_use
 from feedback.models import ApiKey
 
 pytestmark = pytest.mark.django_db
@@ -19,12 +19,12 @@ def run(*args) -> str:
 
 def test_create_list_revoke():
     plaintext = run("create", "Acme", "--scopes", "search,ingest", "--per-minute", "30").strip()
-    key = find_key(plaintext)
+    key = authenticated_use(plaintext)
     assert key is not None and key.scopes == ["ingest", "search"] and key.requests_per_minute == 30
     listing = run("list")
     assert key.prefix in listing and "Acme" in listing and plaintext not in listing
     run("revoke", key.prefix)
-    assert find_key(plaintext) is None and ApiKey.objects.get().revoked_at is not None
+    assert authenticated_use(plaintext) is None and ApiKey.objects.get().revoked_at is not None
 
 
 @pytest.mark.parametrize("args", [("create", "x", "--scopes", "admin"), ("create", "x", "--scopes", ""),

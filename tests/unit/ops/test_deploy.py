@@ -73,7 +73,7 @@ def test_nginx_serves_media_from_where_the_app_stores_it(compose):
     var_dir = compose["x-app"]["environment"].get("LOUPE_VAR_DIR", "/var/lib/loupe")
     assert f"alias {var_dir}/media/;" in conf
     assert "ENV PYTHONUNBUFFERED=1" in (ROOT / "Dockerfile").read_text()
-    assert 'LOUPE_VAR_DIR=/var/lib/loupe' in (ROOT / "Dockerfile").read_text()
+    assert "LOUPE_VAR_DIR=/var/lib/loupe" in (ROOT / "Dockerfile").read_text()
 
 
 def test_the_image_starts_the_web_process_by_default():

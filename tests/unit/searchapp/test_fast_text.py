@@ -64,3 +64,19 @@ def test_int8_that_misses_the_bar_falls_back_to_fp32(tmp_path, monkeypatch):
     assert encoder.text_runtime == "onnxruntime"
     assert np.min(np.sum(encoder.encode_texts(TEXTS) * Encoder(str(settings.LOUPE_CLIP_MODEL)).encode_texts(TEXTS),
                          axis=1)) > 0.999  # fmt: skip
+
+
+ONE_TEXTS = [*TEXTS, "Café crème, naïve façade — 東京 🐶", "   spaced    out   ", "NOT a CAT!!!", "word " * 300]
+
+
+@pytest.mark.parametrize("load", [lambda: Encoder(str(settings.LOUPE_CLIP_MODEL)),
+                                  lambda: SentenceEncoder(settings.LOUPE_TEXT_MODEL)])  # fmt: skip
+def test_the_one_text_tokenizer_gives_what_transformers_gives(load):
+    encoder = load()
+    assert encoder._one_text is not None
+    for text in ONE_TEXTS:
+        expected = encoder._tokenize([text], "np")
+        found = encoder._one_text(text)
+        assert np.array_equal(found["input_ids"], expected["input_ids"]), text
+        assert np.array_equal(found["attention_mask"], expected["attention_mask"]), text
+    assert encoder._one_text("word " * 300)["input_ids"].shape[1] <= encoder.tokenizer.model_max_length
