@@ -35,7 +35,7 @@ from searchapp.result_cache import page_images, result_cache
 from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
 from searchapp.tags import clean_tags
 from searchapp.text_channels import start_text_channels
-from searchapp.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version
+from searchapp.versions import EncoderInfo, encoder_info, sentence_version, service_encoder_choice, serving_version
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +245,11 @@ class SearchService:
         kind = request.kind
         # One result past the page tells whether a next page exists without counting them all. With
         # text channels every channel goes LOUPE_CHANNEL_DEPTH deep (whole multiples of it), so that
-        # the fused order of the first pages does not change from page to page.
+        # the fused order of the first pages does not change from page to page. Reranking takes CLIP
+        # deeper (its top ``rerank_depth``), not the text channels: they bring their best matches for the
+        # page's depth (50 on a first page), whose fusion weight beats CLIP's deep ranks anyway.
         depth = min(settings.LOUPE_MAX_CANDIDATES, page * page_size + 1)
+        text_depth = depth
         fusing = kind == "text" and settings.LOUPE_TEXT_CHANNEL
         serving_ranker = plan.ranker if kind == "text" else None
         if serving_ranker is not None or plan.teams is not None:
@@ -257,15 +260,17 @@ class SearchService:
         if fusing:
             step = settings.LOUPE_CHANNEL_DEPTH
             depth = max(depth, step * -(-depth // step))
+            text_depth = step * -(-text_depth // step)
         key = None
         # Interleaved lists are drawn per user: never shared. Deep pages are rare and their orders large.
         if kind == "text" and plan.teams is None and depth <= result_cache.max_depth:
-            key = (self.version.pk, query_key(text), tags, depth, fusing, plan.rerank_depth,
+            key = (self.version.pk, query_key(text), tags, depth, text_depth if fusing else 0,
+                   self._fusion_weights() if fusing else (), plan.rerank_depth,
                    serving_ranker.version.pk if serving_ranker is not None else None,
                    request.min_score, request.max_relative_drop, plan.min_score, plan.max_relative_drop)  # fmt: skip
         order = result_cache.get(key) if key is not None else None
         if order is None:
-            order = self._order(request, text, tags, depth, fusing, serving_ranker, plan, viewer)
+            order = self._order(request, text, tags, depth, text_depth if fusing else 0, serving_ranker, plan, viewer)
             if key is not None:
                 result_cache.put(key, order)
         ranked, computed, teams, vector = order.ranked, order.computed, order.teams, order.vector
@@ -348,7 +353,7 @@ class SearchService:
         text: str,
         tags: tuple[str, ...],
         depth: int,
-        fusing: bool,
+        text_depth: int,
         serving_ranker,
         plan: ServingPlan,
         viewer: Viewer | None,
@@ -356,8 +361,9 @@ class SearchService:
         """Encode, retrieve (CLIP and the text channels), fuse, then rerank or interleave: the served order."""
         started = time.perf_counter()
         kind = request.kind
+        fusing = text_depth > 0
         if fusing:
-            text_channels = start_text_channels(text, depth, tags)  # runs while CLIP encodes
+            text_channels = start_text_channels(text, text_depth, tags)  # runs while CLIP encodes
         exclude: list[int] = []
         if kind == "similar":
             vector = self._stored_vector(request.image_id)
@@ -403,6 +409,12 @@ class SearchService:
             retrieve_seconds=retrieved - encoded,
             rank_seconds=time.perf_counter() - retrieved,
         )
+
+    def _fusion_weights(self) -> tuple[float, ...]:
+        """The weights the fusion will use: a calibration that changes them is a new cache key at once."""
+        _, text_version = sentence_version()
+        caption = text_version.channel_weight if text_version is not None else 0.0
+        return self.version.channel_weight, caption, settings.LOUPE_FTS_WEIGHT
 
     @staticmethod
     def _fuse(rankings: dict[str, list[Neighbour]], weights: dict, clip_cosines: dict[int, float]) -> list[Candidate]:

@@ -153,12 +153,10 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
         encoder = load_encoder(base)
         heads = TowerHeads(encoder.model, options.layers, options.text_layers)
-        heads.text_projection.requires_grad_(options.train_text)
-        heads.text_blocks.requires_grad_(options.train_text)
-        heads.text_norm.requires_grad_(options.train_text)
-        heads.visual_projection.requires_grad_(options.train_image)
-        heads.vision_blocks.requires_grad_(options.train_image)
-        heads.vision_norm.requires_grad_(options.train_image)
+        for part in (heads.text_projection, heads.text_blocks, heads.text_norm):
+            part.requires_grad_(options.train_text)
+        for part in (heads.visual_projection, heads.vision_blocks, heads.vision_norm):
+            part.requires_grad_(options.train_image)
         _update(run, "caching image tower inputs")
         image_ids, images = image_inputs(encoder, heads.vision_layers,
                                          lambda done, total: _update(run, "caching image tower inputs",
@@ -237,28 +235,41 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             why += " (no reference captions in the collection: forgetting was not checked)"
         if not passed:
             return _finish(run, FineTuneRun.Outcome.REFUSED, f"Refused: {why}.", metrics)
-        final = interpolate(start, tuned.state, alpha)
-        heads.load_model_state(final)
-        _update(run, "writing the new version")
-        version, vision_tower = write_version(base, encoder, final, run)
-        run.result = version
-        run.save(update_fields=["result"])
-        _update(run, "re-embedding the collection")
-        reembedded_at = time.perf_counter()
-        with torch.no_grad():
-            pooled = torch.cat([heads.image_pooled(images[s : s + 1024]) for s in range(0, len(images), 1024)]).numpy()
-        if vision_tower != encoder.vision_tower_fingerprint:  # vision blocks changed: cache the new outputs
-            store_tower_outputs(vision_tower, image_ids, pooled)
-        reproject_collection(version, image_ids, pooled, heads.visual_projection.weight.detach())
-        timings["reembed_s"] = time.perf_counter() - reembedded_at
-        _update(run, "embedding captions and building the index")
-        finish_version(version)
-        metrics["timings"] = timings
+        heads.load_model_state(interpolate(start, tuned.state, alpha))
+        version = _build_version(run, base, encoder, heads, image_ids, images, timings)
         return _finish(run, FineTuneRun.Outcome.PROMOTED,
                        f"{version} ready: {why}, alpha {alpha}.", metrics)  # fmt: skip
     except Exception as exc:
         logger.exception("Fine-tuning failed")
         return _finish(run, FineTuneRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _build_version(
+    run: FineTuneRun,
+    base: EncoderVersion,
+    encoder: Encoder,
+    heads: TowerHeads,
+    image_ids: np.ndarray,
+    images: torch.Tensor,
+    timings: dict[str, float],
+) -> EncoderVersion:
+    """The passing weights (loaded in ``heads``) become a version: folder, vectors, captions, index, ready."""
+    _update(run, "writing the new version")
+    version, vision_tower = write_version(base, encoder, heads.model_state(), run)
+    run.result = version
+    run.save(update_fields=["result"])
+    _update(run, "re-embedding the collection")
+    reembedded_at = time.perf_counter()
+    with torch.no_grad():
+        pooled = torch.cat([heads.image_pooled(images[s : s + 1024]) for s in range(0, len(images), 1024)]).numpy()
+    if vision_tower != encoder.vision_tower_fingerprint:  # vision blocks changed: cache the new outputs
+        store_tower_outputs(vision_tower, image_ids, pooled)
+    reproject_collection(version, image_ids, pooled, heads.visual_projection.weight.detach())
+    timings["reembed_s"] = time.perf_counter() - reembedded_at
+    _update(run, "embedding captions and building the index")
+    finish_version(version)
+    run.metrics["timings"] = timings
+    return version
 
 
 def _trained(heads: TowerHeads) -> str:

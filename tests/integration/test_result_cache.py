@@ -89,3 +89,14 @@ def test_page_images_come_from_memory_within_the_time_to_live(service, collectio
     with django_assert_num_queries(1):
         fresh = page_images(wanted, Image.with_caption_texts)
     assert "edited caption" in fresh[wanted[0]].caption_texts()
+
+
+def test_new_fusion_weights_are_a_new_key(service, collection, cache_on):
+    """A calibration (or the evaluation's equal-weights pass) must not be answered with the old weights' order."""
+    first = service.search(SearchRequest(text="caption 3 of a test picture", page_size=5), ALICE)
+    service.version.fusion_weight = 0.0 if service.version.channel_weight else 1.0
+    reweighted = service.search(SearchRequest(text="caption 3 of a test picture", page_size=5), ALICE)
+    assert not first.cached and not reweighted.cached
+    assert reweighted.channel_weights["clip"] != first.channel_weights["clip"]
+    again = service.search(SearchRequest(text="caption 3 of a test picture", page_size=5), BOB)
+    assert again.cached and ids(again) == ids(reweighted)

@@ -63,3 +63,18 @@ def test_an_old_or_unknown_event_is_refused_at_once(service, collection, deferre
         with pytest.raises(UnknownEvent):
             record_click(BOB, ClickInput(str(made_up), collection[0].pk, 1, f"x-{made_up.hex[:8]}"))
         assert time.monotonic() - started < 0.5  # no waiting for an event that cannot be queued
+
+
+def test_stopping_the_writer_writes_what_is_queued(service, collection, deferred, monkeypatch):
+    """What a normal exit runs (atexit): every queued log is written before the process ends."""
+    import feedback.impressions as impressions
+    from feedback import log_writer
+
+    slow = impressions.write_search_log
+    monkeypatch.setattr(impressions, "write_search_log", lambda params: (time.sleep(0.05), slow(params))[1])
+    stop_writer()
+    monkeypatch.setattr(log_writer, "_writers", {})
+    ids = [service.search(SearchRequest(text=f"a test picture {n}", page_size=4), BOB).event_id for n in range(5)]
+    assert SearchEvent.objects.filter(pk__in=ids).count() < 5  # still queued
+    stop_writer()
+    assert SearchEvent.objects.filter(pk__in=ids).count() == 5
