@@ -283,9 +283,10 @@ CELERY_BEAT_SCHEDULE = {
 # Training runs on its own queue (a worker started with -Q training), so a long fine-tune never delays
 # embedding new uploads or refreshing summaries.
 CELERY_TASK_ROUTES = {"loupe.finetune_encoder": {"queue": "training"}}
-# What an encoder fine-tune trains: 0 = the two projections only (cheap on CPU: ViT-B/32 in about a
-# minute for 10,000 pairs); n = also the last n blocks of each tower, over cached hidden states (more
-# capacity, ~77 KB of cache per image for ViT-B/32). See docs/finetuning.md.
+# What an encoder fine-tune trains: 0 = the two projections only (cheap on CPU: ViT-B/32 in about two
+# minutes for 10,000 pairs); n = also the last n blocks of each tower, over cached hidden states (more
+# capacity, ~77 KB of cache per image for ViT-B/32, but ~17 min an epoch at full size on 2 CPU cores;
+# training has no GPU path yet). See docs/finetuning.md.
 LOUPE_FINETUNE_LAYERS = env.int("LOUPE_FINETUNE_LAYERS", default=0)
 # The examination prior 1 / position^exponent, used where the swap slice has not measured the curve yet
 # (and below its deepest position). 1 is the usual prior for ranked lists.
