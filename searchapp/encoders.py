@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower
+from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower, accelerate
 
 logger = logging.getLogger(__name__)
 
@@ -300,8 +300,6 @@ def serving_encoder() -> EncoderChoice:
                     allow_fallback=settings.LOUPE_ENCODER_FALLBACK,
                     query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE,
                 )
-                from searchapp.versions import accelerate
-
                 accelerate(choice.encoder)
                 _choice = choice
     return _choice

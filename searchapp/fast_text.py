@@ -146,6 +146,16 @@ def onnx_cache_dir() -> Path:
     return Path(settings.VAR_DIR) / "onnx"
 
 
+def accelerate(encoder: AcceleratedText) -> None:
+    """Serve the encoder's text tower with ONNX Runtime, as the settings say (exported once per weights)."""
+    from django.conf import settings
+
+    if settings.LOUPE_ONNX_TEXT:
+        encoder.accelerate_text(
+            onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8, threads=settings.LOUPE_TEXT_TOWER_THREADS
+        )
+
+
 def accelerated_text_tower(
     tower: PooledTextTower,
     tokenize: Callable[[list[str]], dict],

@@ -34,8 +34,8 @@ from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.result_cache import page_images, result_cache
 from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
 from searchapp.tags import clean_tags
-from searchapp.text_channels import start_text_channels
-from searchapp.versions import EncoderInfo, encoder_info, sentence_version, service_encoder_choice, serving_version
+from searchapp.text_channels import channel_weights, start_text_channels
+from searchapp.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version
 
 logger = logging.getLogger(__name__)
 
@@ -412,9 +412,7 @@ class SearchService:
 
     def _fusion_weights(self) -> tuple[float, ...]:
         """The weights the fusion will use: a calibration that changes them is a new cache key at once."""
-        _, text_version = sentence_version()
-        caption = text_version.channel_weight if text_version is not None else 0.0
-        return self.version.channel_weight, caption, settings.LOUPE_FTS_WEIGHT
+        return self.version.channel_weight, *channel_weights()
 
     @staticmethod
     def _fuse(rankings: dict[str, list[Neighbour]], weights: dict, clip_cosines: dict[int, float]) -> list[Candidate]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from searchapp.encoders import EncoderLoadError, QueryVectorCache, offline_only, unit_rows, weights_fingerprint
-from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower
+from searchapp.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower, accelerate
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,6 @@ def serving_sentence_encoder() -> SentenceEncoder | None:
                     encoder = SentenceEncoder(
                         settings.LOUPE_TEXT_MODEL, query_cache_size=settings.LOUPE_QUERY_CACHE_SIZE
                     )
-                    from searchapp.versions import accelerate
-
                     accelerate(encoder)
                     _sentence = encoder
                 except EncoderLoadError as exc:

@@ -53,6 +53,13 @@ def caption_channel(text: str, depth: int, tags: Sequence[str]) -> tuple[list[Ne
 CHANNELS: dict[str, Callable] = {"fts": full_text_channel, "caption": caption_channel}
 
 
+def channel_weights() -> tuple[float, float]:
+    """(full-text, caption) fusion weights as the channels above give them now: part of a cached order's key,
+    so a calibration that changes one is a new key at once."""
+    _, text_version = sentence_version()
+    return settings.LOUPE_FTS_WEIGHT, (text_version.channel_weight if text_version is not None else 0.0)
+
+
 def _collect(results: dict[str, tuple[list[Neighbour], float] | None]) -> TextChannels:
     channels = TextChannels()
     for name, result in results.items():

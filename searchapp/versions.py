@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from searchapp.encoders import DEMO_NOTICE, EncoderChoice, serving_encoder
+from searchapp.fast_text import accelerate
 from searchapp.models import EncoderVersion
 
 logger = logging.getLogger(__name__)
@@ -128,18 +129,6 @@ def _load_other(version: EncoderVersion) -> EncoderChoice | None:
         return None
     accelerate(encoder)  # the same text runtime as the configured model (its export was made when it was built)
     return EncoderChoice(encoder, version.model_ref)
-
-
-def accelerate(encoder) -> None:
-    """Serve the encoder's text tower with ONNX Runtime, as the settings say (exported once per weights)."""
-    from django.conf import settings
-
-    from searchapp.fast_text import onnx_cache_dir
-
-    if settings.LOUPE_ONNX_TEXT:
-        encoder.accelerate_text(
-            onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8, threads=settings.LOUPE_TEXT_TOWER_THREADS
-        )
 
 
 def forget_other_encoders() -> None:

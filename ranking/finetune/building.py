@@ -26,7 +26,8 @@ from django.conf import settings
 from django.db import transaction
 
 from searchapp.encoders import MODEL_CARD_FILE, Encoder, weights_fingerprint
-from searchapp.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
+from searchapp.fast_text import accelerate
+from searchapp.models import EncoderVersion, ImageEmbedding
 
 logger = logging.getLogger(__name__)
 BATCH = 2000
@@ -75,15 +76,6 @@ def write_version(
     return version, vision_tower
 
 
-def store_tower_outputs(tower: str, image_ids: np.ndarray, pooled: np.ndarray) -> None:
-    """Cache pooled vision outputs under ``tower`` (the new version's vision fingerprint), in batches."""
-    for start in range(0, len(image_ids), BATCH):
-        chunk = zip(image_ids[start : start + BATCH], pooled[start : start + BATCH], strict=True)
-        rows = [ImageTowerOutput(image_id=int(pk), tower=tower, pooled=vector) for pk, vector in chunk]
-        with transaction.atomic():
-            ImageTowerOutput.objects.bulk_create(rows, ignore_conflicts=True)
-
-
 def reproject_collection(version: EncoderVersion, image_ids: np.ndarray, pooled: np.ndarray, projection) -> int:
     """Image vectors of ``version`` from pooled tower outputs: one matrix product, batched upserts."""
     vectors = project(pooled, projection)
@@ -101,8 +93,6 @@ def reproject_collection(version: EncoderVersion, image_ids: np.ndarray, pooled:
 def finish_version(version: EncoderVersion) -> None:
     """Embed what re-projection did not cover (captions, images without a cached output), export the text
     tower for ONNX Runtime (so the web processes that serve it only load the file), index, mark ready."""
-    from searchapp.versions import accelerate
-
     encoder = Encoder(version.model_ref, local_files_only=True)
     embed_collection_for(encoder, version)
     accelerate(encoder)

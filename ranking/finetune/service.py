@@ -30,13 +30,13 @@ from django.utils import timezone
 from ranking.finetune.building import (
     finish_version,
     reproject_collection,
-    store_tower_outputs,
     write_version,
 )
 from ranking.finetune.heads import TowerHeads
 from ranking.finetune.pairs import Pair, RelevanceSettings, windowed_pairs
 from ranking.finetune.reference import reference_split
 from ranking.finetune.tower_inputs import image_inputs, text_inputs
+from ranking.finetune.towers import store_tower_outputs
 from ranking.finetune.training import (
     Anchor,
     PairSet,

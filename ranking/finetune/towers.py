@@ -8,7 +8,7 @@ alone, so every projection-only fine-tune of the same tower shares them) and fil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +34,20 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
         kept, opened = open_stored(batch)
         if opened:
             pooled = encoder.encode_images_with_pooled(opened)[1]  # the embedding path's own tower pass
-            rows = [ImageTowerOutput(image_id=pk, tower=tower, pooled=v) for pk, v in zip(kept, pooled, strict=True)]
-            with transaction.atomic():
-                ImageTowerOutput.objects.bulk_create(rows, ignore_conflicts=True)
+            store_tower_outputs(tower, kept, pooled)
         done += len(batch)
         if progress:
             progress(done, total)
     return tower
+
+
+def store_tower_outputs(tower: str, image_ids: Sequence[int], pooled: np.ndarray, *, batch: int = 2000) -> None:
+    """Cache pooled vision outputs under ``tower`` (a vision tower's fingerprint), a transaction per batch."""
+    for start in range(0, len(image_ids), batch):
+        chunk = zip(image_ids[start : start + batch], pooled[start : start + batch], strict=True)
+        rows = [ImageTowerOutput(image_id=int(pk), tower=tower, pooled=vector) for pk, vector in chunk]
+        with transaction.atomic():
+            ImageTowerOutput.objects.bulk_create(rows, ignore_conflicts=True)
 
 
 def open_stored(rows: list[tuple[int, str]]) -> tuple[list[int], list[PILImage.Image]]:
