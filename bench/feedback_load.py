@@ -45,7 +45,7 @@ def fresh_var_dir(var_dir: Path) -> None:
 def attach_django(var_dir: Path) -> None:
     """Set Django up in this process against the benchmark's var folder (its embedded PostgreSQL)."""
     os.environ["LOUPE_VAR_DIR"] = str(var_dir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -38,15 +38,15 @@ def top_up_images(target: int) -> int:
     """Caltech 101 + coco_mini, then generated images up to ``target``."""
     from PIL import Image as PILImage
 
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image, ingest_items
-    from searchapp.ingestion.sources import folder_items
-    from searchapp.models import Image
+    from collection.images import read_image
+    from collection.ingestion.service import add_image, ingest_items
+    from collection.ingestion.sources import folder_items
+    from collection.models import Image
 
     if Image.objects.count() < target:
         ingest_items(list(folder_items(bench.CALTECH, folder_tags=False)))
         coco = bench.SHARED / "datasets" / "coco_mini"
-        from searchapp.ingestion.sources import coco_items
+        from collection.ingestion.sources import coco_items
 
         for split in ("train2017", "val2017"):
             items = [i for i in coco_items(coco / "annotations" / f"captions_{split}.json") if i.path.is_file()]
@@ -69,8 +69,8 @@ def feedback_rows(pairs: int, queries: int, version) -> None:
     """``pairs`` clicks over ``queries`` query texts, each in its own event showing 10 random images."""
     import uuid
 
+    from collection.models import Image
     from feedback.models import Click, Impression, SearchEvent
-    from searchapp.models import Image
 
     if Click.objects.count() >= pairs:
         return
@@ -112,13 +112,13 @@ def main() -> None:
     bench.setup_django(args.var_dir, model_dir)
     import torch
 
+    from collection.embedding import embed_everything_missing
+    from collection.models import EncoderVersion, ImageEmbedding
+    from collection.versions import serving_version
     from ranking.finetune.building import reproject_collection
     from ranking.finetune.service import FineTuneSettings, fine_tune
     from ranking.finetune.tower_inputs import image_inputs
     from ranking.finetune.towers import cached_image_pooled
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.models import EncoderVersion, ImageEmbedding
-    from searchapp.versions import serving_version
 
     choice, version = serving_version()
     encoder = choice.encoder

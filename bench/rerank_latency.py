@@ -31,16 +31,16 @@ def main() -> None:
     os.environ["LOUPE_VAR_DIR"] = str(args.var_dir)
     os.environ["LOUPE_CLIP_MODEL"] = str(args.var_dir / "models" / "tiny-clip")
     os.environ["LOUPE_TEXT_CHANNEL"] = "false"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
     from django.conf import settings
 
+    from collection.models import Image
     from ranking.models import RankerVersion
     from ranking.registry import active_ranker, promote
-    from searchapp.models import Image
     from searchapp.search import SearchRequest, SearchService
 
     settings.LOUPE_RANKER_CHECK_SECONDS = 3600

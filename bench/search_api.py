@@ -89,7 +89,7 @@ def text_encoding(model_dir: Path, texts: list[str]) -> dict:
     """Eager fp32 transformers vs ONNX Runtime fp32 vs int8, one query at a time, as search encodes."""
     import tempfile
 
-    from searchapp.encoders import Encoder
+    from collection.encoders import Encoder
 
     def timed(encoder) -> tuple[list[float], np.ndarray]:
         for text in texts[:10]:
@@ -124,7 +124,7 @@ def recall_by_ef_search(version, query_vectors: np.ndarray, ef_values: list[int]
     """ANN recall@10 against an exact scan, and the index query's own latency, per ef_search."""
     from django.conf import settings
 
-    from searchapp.index import nearest_images
+    from collection.index import nearest_images
 
     exact = [[n.id for n in nearest_images(version, v, k=10, exact=True)] for v in query_vectors]
     rows = {}
@@ -156,6 +156,7 @@ class Web:
     def __init__(self, var_dir: Path, model_dir: Path, workers: int, ef_search: int) -> None:
         from django.conf import settings
 
+        from core.embedded_postgres.base import database_url
         from searchapp.processes import WEB
 
         self.port = free_port()
@@ -164,7 +165,7 @@ class Web:
         own = ("PROMETHEUS_MULTIPROC_DIR", "LOUPE_RESULT_CACHE_SECONDS")
         env = {k: v for k, v in os.environ.items() if k not in own}
         env.update(
-            DATABASE_URL=settings.DATABASE_URL,
+            DATABASE_URL=database_url(settings.DATABASES["default"]),
             REDIS_URL=settings.REDIS_URL,
             LOUPE_VAR_DIR=str(var_dir),
             LOUPE_CLIP_MODEL=str(model_dir),
@@ -172,7 +173,7 @@ class Web:
             LOUPE_HNSW_EF_SEARCH=str(ef_search),
             LOUPE_EXPERIMENT_CHECK_SECONDS="1",
             LOUPE_LOG_LEVEL="WARNING",
-            DJANGO_SETTINGS_MODULE="searchapp.settings",
+            DJANGO_SETTINGS_MODULE="config.settings",
         )
         self.log = (var_dir / "bench-web.log").open("w")
         self.process = subprocess.Popen(
@@ -431,8 +432,8 @@ def main() -> None:
     base.build_full_size_model(model_dir)
     base.setup_django(args.var_dir, model_dir)
 
+    from collection.versions import serving_version
     from feedback.api_keys import issue_key
-    from searchapp.versions import serving_version
 
     choice, version = serving_version()
     results: dict = {

@@ -39,7 +39,7 @@ def setup_django(var_dir: Path, model_dir: Path) -> None:
     os.environ["LOUPE_ENCODER_FALLBACK"] = "false"
     # This benchmark measures the search pipeline itself: no whole-order reuse between its passes.
     os.environ["LOUPE_RESULT_CACHE_SECONDS"] = "0"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -71,9 +71,9 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 
 def ingest_real_images(count: int) -> dict:
-    from searchapp.ingestion.service import ingest_items
-    from searchapp.ingestion.sources import folder_items
-    from searchapp.models import Image
+    from collection.ingestion.service import ingest_items
+    from collection.ingestion.sources import folder_items
+    from collection.models import Image
 
     have = Image.objects.count()
     if have >= count:
@@ -94,8 +94,8 @@ def ingest_real_images(count: int) -> dict:
 
 
 def embed_real_images(encoder, version) -> dict:
-    from searchapp.embedding import embed_images, images_to_embed
-    from searchapp.models import Image
+    from collection.embedding import embed_images, images_to_embed
+    from collection.models import Image
 
     real = Image.objects.exclude(source="bench-synthetic")
     pending = images_to_embed(version, images=real).count()
@@ -152,8 +152,8 @@ def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: i
     """
     from django.db import connection
 
-    from searchapp.index import ensure_hnsw_indexes
-    from searchapp.models import EncoderVersion, Image, ImageEmbedding
+    from collection.index import ensure_hnsw_indexes
+    from collection.models import EncoderVersion, Image, ImageEmbedding
 
     name = f"bench-mixture-{size}"
     if fill is not None:
@@ -211,7 +211,7 @@ def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: i
 
 def load_vectors(version) -> tuple[np.ndarray, np.ndarray]:
     """All of a version's vectors, streamed into one preallocated array (1M x 512 is 2 GB)."""
-    from searchapp.models import ImageEmbedding
+    from collection.models import ImageEmbedding
 
     rows = ImageEmbedding.objects.filter(encoder_version=version)
     count = rows.count()
@@ -238,7 +238,7 @@ def measure_size(
     """The CLIP path of search (the text channel is measured on its own in measure_text_channel)."""
     from django.conf import settings
 
-    from searchapp.index import nearest_images
+    from collection.index import nearest_images
     from searchapp.search import SearchRequest, SearchService
 
     settings.LOUPE_TEXT_CHANNEL = False
@@ -308,10 +308,10 @@ def add_captions_everywhere(seed: int = 0) -> dict:
     from django.conf import settings
     from django.db import connection
 
-    from searchapp.index import ensure_hnsw_indexes
-    from searchapp.models import Caption, CaptionEmbedding, Image
-    from searchapp.text_index import refresh_lexeme_stats
-    from searchapp.versions import sentence_version
+    from collection.index import ensure_hnsw_indexes
+    from collection.models import Caption, CaptionEmbedding, Image
+    from collection.text_index import refresh_lexeme_stats
+    from collection.versions import sentence_version
 
     settings.LOUPE_TEXT_CHANNEL = True
     sentence_encoder, text_version = sentence_version()
@@ -373,8 +373,8 @@ def measure_text_channel(choice, version, texts: list[str]) -> dict:
     """
     from django.conf import settings
 
+    from collection.versions import sentence_version
     from searchapp.search import SearchRequest, SearchService
-    from searchapp.versions import sentence_version
 
     service = SearchService(choice, version)
     sentence_encoder, _ = sentence_version()
@@ -511,7 +511,7 @@ def main() -> None:
     args.var_dir.mkdir(parents=True, exist_ok=True)
     build_full_size_model(model_dir)
     setup_django(args.var_dir, model_dir)
-    from searchapp.versions import serving_version
+    from collection.versions import serving_version
 
     choice, version = serving_version()
     print(f"Model: {choice.encoder.name} ({choice.encoder.dimension}-d), version {version.pk}", flush=True)

@@ -47,7 +47,7 @@ OUT = sim.OUT_DIR / "simulate_finetune.json"
 
 
 def coco_items() -> list:
-    from searchapp.ingestion.sources import coco_items as items_of
+    from collection.ingestion.sources import coco_items as items_of
 
     annotations = sim.COCO_MINI / "annotations"
     return [item for split in ("train2017", "val2017")
@@ -70,11 +70,11 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int) -> 
     import torch
     from PIL import Image as PILImage
 
+    from collection.demo_model import build_demo_model
+    from collection.encoders import MODEL_CARD_FILE, Encoder
     from ranking.finetune.heads import TowerHeads
     from ranking.finetune.tower_inputs import image_states, text_inputs
     from ranking.finetune.training import PairSet, fine_tune_heads
-    from searchapp.demo_model import build_demo_model
-    from searchapp.encoders import MODEL_CARD_FILE, Encoder
 
     folder = var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}"
     if (folder / MODEL_CARD_FILE).is_file():
@@ -115,8 +115,8 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int) -> 
 
 
 def ingest_reference() -> int:
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
 
     for item in coco_items():
         add_image(read_image(item.path.read_bytes()), captions=item.captions, source=str(item.path))
@@ -155,14 +155,13 @@ def dwell_ms(rng, relevant: bool, args) -> int:
 
 def version_scores(version, labels: dict[int, str], test_pairs) -> dict:
     """One version's numbers from its own stored vectors and text tower, comparable across versions:
-
     - ``held_out_recall@10``: the gate's measure on the given (latest) test pairs;
     - ``reference_recall@10``: every coco_mini caption against the whole collection;
     - ``precision@10``: the ground truth the product never sees, every class query (all phrasings) over
       the Caltech images.
     """
-    from searchapp.encoders import Encoder
-    from searchapp.models import Caption, ImageEmbedding
+    from collection.encoders import Encoder
+    from collection.models import Caption, ImageEmbedding
 
     rows = list(ImageEmbedding.objects.filter(encoder_version=version).values_list("image_id", "vector"))
     ids = np.asarray([r[0] for r in rows])
@@ -204,9 +203,9 @@ def latest_test_pairs(options) -> list:
 def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmful) -> dict:
     """``args.rounds`` rounds of feedback and a fine-tune from the version production serves; the first round's
     feedback also feeds the harmful setting (from the base). Production serves each version that passes."""
+    from collection.models import EncoderVersion
     from ranking.finetune.service import fine_tune
     from ranking.finetune.versions import promote_encoder
-    from searchapp.models import EncoderVersion
 
     rep: dict = {"seed": seed, "rounds": []}
     serving = base
@@ -282,7 +281,7 @@ def main() -> None:
         "LOUPE_TEXT_CHANNEL": "false", "LOUPE_EXPLORE_SHARE": str(args.explore_share), "LOUPE_SWAP_SHARE": "0",
         "LOUPE_PROPENSITY_EXPONENT": str(args.eta), "LOUPE_RESULT_CACHE_SECONDS": "0",
         "LOUPE_DEFER_SEARCH_LOG": "false",  # one process that clicks at once: write each log before its clicks
-        "LOUPE_FEEDBACK_HOURLY_CAP": "100000", "DJANGO_SETTINGS_MODULE": "searchapp.settings",
+        "LOUPE_FEEDBACK_HOURLY_CAP": "100000", "DJANGO_SETTINGS_MODULE": "config.settings",
     })  # fmt: skip
     sys.path.insert(0, str(sim.ROOT))
     import django
@@ -296,8 +295,8 @@ def main() -> None:
     print("Ingesting coco_mini with captions (the reference set) and Caltech 101 without labels...", flush=True)
     print(f"  {ingest_reference()} reference images", flush=True)
     labels = sim.ingest_unlabelled(0)
+    from collection.versions import serving_version
     from ranking.finetune.service import FineTuneSettings
-    from searchapp.versions import serving_version
 
     base = serving_version()[1]
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

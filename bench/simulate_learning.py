@@ -64,14 +64,14 @@ def setup(var_dir: Path, fresh: bool, args) -> None:
     os.environ["LOUPE_SWAP_SHARE"] = str(args.swap_share)  # enough swapped pairs to measure propensities
     os.environ["LOUPE_EXPLORE_SHARE"] = str(args.explore_share)
     os.environ["LOUPE_DEFER_SEARCH_LOG"] = "false"  # one process that clicks at once: each log before its clicks
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
     from django.core.management import call_command
 
-    from searchapp.demo_model import build_demo_model
+    from collection.demo_model import build_demo_model
 
     call_command("migrate", verbosity=0)
     if not (Path(os.environ["LOUPE_CLIP_MODEL"]) / "loupe_model.json").is_file():
@@ -80,11 +80,11 @@ def setup(var_dir: Path, fresh: bool, args) -> None:
 
 def ingest_unlabelled(limit: int | None) -> dict[int, str]:
     """Ingest Caltech without folder tags; return image id -> class (known only to the simulator)."""
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
-    from searchapp.ingestion.sources import folder_items
-    from searchapp.models import Image
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
+    from collection.ingestion.sources import folder_items
+    from collection.models import Image
 
     labels: dict[int, str] = {}
     by_source = dict(Image.objects.values_list("source", "pk"))
@@ -113,10 +113,10 @@ def ingest_coco_held_out() -> tuple[dict[int, str], list[tuple[str, str]]]:
 
     The label of an image is its own id: a held-out caption has exactly one relevant image.
     """
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
-    from searchapp.ingestion.sources import coco_items
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
+    from collection.ingestion.sources import coco_items
 
     labels: dict[int, str] = {}
     queries: list[tuple[str, str]] = []
@@ -294,8 +294,8 @@ def run(args, labels: dict[int, str], queries: list[tuple[str, str]] | None = No
 
 def strengthen_base(service, labels: dict[int, str], mix: float) -> None:
     """Move each image's stored vector toward its class's mean text vector: a base order like a strong encoder."""
-    from searchapp.index import ensure_hnsw_indexes
-    from searchapp.models import ImageEmbedding
+    from collection.index import ensure_hnsw_indexes
+    from collection.models import ImageEmbedding
 
     classes = sorted(set(labels.values()))
     class_vectors = dict(zip(classes, service.encoder.encode_texts([PHRASINGS[0].format(c) for c in classes]),

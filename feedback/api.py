@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api_errors import ErrorSerializer
 from feedback.api_keys import scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer
@@ -21,7 +22,6 @@ from feedback.serializers import (
     RatingSerializer,
     RecordedSerializer,
 )
-from searchapp.api.serializers import ErrorSerializer
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 Recorder = Callable[[Viewer, object], Recorded]

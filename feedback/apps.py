@@ -5,4 +5,4 @@ class FeedbackConfig(AppConfig):
     name = "feedback"
 
     def ready(self) -> None:
-        from feedback import schema  # noqa: F401 - registers the API key scheme with drf-spectacular
+        from feedback import schema  # noqa: F401, PLC0415 - registers the API key scheme with drf-spectacular

@@ -20,13 +20,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from collection.models import Image
+from core.errors import Refused, UnknownImage
+from core.ids import created_seconds_ago
+from core.locks import transaction_lock
+from core.metrics import counted_feedback
 from feedback.identity import Viewer
-from feedback.ids import created_seconds_ago
 from feedback.log_writer import current_writer, flush_queued_logs
 from feedback.models import Click, Impression, Rating, SearchEvent
-from searchapp.errors import Refused
-from searchapp.metrics import counted_feedback
-from searchapp.models import Image
 
 CLIENT_ID = re.compile(r"^[\w.:-]{1,64}$")
 MAX_DWELL_MS = 24 * 3600 * 1000
@@ -40,11 +41,6 @@ class FeedbackError(Refused):
 
 class UnknownEvent(FeedbackError):
     code = "unknown_event"
-    status = 404
-
-
-class UnknownImage(FeedbackError):
-    code = "unknown_image"
     status = 404
 
 
@@ -227,8 +223,7 @@ def _same_click(existing: Click, event: SearchEvent, given: ClickInput) -> Click
 
 def _lock_user(user_key: str) -> None:
     """Serialise one user's feedback writes until the transaction ends (other users are not blocked)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [user_key])
+    transaction_lock(user_key)
 
 
 def _check_cap(user_key: str) -> None:

@@ -11,15 +11,16 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 from django.db import DatabaseError, connection, transaction
 
+from core.ids import uuid7
+from core.metrics import SEARCH_LOGS
 from feedback.identity import Viewer
-from feedback.ids import uuid7
 from feedback.log_writer import writer
-from ranking.features import NAMES as FEATURE_NAMES
-from searchapp.metrics import SEARCH_LOGS
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +68,46 @@ FROM event, jsonb_to_recordset(%(shown)s::jsonb)
 """
 
 
-def record_search(
-    response, viewer: Viewer, *, query_image_id: int | None = None, defer: bool = False
-) -> uuid.UUID | None:
+@dataclass(frozen=True)
+class ShownResult:
+    """One result as it was shown: its 1-based position, ranking score and serve-time feature row."""
+
+    image_id: int
+    position: int
+    score: float
+    features: tuple[float, ...] = ()
+    team: str = ""  # interleaving: the arm whose ranker placed it
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """What the search log keeps of one answered search (the pipeline builds it from its response)."""
+
+    kind: str  # "text", "image" or "similar"
+    query_text: str
+    tags: Sequence[str]
+    page: int
+    page_size: int
+    encoder_version_id: int
+    feature_names: Sequence[str]  # the names of each ShownResult.features column, in order
+    shown: Sequence[ShownResult]
+    latency_ms: float | None = None
+    query_image_id: int | None = None
+    ranker: str = "embedding"
+    experiment_id: int | None = None
+    arm: str = ""
+    swap_position: int | None = None
+    explore_position: int | None = None
+    explore_from: int | None = None
+
+
+def record_search(served: ServedList, viewer: Viewer, *, defer: bool = False) -> uuid.UUID | None:
     """Store the event and the list exactly as served; return the event id, or None if it could not be stored.
 
     With ``defer`` the write is queued for this process's log writer (``feedback.log_writer``) and the id
     comes back at once; a write that fails later is counted and logged the same way.
     """
-    event_id, params = _log_params(response, viewer, query_image_id)
+    event_id, params = _log_params(served, viewer)
     if defer and not connection.in_atomic_block:  # inside a transaction the event must be in it
         writer(write_search_log).submit(event_id, params)
         return event_id
@@ -98,17 +130,12 @@ def write_search_log(params: dict) -> bool:
     return True
 
 
-def _log_params(response, viewer: Viewer, query_image_id: int | None) -> tuple[uuid.UUID, dict]:
+def _log_params(served: ServedList, viewer: Viewer) -> tuple[uuid.UUID, dict]:
     event_id = uuid7()
     shown = [
-        {
-            "image_id": hit.image.pk,
-            "position": hit.position,
-            "score": float(hit.score),
-            "features": list(hit.features),
-            "team": hit.team,
-        }  # fmt: skip
-        for hit in response.hits
+        {"image_id": r.image_id, "position": r.position, "score": float(r.score), "features": list(r.features),
+         "team": r.team}  # fmt: skip
+        for r in served.shown
     ]
     params = {
         "id": event_id,
@@ -116,23 +143,23 @@ def _log_params(response, viewer: Viewer, query_image_id: int | None) -> tuple[u
         "session": viewer.session,
         "surface": viewer.surface,
         "partner_id": viewer.partner_id,
-        "kind": response.kind,
-        "query_text": response.query_text,
-        "normalised_query": query_key(response.query_text),
-        "query_image_id": query_image_id,
-        "tags": list(response.tags),
-        "page": response.page,
-        "page_size": response.page_size,
-        "experiment_id": getattr(response, "experiment_id", None),
-        "arm": getattr(response, "arm", ""),
-        "ranker": getattr(response, "ranker", "embedding"),
-        "encoder_version_id": response.encoder.version_id,
-        "feature_names": FEATURE_NAMES,
-        "swap_position": getattr(response, "swap_position", None),
-        "explore_position": getattr(response, "explore_position", None),
-        "explore_from": getattr(response, "explore_from", None),
+        "kind": served.kind,
+        "query_text": served.query_text,
+        "normalised_query": query_key(served.query_text),
+        "query_image_id": served.query_image_id,
+        "tags": list(served.tags),
+        "page": served.page,
+        "page_size": served.page_size,
+        "experiment_id": served.experiment_id,
+        "arm": served.arm,
+        "ranker": served.ranker,
+        "encoder_version_id": served.encoder_version_id,
+        "feature_names": list(served.feature_names),
+        "swap_position": served.swap_position,
+        "explore_position": served.explore_position,
+        "explore_from": served.explore_from,
         "result_count": len(shown),
-        "latency_ms": response.timings_ms.get("total"),
+        "latency_ms": served.latency_ms,
         "shown": json.dumps(shown),
     }
     return event_id, params

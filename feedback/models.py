@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-from searchapp.models import EncoderVersion, Image
+from collection.models import EncoderVersion, Image
 
 
 class SearchEvent(models.Model):

@@ -8,12 +8,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api_errors import ErrorSerializer
+from core.errors import Refused
 from feedback.api_keys import scope_required
 from ranking.experiments.report import as_report
 from ranking.experiments.results import results
 from ranking.models import Experiment
-from searchapp.api.serializers import ErrorSerializer
-from searchapp.errors import Refused
 
 
 class UnknownExperiment(Refused):

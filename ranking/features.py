@@ -19,7 +19,7 @@ import numpy as np
 from django.core.cache import cache
 from django.db import connection
 
-from searchapp.index import vector_literal
+from collection.index import vector_literal
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
 RATING_PRIOR = 0.5

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -151,8 +153,6 @@ class ArmConfig(models.Model):
         return ", ".join(parts)
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         if self.rerank_depth is not None and not 1 <= self.rerank_depth <= 1000:
             raise ValidationError({"rerank_depth": "Between 1 and 1000."})
         if self.min_score is not None and not -1 <= self.min_score <= 1:
@@ -231,8 +231,6 @@ class Experiment(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         if not self.salt:
-            import secrets
-
             self.salt = secrets.token_hex(16)
         super().save(*args, **kwargs)
 

@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.metrics import FALLBACKS
 from ranking.ltr import TrainedRanker
 from ranking.models import RankerVersion
-from searchapp.metrics import FALLBACKS
 
 logger = logging.getLogger(__name__)
 

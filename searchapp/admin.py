@@ -1,43 +1,20 @@
-"""Admin for the collection: images with their captions and thumbnails, and encoder versions."""
+"""Admin for encoder versions: their actions start fine-tunes, A/B tests and promotions (ranking, workers)."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.shortcuts import redirect
-from django.utils.html import format_html
 
-from searchapp.models import Caption, EncoderVersion, Image
-
-
-class CaptionInline(admin.TabularInline):
-    model = Caption
-    extra = 0
-    fields = ["position", "text"]
-
-
-@admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "preview", "first_caption", "tag_list", "width", "height", "licence", "created_at"]
-    search_fields = ["captions__text", "sha256", "source"]
-    list_filter = ["format", "created_at"]
-    readonly_fields = ["preview", "sha256", "file", "thumbnail", "width", "height", "format", "byte_size", "created_at"]
-    inlines = [CaptionInline]
-
-    @admin.display(description="image")
-    def preview(self, image: Image) -> str:
-        return format_html('<img src="{}" alt="" style="height:60px;border-radius:4px">', image.thumbnail.url)
-
-    @admin.display(description="caption")
-    def first_caption(self, image: Image) -> str:
-        return image.caption[:80]
-
-    @admin.display(description="tags")
-    def tag_list(self, image: Image) -> str:
-        return ", ".join(image.tags[:6])
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("captions")
+from collection.models import EncoderVersion
+from ranking.finetune.versions import (
+    VersionError,
+    ab_test_against_production,
+    disk_use,
+    promote_encoder,
+    retire_encoder,
+)
+from workers.tasks import finetune_encoder
 
 
 @admin.register(EncoderVersion)
@@ -54,8 +31,6 @@ class EncoderVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="disk use")
     def disk(self, version: EncoderVersion) -> str:
-        from ranking.finetune.versions import disk_use
-
         return f"{disk_use(version, version.embedded_images) / 1e6:.1f} MB"
 
     @admin.display(description="last fine-tune from it")
@@ -77,8 +52,6 @@ class EncoderVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Fine-tune from feedback now (on the training queue)")
     def fine_tune_now(self, request, queryset) -> None:
-        from workers.tasks import finetune_encoder
-
         version = self._one(request, queryset)
         if version is not None:
             finetune_encoder.delay(version.pk)
@@ -86,8 +59,6 @@ class EncoderVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Start an A/B test against production (creates a draft experiment)")
     def start_ab_test(self, request, queryset):
-        from ranking.finetune.versions import VersionError, ab_test_against_production
-
         version = self._one(request, queryset)
         if version is None:
             return None
@@ -101,8 +72,6 @@ class EncoderVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Serve the selected version in production")
     def promote_to_production(self, request, queryset) -> None:
-        from ranking.finetune.versions import VersionError, promote_encoder
-
         version = self._one(request, queryset)
         if version is None:
             return
@@ -115,8 +84,6 @@ class EncoderVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retire the selected versions")
     def retire(self, request, queryset) -> None:
-        from ranking.finetune.versions import VersionError, retire_encoder
-
         for version in queryset:
             try:
                 retire_encoder(version)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from searchapp.encoders import DEMO_NOTICE, serving_encoder
+from collection.encoders import DEMO_NOTICE, serving_encoder
 
 
 def encoder_notice(request) -> dict:

@@ -7,12 +7,13 @@
   but does not make the process unready: search and feedback never touch it (feedback is written
   straight to PostgreSQL), so taking every web process out of the balancer because Redis is down
   would turn a paused training schedule into an outage.
-- ``/metrics``: Prometheus text format (``searchapp.metrics``).
+- ``/metrics``: Prometheus text format (``core.metrics``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +21,15 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from kombu import Connection
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from searchapp.errors import error_body
-from searchapp.metrics import exposition
+from collection.monitoring import ServingCollector
+from collection.sentence import serving_sentence_encoder
+from collection.versions import serving_version
+from core.errors import error_body
+from ranking.monitoring import TrainingCollector
+from ranking.registry import active_ranker
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +64,12 @@ def database_probe() -> str:
 
 
 def broker_probe() -> str:
-    from kombu import Connection
-
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS) as broker:
         broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
     return "Redis answers"
 
 
 def encoder_probe() -> str:
-    from searchapp.versions import serving_version
-
     choice, version = serving_version()
     demo = " (demo fallback: " + choice.fallback_reason.splitlines()[0] + ")" if choice.fell_back else ""
     return f"{version.name}, version {version.pk}, text on {choice.encoder.text_runtime}{demo}"
@@ -75,15 +78,11 @@ def encoder_probe() -> str:
 def text_channel_probe() -> str:
     if not settings.LOUPE_TEXT_CHANNEL:
         return "off"
-    from searchapp.sentence import serving_sentence_encoder
-
     encoder = serving_sentence_encoder()
     return "model failed to load: full-text only" if encoder is None else f"{encoder.name} on {encoder.text_runtime}"
 
 
 def ranker_probe() -> str:
-    from ranking.registry import active_ranker
-
     if not settings.LOUPE_RERANK:
         return "reranking off"
     serving = active_ranker.get()
@@ -124,8 +123,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    from prometheus_client import CONTENT_TYPE_LATEST
-
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -149,3 +146,17 @@ class ProbeMiddleware:
         if request.method not in ("GET", "HEAD"):
             return JsonResponse(error_body("method_not_allowed", "Probes answer GET."), status=405)
         return probe(request)
+
+
+def exposition() -> bytes:
+    """The text format for ``/metrics``: this process's (or all processes') metrics plus the database's."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    extra = CollectorRegistry()
+    extra.register(TrainingCollector())
+    extra.register(ServingCollector())
+    return body + generate_latest(extra)

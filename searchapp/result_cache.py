@@ -21,6 +21,8 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
 
+from django.conf import settings
+
 
 class ResultCache:
     """Least recently used entries, each valid for ``ttl`` seconds from when it was stored."""
@@ -35,8 +37,6 @@ class ResultCache:
 
     @staticmethod
     def ttl() -> float:
-        from django.conf import settings
-
         return settings.LOUPE_RESULT_CACHE_SECONDS
 
     def get(self, key: Hashable):

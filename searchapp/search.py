@@ -17,25 +17,25 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from django.conf import settings
 
+from collection.cut import cut_length
+from collection.encoders import EncoderChoice
+from collection.fusion import reciprocal_rank_fusion
+from collection.images import CheckedImage
+from collection.index import Neighbour, nearest_captions, nearest_images
+from collection.models import Caption, EncoderVersion, Image, ImageEmbedding
+from collection.query import QuerySyntaxError, parse_query
+from collection.tags import clean_tags
+from collection.text_channels import channel_weights, start_text_channels
+from collection.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version, version_for
+from core.errors import Refused, UnknownImage
+from core.metrics import FALLBACKS, observe_search
 from feedback.identity import Viewer
-from feedback.impressions import count, query_key, record_search
+from feedback.impressions import ServedList, ShownResult, count, query_key, record_search
 from ranking.experiments.interleaving import team_draft
 from ranking.experiments.serving import ServingPlan, plan_search
 from ranking.features import NAMES, Candidate, candidate_features
-from searchapp.cut import cut_length
-from searchapp.encoders import EncoderChoice
-from searchapp.errors import Refused
-from searchapp.fusion import reciprocal_rank_fusion
-from searchapp.images import CheckedImage
-from searchapp.index import Neighbour, nearest_captions, nearest_images
-from searchapp.metrics import FALLBACKS, observe_search
-from searchapp.models import Caption, EncoderVersion, Image, ImageEmbedding
-from searchapp.query import QuerySyntaxError, parse_query
 from searchapp.result_cache import page_images, result_cache
 from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
-from searchapp.tags import clean_tags
-from searchapp.text_channels import channel_weights, start_text_channels
-from searchapp.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ class SearchError(Refused):
 
 class InvalidQuery(SearchError):
     code = "invalid_query"
-
-
-class UnknownImage(SearchError):
-    code = "unknown_image"
-    status = 404
 
 
 class NotIndexed(SearchError):
@@ -148,6 +143,28 @@ class RankedOrder:
     cached: bool = False
 
 
+def served_list(response: SearchResponse, query_image_id: int | None) -> ServedList:
+    """What the search log keeps of a response: the list exactly as shown, with its serve-time features."""
+    return ServedList(
+        kind=response.kind,
+        query_text=response.query_text,
+        tags=response.tags,
+        page=response.page,
+        page_size=response.page_size,
+        encoder_version_id=response.encoder.version_id,
+        feature_names=NAMES,
+        shown=[ShownResult(h.image.pk, h.position, h.score, h.features, h.team) for h in response.hits],
+        latency_ms=response.timings_ms.get("total"),
+        query_image_id=query_image_id,
+        ranker=response.ranker,
+        experiment_id=response.experiment_id,
+        arm=response.arm,
+        swap_position=response.swap_position,
+        explore_position=response.explore_position,
+        explore_from=response.explore_from,
+    )
+
+
 def service_for_encoder_version(version_id: int) -> SearchService | None:
     """A search service over another encoder version's vectors (an experiment arm), or None if it cannot serve."""
     loaded = service_encoder_choice(version_id)
@@ -167,8 +184,6 @@ class SearchService:
         if choice is None:
             choice, version = serving_version()
         elif version is None:
-            from searchapp.versions import version_for
-
             version = version_for(choice)
         self.choice = choice
         self.encoder = choice.encoder
@@ -341,8 +356,7 @@ class SearchService:
         )
         if viewer is None:
             return response
-        event_id = record_search(response, viewer, query_image_id=request.image_id,
-                                 defer=settings.LOUPE_DEFER_SEARCH_LOG)  # fmt: skip
+        event_id = record_search(served_list(response, request.image_id), viewer, defer=settings.LOUPE_DEFER_SEARCH_LOG)
         logged = time.perf_counter()
         timings = {**response.timings_ms, "log": round((logged - done) * 1000, 2)}
         return replace(response, event_id=event_id, timings_ms=timings)

@@ -11,14 +11,14 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
+from collection.images import InvalidImage, read_image
+from collection.models import Image
+from collection.tag_stats import tag_suggestions
+from core.errors import error_body
 from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
-from searchapp.errors import error_body
 from searchapp.forms import ImageSearchForm, SearchForm
-from searchapp.images import InvalidImage, read_image
-from searchapp.models import Image
 from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
-from searchapp.tag_stats import tag_suggestions
 
 POPULAR_TAGS = 12
 SIMILAR_COUNT = 12

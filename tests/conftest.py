@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from PIL import Image as PILImage
 
-from searchapp.demo_model import build_demo_model
-from searchapp.encoders import MODEL_CARD_FILE
+from collection.demo_model import build_demo_model
+from collection.model_card import MODEL_CARD_FILE
 
 SHARED = Path(settings.BASE_DIR).parent / "shared"
 DATASETS = SHARED / "datasets"
@@ -72,9 +72,9 @@ def service(db):
 
 def build_collection(service) -> list:
     """Twelve embedded images with captions and tags; returns the Image rows in insertion order."""
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
 
     images = []
     for seed in range(12):
@@ -96,7 +96,7 @@ def collection(db, service):
 @pytest.fixture(autouse=True)
 def _fresh_serving_version():
     """Each test's transaction is rolled back, the cached version row with it."""
-    from searchapp.versions import forget_serving_version
+    from collection.versions import forget_serving_version
 
     forget_serving_version()
     yield
@@ -106,10 +106,10 @@ def _fresh_serving_version():
 @pytest.fixture(autouse=True)
 def _fresh_serving_configs():
     """Experiments, production configs and rankers by version are cached per process; rows are per test."""
+    from collection.versions import forget_other_encoders
     from ranking.experiments.serving import forget_cached_configs
     from ranking.registry import active_ranker, ranker_versions
     from searchapp.result_cache import image_cache, result_cache
-    from searchapp.versions import forget_other_encoders
 
     def forget() -> None:
         result_cache.forget()

@@ -13,12 +13,12 @@ os.environ.setdefault("LOUPE_CLIP_MODEL", str(Path(os.environ["LOUPE_VAR_DIR"]) 
 os.environ.setdefault("LOUPE_DEMO_MODEL_DIR", os.environ["LOUPE_CLIP_MODEL"])
 os.environ.setdefault("LOUPE_ENCODER_FALLBACK", "false")
 
-from searchapp.settings import *  # noqa: E402,F403
+from config.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Most tests run inside a transaction that other connections cannot see, so the text channels run
-# in the test's own thread; tests/integration/test_text_channel.py runs them in parallel on purpose.
+# in the test's own thread; tests/integration/collection/test_text_channel.py runs them in parallel on purpose.
 LOUPE_PARALLEL_CHANNELS = False
 
 # No randomly swapped result pairs in tests (tests that need the propensity slice turn it on).
@@ -27,5 +27,5 @@ LOUPE_EXPLORE_SHARE = 0.0
 LOUPE_EXPERIMENT_CHECK_SECONDS = 0
 
 # Whole served orders are not reused between searches in tests (collections change inside a test);
-# tests/integration/test_result_cache.py turns it on.
+# tests/integration/searchapp/test_result_cache.py turns it on.
 LOUPE_RESULT_CACHE_SECONDS = 0

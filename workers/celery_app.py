@@ -4,8 +4,12 @@ import os
 
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
+from django.conf import settings
+from django.db import connections
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchapp.settings")
+from core.embedded import embedded_redis
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("loupe")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -16,18 +20,14 @@ app.autodiscover_tasks(["workers"])
 @beat_init.connect
 def _hold_embedded_redis(**_kwargs) -> None:
     """A worker or beat started on its own holds the embedded Redis (starting it if need be)."""
-    from django.conf import settings
 
     if settings.EMBEDDED_REDIS:
-        from searchapp.embedded import embedded_redis
-
         embedded_redis(settings.VAR_DIR).acquire()
 
 
 @worker_process_init.connect
 def _fresh_connections(**_kwargs) -> None:
     """Forked pool processes must not share the parent's database connection."""
-    from django.db import connections
 
     for conn in connections.all():
         conn.close_if_unusable_or_obsolete()

@@ -6,13 +6,23 @@ import logging
 
 from celery import shared_task
 
+from collection.embedding import embed_everything_missing
+from collection.models import EncoderVersion
+from collection.text_index import refresh_lexeme_stats
+from collection.versions import serving_version
+from core.locks import advisory_lock
+from feedback.summaries import refresh_summaries
+from ranking.finetune.building import finish_building_versions
+from ranking.finetune.service import FineTuneSettings, fine_tune
+from ranking.models import FineTuneRun, TrainingRun
+from ranking.training import retrain
+
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="loupe.embed_missing", acks_late=True)
 def embed_missing() -> dict:
     """Embed images and captions that have no vectors yet (e.g. API uploads), for both channels."""
-    from searchapp.embedding import embed_everything_missing
 
     result = embed_everything_missing()
     if result["images"] or result["captions"]:
@@ -23,7 +33,6 @@ def embed_missing() -> dict:
 @shared_task(name="loupe.refresh_text_stats", acks_late=True)
 def refresh_text_stats() -> None:
     """Recount how many documents hold each full-text word (steers which words select candidates)."""
-    from searchapp.text_index import refresh_lexeme_stats
 
     refresh_lexeme_stats()
 
@@ -31,7 +40,6 @@ def refresh_text_stats() -> None:
 @shared_task(name="loupe.refresh_feedback_summaries", acks_late=True)
 def refresh_feedback_summaries() -> dict:
     """Recompute the per-image and per-query feedback summaries (admin pages, ranker priors)."""
-    from feedback.summaries import refresh_summaries
 
     return refresh_summaries()
 
@@ -42,26 +50,15 @@ RETRAIN_LOCK = 7_301_001  # pg advisory lock key: one retraining at a time acros
 @shared_task(name="loupe.retrain_ranker", acks_late=True)
 def retrain_ranker(force: bool = False) -> dict:
     """Retrain the reranker when enough new feedback arrived; never two at once (Postgres advisory lock)."""
-    from django.db import connection
 
-    from ranking.training import retrain
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RETRAIN_LOCK])
-        if not cursor.fetchone()[0]:
+    with advisory_lock(RETRAIN_LOCK) as held:
+        if not held:
             logger.info("Another worker is retraining; skipping.")
             return {"outcome": "locked"}
-    try:
-        from feedback.summaries import refresh_summaries
-        from ranking.models import TrainingRun
-
         TrainingRun.close_interrupted()
         refresh_summaries()  # priors as of now, for the features of the next searches
         run = retrain(force=force)
         return {"outcome": run.outcome, "message": run.message, "ranker": run.ranker_id}
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [RETRAIN_LOCK])
 
 
 FINETUNE_LOCK = 7_301_002  # one encoder fine-tune at a time across all workers
@@ -70,25 +67,13 @@ FINETUNE_LOCK = 7_301_002  # one encoder fine-tune at a time across all workers
 @shared_task(name="loupe.finetune_encoder", acks_late=True)
 def finetune_encoder(base_version_id: int | None = None, options: dict | None = None) -> dict:
     """Fine-tune an encoder version (default: the one serving) from feedback; runs on the training queue."""
-    from django.db import connection
 
-    from ranking.finetune.building import finish_building_versions
-    from ranking.finetune.service import FineTuneSettings, fine_tune
-    from ranking.models import FineTuneRun
-    from searchapp.models import EncoderVersion
-    from searchapp.versions import serving_version
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [FINETUNE_LOCK])
-        if not cursor.fetchone()[0]:
+    with advisory_lock(FINETUNE_LOCK) as held:
+        if not held:
             logger.info("Another worker is fine-tuning; skipping.")
             return {"outcome": "locked"}
-    try:
         FineTuneRun.close_interrupted()
         finish_building_versions()  # a version an interrupted run left half-embedded is completed first
         base = EncoderVersion.objects.get(pk=base_version_id) if base_version_id else serving_version()[1]
         run = fine_tune(base, FineTuneSettings(**(options or {})))
         return {"outcome": run.outcome, "message": run.message, "version": run.result_id}
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [FINETUNE_LOCK])

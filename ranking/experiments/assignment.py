@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from ranking.experiments.reloaded import Reloaded
+from core.reloaded import Reloaded
 from ranking.models import Experiment, Variant
 
 HASH_SPACE = 2**64

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.reloaded import Reloaded
 from feedback.identity import Viewer
-from ranking.experiments.assignment import Assignment, assign
-from ranking.experiments.reloaded import Reloaded
+from ranking.experiments.assignment import Assignment, assign, running_experiments
 from ranking.models import ArmConfig, ServingConfig
 from ranking.registry import ServingRanker, active_ranker, ranker_versions
 
@@ -97,7 +97,6 @@ def plan_search(viewer: Viewer | None, *, rerank_allowed: bool) -> ServingPlan:
 
 def forget_cached_configs() -> None:
     """Tests and admin actions: re-read experiments and production's configuration on the next search."""
-    from ranking.experiments.assignment import running_experiments
 
     production_config.forget()
     running_experiments.forget()

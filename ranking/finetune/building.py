@@ -25,9 +25,12 @@ import torch
 from django.conf import settings
 from django.db import transaction
 
-from searchapp.encoders import MODEL_CARD_FILE, Encoder, weights_fingerprint
-from searchapp.fast_text import accelerate
-from searchapp.models import EncoderVersion, ImageEmbedding
+from collection.embedding import embed_collection
+from collection.encoders import Encoder, weights_fingerprint
+from collection.fast_text import accelerate
+from collection.model_card import MODEL_CARD_FILE
+from collection.models import EncoderVersion, ImageEmbedding
+from ranking.finetune.towers import cached_image_pooled
 
 logger = logging.getLogger(__name__)
 BATCH = 2000
@@ -103,7 +106,6 @@ def finish_version(version: EncoderVersion) -> None:
 def finish_building_versions() -> list[EncoderVersion]:
     """Complete versions left *building* by an interrupted run (a killed worker): re-project what the tower
     cache holds, embed the rest, index, mark ready. Resumable: only the vectors a version lacks are added."""
-    from ranking.finetune.towers import cached_image_pooled
 
     finished = []
     for version in EncoderVersion.objects.filter(status=EncoderVersion.Status.BUILDING):
@@ -130,6 +132,4 @@ def finish_building_versions() -> list[EncoderVersion]:
 
 
 def embed_collection_for(encoder: Encoder, version: EncoderVersion) -> None:
-    from searchapp.embedding import embed_collection
-
     embed_collection(encoder, version)

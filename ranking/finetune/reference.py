@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from searchapp.models import Caption
+from collection.models import Caption
 
 
 @dataclass

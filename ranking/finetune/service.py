@@ -27,6 +27,9 @@ import torch
 from django.conf import settings
 from django.utils import timezone
 
+from collection.encoders import Encoder
+from collection.models import EncoderVersion
+from collection.versions import serving_version
 from ranking.finetune.building import (
     finish_version,
     reproject_collection,
@@ -43,15 +46,13 @@ from ranking.finetune.training import (
     ReferenceGuard,
     collection_vectors,
     fine_tune_heads,
-    recall_at_k,
+    hit_rate_at_k,
     recall_of_pairs,
     text_vectors,
 )
 from ranking.finetune.wise import choose_alpha, interpolate
 from ranking.models import FineTuneRun
 from ranking.training_data import estimated_propensity
-from searchapp.encoders import Encoder
-from searchapp.models import EncoderVersion
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ def encoder_gate(
 
 
 def load_encoder(version: EncoderVersion) -> Encoder:
-    from searchapp.versions import serving_version
-
     choice, serving = serving_version()
     if serving.pk == version.pk:
         return choice.encoder
@@ -183,7 +182,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
 
         def reference_recall(image_vectors: np.ndarray) -> float:
             vectors = text_vectors(heads, reference_states).numpy()
-            return recall_at_k(vectors, image_vectors, split.reference.relevant, 10)
+            return hit_rate_at_k(vectors, image_vectors, split.reference.relevant, 10)
 
         # Choosing within half the tolerance leaves the other half for what the choice itself overfits.
         floor = reference_recall(collection_vectors(heads, images).numpy()) - options.tolerance / 2

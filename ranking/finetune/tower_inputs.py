@@ -23,9 +23,9 @@ import torch
 from django.conf import settings
 from PIL import Image as PILImage
 
+from collection.models import Image
 from ranking.finetune.heads import TextStates
 from ranking.finetune.towers import cached_image_pooled, fill_image_cache, open_stored
-from searchapp.models import Image
 
 CHUNK = 256  # images per cache file
 

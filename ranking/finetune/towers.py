@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
 
-from searchapp.models import Image, ImageTowerOutput
+from collection.models import Image, ImageTowerOutput
 
 
 def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None) -> str:

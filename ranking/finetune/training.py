@@ -27,6 +27,7 @@ import torch
 
 from ranking.finetune.contrastive import info_nce
 from ranking.finetune.heads import TextStates, TowerHeads
+from ranking.metrics import hit_at_k
 
 
 @dataclass
@@ -57,12 +58,15 @@ class Anchor:
     texts_per_step: int = 256
 
 
-def recall_at_k(text_vectors: np.ndarray, image_vectors: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
-    """Share of queries whose relevant image (any of them) is among the k nearest collection images."""
+def hit_rate_at_k(text_vectors: np.ndarray, image_vectors: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
+    """Hit rate@k: the share of queries with a relevant image (any of them) among the k nearest images.
+
+    Not recall (``ranking.metrics.recall_at_k`` counts the share of a query's relevant images found).
+    """
     if len(text_vectors) == 0:
         return 0.0
     top = top_k(text_vectors, image_vectors, k)
-    return float(np.mean([bool(relevant[i] & set(top[i].tolist())) for i in range(len(top))]))
+    return float(np.mean([hit_at_k(top[i].tolist(), relevant[i], k) for i in range(len(top))]))
 
 
 def top_k(text_vectors: np.ndarray, image_vectors: np.ndarray, k: int) -> np.ndarray:

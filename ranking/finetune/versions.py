@@ -7,9 +7,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from collection.models import EncoderVersion
+from collection.versions import serving_version
 from ranking.experiments.serving import forget_cached_configs, production_config
 from ranking.models import Experiment, ServingConfig, Variant
-from searchapp.models import EncoderVersion
 
 
 class VersionError(ValueError):
@@ -52,7 +53,6 @@ def retire_encoder(version: EncoderVersion) -> None:
         raise VersionError(f"{version} serves production; promote another version first.")
     if Variant.objects.filter(encoder_version=version, experiment__status=Experiment.Status.RUNNING).exists():
         raise VersionError(f"{version} serves an arm of a running experiment; stop it first.")
-    from searchapp.versions import serving_version
 
     if serving_version()[1].pk == version.pk and _serving_encoder_id() is None:
         raise VersionError(f"{version} is the configured model (LOUPE_CLIP_MODEL); it cannot be retired.")

@@ -20,12 +20,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from collection.embedding import embed_new_images
+from collection.images import InvalidImage, read_image, read_upload
+from collection.ingestion.service import add_image
+from collection.tags import split_tag_list
+from core.api_errors import ErrorSerializer
 from feedback.api_keys import scope_required
-from searchapp.api.serializers import ErrorSerializer, ImageSerializer
-from searchapp.embedding import embed_new_images
-from searchapp.images import InvalidImage, read_image, read_upload
-from searchapp.ingestion.service import add_image
-from searchapp.tags import split_tag_list
+from searchapp.api.serializers import ImageSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +75,6 @@ def allowed_path(raw: str) -> Path:
     if not resolved.is_file():
         raise InvalidImage("There is no file at that path.")
     return resolved
-
-
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}
 
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}

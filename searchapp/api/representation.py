@@ -11,7 +11,7 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import HttpRequest
 from django.utils.encoding import filepath_to_uri
 
-from searchapp.models import Image
+from collection.models import Image
 
 
 def absolute_base(request: HttpRequest | None) -> str:

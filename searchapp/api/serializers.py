@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from collection.models import Image
 from feedback.identity import PARTNER_USER
-from searchapp.models import Image
+from searchapp.api.representation import search_meta
 
 
 class SearchParamsSerializer(serializers.Serializer):
@@ -104,8 +105,6 @@ class SearchResponseSerializer(serializers.Serializer):
     meta = serializers.SerializerMethodField()
 
     def get_meta(self, response) -> dict:
-        from searchapp.api.representation import search_meta
-
         return search_meta(response)
 
 
@@ -113,12 +112,6 @@ class CaptionHitSerializer(serializers.Serializer):
     caption = serializers.CharField(source="caption.text")
     image_id = serializers.IntegerField(source="caption.image_id")
     score = serializers.FloatField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    """``{"error": {"code": "...", "message": "...", "fields": {"name": "why"}}}``"""
-
-    error = serializers.DictField()
 
 
 class TagSuggestionSerializer(serializers.Serializer):

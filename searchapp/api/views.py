@@ -11,24 +11,25 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from collection.images import read_upload
+from collection.models import Image
+from collection.tag_stats import tag_suggestions
+from collection.tags import split_tag_list
+from core.api_errors import ErrorSerializer
+from core.errors import UnknownImage
 from feedback.api_keys import scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
-    ErrorSerializer,
     ImageSearchSerializer,
     ImageSerializer,
     SearchResponseSerializer,
     TagSuggestionSerializer,
     TextSearchSerializer,
 )
-from searchapp.images import read_upload
-from searchapp.models import Image
-from searchapp.search import InvalidQuery, SearchRequest, SearchService, UnknownImage
-from searchapp.tag_stats import tag_suggestions
-from searchapp.tags import split_tag_list
+from searchapp.search import InvalidQuery, SearchRequest, SearchService
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
           409: ErrorSerializer, 429: ErrorSerializer}  # fmt: skip

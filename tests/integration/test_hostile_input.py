@@ -16,8 +16,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
+from collection.models import Caption, Image
 from feedback.models import Click, Rating, SearchEvent
-from searchapp.models import Caption, Image
 from tests.conftest import image_bytes
 from tests.integration.feedback.conftest import bearer, key_with
 
@@ -141,9 +141,9 @@ def test_control_characters_and_huge_bodies_in_feedback_are_400(api, collection,
 
 
 def test_a_script_in_a_query_or_caption_is_stored_as_text_and_shown_escaped(client, admin_client, api, collection):
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
 
     image, _ = add_image(read_image(image_bytes(77)), captions=[f"caption {SCRIPT}"], tags=["<b>bold</b>"])
     embed_everything_missing()

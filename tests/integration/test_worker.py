@@ -9,10 +9,10 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from searchapp.embedded import embedded_redis
-from searchapp.images import read_image
-from searchapp.ingestion.service import add_image
-from searchapp.models import CaptionEmbedding, ImageEmbedding
+from collection.images import read_image
+from collection.ingestion.service import add_image
+from collection.models import CaptionEmbedding, ImageEmbedding
+from core.embedded import embedded_redis
 from tests.conftest import image_bytes
 from workers.tasks import embed_missing
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from searchapp.embedded import EmbeddedRedis, HandleList, stop_postgres
+from core.embedded import EmbeddedRedis, HandleList, stop_postgres
 
 
 class Command(BaseCommand):

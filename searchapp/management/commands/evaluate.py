@@ -10,8 +10,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from collection.models import Caption, Image
+from collection.versions import sentence_version
 from ranking import evaluation
-from searchapp.models import Caption, Image
 from searchapp.search import SearchService
 
 
@@ -84,8 +85,6 @@ class Command(BaseCommand):
         results["calibrated_weights"] = weights
         self.stdout.write(f"Measured fusion weights (MRR above chance, best = 1): {weights}")
         if opts["calibrate"]:
-            from searchapp.versions import sentence_version
-
             service.version.fusion_weight = weights.get("clip", 0.0)
             service.version.save(update_fields=["fusion_weight"])
             _, text_version = sentence_version()

@@ -19,7 +19,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from searchapp.encoders import DEMO_NOTICE, EncoderLoadError, serving_encoder
+from collection.encoders import DEMO_NOTICE, EncoderLoadError, serving_encoder
+from collection.models import Image
+from core.embedded import embedded_redis
+from core.embedded_postgres.base import database_url
 from searchapp.processes import BEAT, TRAINER, WEB, WORKER
 
 DEMO_SET = Path(settings.BASE_DIR) / "demo" / "demo.jsonl"
@@ -38,10 +41,8 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         self._children: list[tuple[str, subprocess.Popen]] = []
         self._stopping = False
-        child_env = dict(os.environ, DATABASE_URL=settings.DATABASE_URL, PYTHONUNBUFFERED="1")
+        child_env = dict(os.environ, DATABASE_URL=database_url(settings.DATABASES["default"]), PYTHONUNBUFFERED="1")
         if settings.EMBEDDED_REDIS:
-            from searchapp.embedded import embedded_redis
-
             child_env["REDIS_URL"] = embedded_redis(settings.VAR_DIR).acquire()
         else:
             child_env["REDIS_URL"] = settings.REDIS_URL
@@ -106,8 +107,6 @@ class Command(BaseCommand):
         return choice.encoder.model_ref
 
     def _demo_data(self, skip: bool) -> None:
-        from searchapp.models import Image
-
         if not skip and not Image.objects.exists():
             self.stdout.write("The collection is empty: ingesting the demo set (40 COCO images).")
             call_command("ingest", str(DEMO_SET), verbosity=0)
@@ -147,7 +146,5 @@ class Command(BaseCommand):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         if settings.EMBEDDED_REDIS:
-            from searchapp.embedded import embedded_redis
-
             embedded_redis(settings.VAR_DIR).release()
         self.stdout.write("Stopped.")

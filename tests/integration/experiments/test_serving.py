@@ -100,11 +100,11 @@ def test_one_running_experiment_per_surface(collection):
 
 
 def test_an_arm_can_serve_another_encoder_version(service, collection, tmp_path, caplog):
-    from searchapp.demo_model import build_demo_model
-    from searchapp.embedding import embed_collection
-    from searchapp.encoders import Encoder, EncoderChoice
-    from searchapp.models import EncoderVersion
-    from searchapp.versions import version_for
+    from collection.demo_model import build_demo_model
+    from collection.embedding import embed_collection
+    from collection.encoders import Encoder, EncoderChoice
+    from collection.models import EncoderVersion
+    from collection.versions import version_for
 
     other_dir = build_demo_model(tmp_path / "other-tiny", seed=1234)
     other = Encoder(str(other_dir), local_files_only=True)

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
+from core.ids import uuid7
 from feedback.capture import ClickInput, UnknownEvent, record_click
 from feedback.identity import Viewer
-from feedback.ids import uuid7
 from feedback.log_writer import flush_queued_logs, stop_writer
 from feedback.models import Click, Impression, SearchEvent
 from searchapp.search import SearchRequest

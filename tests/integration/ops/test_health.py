@@ -6,8 +6,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
+from collection.encoders import reset_serving_encoder
 from ranking.models import TrainingRun
-from searchapp.encoders import reset_serving_encoder
 from tests.integration.feedback.conftest import bearer, key_with
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +51,7 @@ def test_an_encoder_that_cannot_load_makes_the_process_unready(client, collectio
     settings.LOUPE_CLIP_MODEL = str(tmp_path / "missing-model")
     settings.LOUPE_ENCODER_FALLBACK = False
     reset_serving_encoder()
-    from searchapp.versions import forget_serving_version
+    from collection.versions import forget_serving_version
 
     forget_serving_version()
     try:

@@ -9,13 +9,13 @@ import pytest
 from django.utils import timezone
 from PIL import Image as PILImage
 
+from collection.encoders import Encoder
+from collection.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
 from feedback.capture import ClickInput, record_click
 from feedback.identity import Viewer
 from feedback.models import SearchEvent
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.models import FineTuneRun
-from searchapp.encoders import Encoder
-from searchapp.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
 from searchapp.search import SearchRequest
 
 pytestmark = pytest.mark.django_db
@@ -40,9 +40,9 @@ def class_image(colour: tuple[int, int, int], seed: int) -> bytes:
 
 @pytest.fixture
 def classes(service, settings, tmp_path):
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
 
     settings.VAR_DIR = tmp_path
     settings.LOUPE_TEXT_CHANNEL = False
@@ -153,8 +153,8 @@ def test_too_few_pairs_is_skipped(service, classes):
 
 def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service, classes, monkeypatch):
     import ranking.finetune.service as finetune_service
+    from collection.versions import service_encoder_choice
     from ranking.finetune.building import finish_building_versions
-    from searchapp.versions import service_encoder_choice
 
     click_classes(service, classes, slice(0, 8), rounds=3)
     click_classes(service, classes, slice(8, 12), rounds=2, start=1000)

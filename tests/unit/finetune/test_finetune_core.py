@@ -15,7 +15,7 @@ from ranking.finetune.training import (
     collection_vectors,
     fine_tune_heads,
     held_out_recall,
-    recall_at_k,
+    hit_rate_at_k,
     recall_of_pairs,
 )
 from ranking.finetune.wise import choose_alpha, interpolate
@@ -69,11 +69,11 @@ def test_choose_alpha_respects_the_reference_floor():
     assert alpha == 0.0  # every change hurts the reference: keep the old weights
 
 
-def test_recall_at_k_and_of_pairs():
+def test_hit_rate_at_k_and_of_pairs():
     text = np.array([[1.0, 0.0], [0.0, 1.0]])
     images = np.array([[1.0, 0.0], [0.7, 0.7], [0.0, 1.0]])
-    assert recall_at_k(text, images, [{0}, {0}], k=1) == 0.5
-    assert recall_at_k(text, images, [{0}, {0}], k=3) == 1.0
+    assert hit_rate_at_k(text, images, [{0}, {0}], k=1) == 0.5
+    assert hit_rate_at_k(text, images, [{0}, {0}], k=3) == 1.0
     # Per pair: query 0 chose images 0 and 2 (only 0 is its nearest), query 1 chose image 2 (its nearest).
     pairs = PairSet(np.array([0, 0, 1]), np.array([0, 2, 2]), np.ones(3))
     assert recall_of_pairs(pairs, text, images, k=1) == pytest.approx(2 / 3)
@@ -83,7 +83,7 @@ def test_recall_at_k_and_of_pairs():
 def tiny_model():
     from django.conf import settings
 
-    from searchapp.encoders import Encoder
+    from collection.encoders import Encoder
 
     return Encoder(str(settings.LOUPE_CLIP_MODEL), local_files_only=True).model
 

@@ -8,9 +8,9 @@ import torch
 from django.conf import settings
 from PIL import Image as PILImage
 
+from collection.encoders import Encoder
 from ranking.finetune.heads import TowerHeads, UnsupportedModel
 from ranking.finetune.tower_inputs import eos_positions, image_states, text_inputs
-from searchapp.encoders import Encoder
 from tests.conftest import image_bytes
 
 TEXTS = ["a photo of a dog", "x", "the quick brown fox jumps over the lazy dog beside a wide river at dawn"]

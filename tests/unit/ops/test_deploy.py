@@ -62,7 +62,8 @@ def test_the_services_a_deployment_needs(compose):
 
 
 def test_every_environment_variable_given_is_one_the_code_reads(compose):
-    read = "\n".join(p.read_text() for p in (ROOT / "searchapp").rglob("*.py"))
+    packages = ("config", "core", "collection", "searchapp")
+    read = "\n".join(p.read_text() for package in packages for p in (ROOT / package).rglob("*.py"))
     given = set(compose["services"]["web"]["environment"]) | set(compose["services"]["db"]["environment"])
     for name in given - {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "PROMETHEUS_MULTIPROC_DIR"}:
         assert re.search(rf'["\']{name}["\']', read), f"{name} is set in docker-compose.yml but never read"

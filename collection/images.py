@@ -1,0 +1,133 @@
+"""Reading untrusted image bytes safely, and storing images by content.
+
+Every image that enters Loupe (ingestion, API upload, search by example) passes through
+:func:`read_image`, which refuses what is not a complete raster image of a sane size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+
+from core.errors import Refused
+
+ALLOWED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
+# Markup that makes a file a polyglot: an image that is also a page, a script or PHP when a browser,
+# a misconfigured server or a CDN sniffs it. A tag counts only with what must follow its name (space,
+# '/' or '>'): short names alone turn up by chance in compressed pixel data ("<Svg" did, in one COCO
+# photo), and metadata carries other markup (XMP's <x:xmpmeta, Photoshop's Apple plist <!DOCTYPE).
+# tests/integration/collection/test_datasets_not_polyglots.py checks every shared dataset image passes.
+ACTIVE_CONTENT = re.compile(rb"<(?:script|html|body|iframe|svg|object|embed)[\s/>]|<\?php|javascript:", re.IGNORECASE)
+
+
+class InvalidImage(Refused):
+    """The bytes are not an image Loupe accepts; the message says why, for the user."""
+
+    code = "invalid_image"
+
+    def __init__(self, message: str, *, field: str | None = "image") -> None:
+        super().__init__(message, field=field)
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """Bytes that decoded completely as an allowed raster format."""
+
+    data: bytes
+    sha256: str
+    format: str
+    width: int
+    height: int
+
+    @property
+    def extension(self) -> str:
+        return ALLOWED_FORMATS[self.format]
+
+    def open(self) -> PILImage.Image:
+        """The decoded image, upright (EXIF orientation applied) and in RGB."""
+        image = PILImage.open(io.BytesIO(self.data))
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CheckedImage:
+    """Validate image bytes: size, format, pixel count (decompression bombs) and a full decode."""
+    max_bytes = max_bytes or settings.LOUPE_MAX_UPLOAD_BYTES
+    max_pixels = max_pixels or settings.LOUPE_MAX_IMAGE_PIXELS
+    if not data:
+        raise InvalidImage("The file is empty.")
+    if len(data) > max_bytes:
+        raise InvalidImage(f"The file is {len(data):,} bytes; the limit is {max_bytes:,}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as probe:
+                image_format = probe.format or ""
+                width, height = probe.size
+                if image_format not in ALLOWED_FORMATS:
+                    raise InvalidImage(
+                        f"Unsupported image format {image_format or 'unknown'!r}; "
+                        f"accepted: {', '.join(sorted(ALLOWED_FORMATS))}."
+                    )
+                if width * height > max_pixels:
+                    raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
+                probe.load()  # a full decode: truncated or corrupt data fails here
+    except InvalidImage:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        raise InvalidImage("The image declares too many pixels (decompression bomb).") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("The file is not an image Loupe can read.") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"The image is damaged or truncated: {exc}.") from None
+    if ACTIVE_CONTENT.search(data):
+        raise InvalidImage("The file carries markup or script besides the image (a polyglot file); refused.")
+    return CheckedImage(data, hashlib.sha256(data).hexdigest(), image_format, width, height)
+
+
+def storage_name(sha256: str, extension: str, kind: str = "images") -> str:
+    """Content-addressed path under MEDIA_ROOT: ``images/ab/cd/abcd….jpg``."""
+    return f"{kind}/{sha256[:2]}/{sha256[2:4]}/{sha256}.{extension}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def store_original(image: CheckedImage) -> str:
+    """Write the bytes under MEDIA_ROOT (once per content) and return the storage name."""
+    name = storage_name(image.sha256, image.extension)
+    path = Path(settings.MEDIA_ROOT) / name
+    if not path.exists():
+        _write_atomically(path, image.data)
+    return name
+
+
+def store_thumbnail(image: CheckedImage, decoded: PILImage.Image) -> str:
+    """A JPEG no larger than LOUPE_THUMBNAIL_SIZE on its long side; returns the storage name."""
+    name = storage_name(image.sha256, "jpg", kind="thumbs")
+    path = Path(settings.MEDIA_ROOT) / name
+    if not path.exists():
+        thumb = decoded.copy()
+        thumb.thumbnail((settings.LOUPE_THUMBNAIL_SIZE, settings.LOUPE_THUMBNAIL_SIZE))
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="JPEG", quality=85, optimize=True)
+        _write_atomically(path, buffer.getvalue())
+    return name
+
+
+def read_upload(upload) -> CheckedImage:
+    """An uploaded file (Django's UploadedFile) checked as an image, size first so nothing big is read."""
+    if upload.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+        raise InvalidImage(f"The file is {upload.size:,} bytes; the limit is {settings.LOUPE_MAX_UPLOAD_BYTES:,}.")
+    return read_image(upload.read())

@@ -1,0 +1,208 @@
+"""Vector queries over pgvector: one partial HNSW (cosine) index per encoder version.
+
+Vectors are stored without a fixed dimension; each version's index and queries cast to
+``vector(d)`` so the planner matches the partial index ``WHERE encoder_version_id = v``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+
+from collection.models import EncoderVersion
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    id: int
+    score: float  # cosine similarity, in [-1, 1] (ts_rank_cd for full-text matches)
+    # Whether the image has full-text words and captions, when the query was asked for them (text_flags):
+    # fusion needs them to know which channels could have found the image.
+    has_document: bool | None = None
+    has_captions: bool | None = None
+
+
+# Columns appended to a query over images ``i``: does the image have full-text words, captions?
+TEXT_FLAGS_SQL = "i.text_document IS NOT NULL AND length(i.text_document) > 0, i.has_captions"
+
+
+def _with_text_flags(sql: str) -> str:
+    """Wrap a nearest-neighbour query (first column: image id) so each row also carries the image's text flags.
+
+    The inner query keeps its LIMIT, so the planner still answers it from the HNSW index; the join
+    then costs one primary-key probe per row.
+    """
+    return f"SELECT n.*, {TEXT_FLAGS_SQL} FROM ({sql}) n JOIN searchapp_image i ON i.id = n.image_id"
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form; 9 significant digits give every float32 back exactly."""
+    return "[" + ",".join([f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).ravel().tolist()]) + "]"
+
+
+def _index_name(table: str, version: EncoderVersion) -> str:
+    return f"{table}_hnsw_v{version.pk}"
+
+
+def ensure_hnsw_indexes(version: EncoderVersion) -> None:
+    """Create the version's HNSW indexes over image and caption vectors if they are missing."""
+    d = int(version.dimension)
+    with connection.cursor() as cursor:
+        # Foreign keys are checked at commit; inside a caller's transaction CREATE INDEX refuses to
+        # run while such checks are pending, so run them now.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        for table in ("searchapp_imageembedding", "searchapp_captionembedding"):
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {_index_name(table, version)} ON {table} "
+                f"USING hnsw ((vector::vector({d})) vector_cosine_ops) "
+                f"WITH (m = 16, ef_construction = 64) WHERE encoder_version_id = {int(version.pk)}"
+            )
+
+
+def drop_hnsw_indexes(version: EncoderVersion) -> None:
+    with connection.cursor() as cursor:
+        for table in ("searchapp_imageembedding", "searchapp_captionembedding"):
+            cursor.execute(f"DROP INDEX IF EXISTS {_index_name(table, version)}")
+
+
+def count_tagged(tags: Sequence[str]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM searchapp_image WHERE tags @> %s::varchar[]", [list(tags)])
+        return int(cursor.fetchone()[0])
+
+
+def nearest_images(
+    version: EncoderVersion,
+    vector: np.ndarray,
+    *,
+    k: int,
+    tags: Sequence[str] = (),
+    exclude_ids: Sequence[int] = (),
+    exact: bool = False,
+    text_flags: bool = False,
+) -> list[Neighbour]:
+    """The ``k`` images nearest to ``vector``, best first, optionally restricted to images with all ``tags``.
+
+    A tag filter keeps its recall: when few images carry the tags they are scanned exactly
+    (through the GIN index on tags), otherwise the HNSW scan is iterative (pgvector 0.8), so
+    it goes on past the first ``ef_search`` candidates until ``k`` rows pass the filter.
+    """
+    d = int(version.dimension)
+    where = ["e.encoder_version_id = %s"]
+    params: list = [version.pk]
+    join = ""
+    if tags:
+        join = "JOIN searchapp_image i ON i.id = e.image_id"
+        where.append("i.tags @> %s::varchar[]")
+        params.append(list(tags))
+        exact = exact or count_tagged(tags) <= settings.LOUPE_EXACT_FILTER_LIMIT
+    if exclude_ids:
+        where.append("NOT (e.image_id = ANY(%s))")
+        params.append(list(exclude_ids))
+    sql = (
+        f"SELECT e.image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
+        f"FROM searchapp_imageembedding e {join} WHERE {' AND '.join(where)} "
+        f"ORDER BY distance LIMIT %s"
+    )
+    if text_flags:
+        sql = _with_text_flags(sql)
+    return _run_nearest(sql, [vector_literal(vector), *params, int(k)], k=k, exact=exact, filtered=bool(tags))
+
+
+def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> list[Neighbour]:
+    """The ``k`` captions whose text vectors are nearest to ``vector`` (image-to-text search)."""
+    d = int(version.dimension)
+    sql = (
+        f"SELECT caption_id, vector::vector({d}) <=> %s::vector({d}) AS distance "
+        f"FROM searchapp_captionembedding WHERE encoder_version_id = %s ORDER BY distance LIMIT %s"
+    )
+    return _run_nearest(sql, [vector_literal(vector), version.pk, int(k)], k=k, exact=False, filtered=False)
+
+
+def _run_nearest(
+    sql: str, params: list, *, k: int, exact: bool, filtered: bool, ef_search: int | None = None
+) -> list[Neighbour]:
+    """Run a nearest-neighbour query with its planner settings, all set in one round trip.
+
+    ``ef_search`` defaults to ``LOUPE_HNSW_EF_SEARCH``; it is never below ``k``, since an HNSW scan
+    returns at most ``ef_search`` rows.
+    """
+    if exact:
+        # Without plain index scans the planner scans (or bitmap-scans the tag index) and sorts.
+        knobs, knob_params = "set_config('enable_indexscan', 'off', true)", []
+    else:
+        # The planner underestimates distance computations and may prefer scanning the version's rows
+        # and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
+        knobs = "set_config('hnsw.ef_search', %s, true), set_config('enable_sort', 'off', true)"
+        knob_params = [str(max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k))]
+        if filtered:
+            knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SELECT {knobs}", knob_params)
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    else:
+        # Two statements in one simple-protocol message run as one implicit transaction, so the knobs
+        # (transaction-local) apply to the query: one round trip instead of BEGIN, SET, query, COMMIT.
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {knobs}; {sql}", [*knob_params, *params])
+            cursor.nextset()
+            rows = cursor.fetchall()
+    # relaxed_order may return near-ties slightly out of order: re-sort by the exact distance.
+    rows.sort(key=lambda row: row[1])
+    return [Neighbour(int(row[0]), 1.0 - float(row[1]), *row[2:]) for row in rows]
+
+
+# Nearest captions read per wanted image. An image's captions cluster, so its best one comes first
+# and the rest are skipped. 1.5 captions per image, with ef_search equal to that, is the cheapest
+# scan that still fills the channel on COCO-style collections (5 captions per image); at 100k
+# captions it costs ~2.5 ms against 3.5 ms for 2 per image at ef_search 100 (docs/performance.md).
+CAPTIONS_PER_IMAGE_SCANNED = 1.5
+
+
+def nearest_caption_images(
+    version: EncoderVersion,
+    vector: np.ndarray,
+    *,
+    k: int,
+    tags: Sequence[str] = (),
+    exclude_ids: Sequence[int] = (),
+    min_similarity: float = -1.0,
+    text_flags: bool = False,
+) -> list[Neighbour]:
+    """Images ranked by their best-matching caption's vector (the caption-vector channel).
+
+    Looks at the ``1.5k`` nearest captions (an image has several), keeps each image's best one.
+    """
+    d = int(version.dimension)
+    where = ["e.encoder_version_id = %s"]
+    params: list = [version.pk]
+    if tags:
+        where.append("i.tags @> %s::varchar[]")
+        params.append(list(tags))
+    if exclude_ids:
+        where.append("NOT (c.image_id = ANY(%s))")
+        params.append(list(exclude_ids))
+    sql = (
+        f"SELECT c.image_id AS image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
+        "FROM searchapp_captionembedding e JOIN searchapp_caption c ON c.id = e.caption_id "
+        f"{'JOIN searchapp_image i ON i.id = c.image_id' if tags else ''} "
+        f"WHERE {' AND '.join(where)} ORDER BY distance LIMIT %s"
+    )
+    if text_flags:
+        sql = _with_text_flags(sql)
+    depth = math.ceil(CAPTIONS_PER_IMAGE_SCANNED * int(k))
+    rows = _run_nearest(
+        sql, [vector_literal(vector), *params, depth], k=depth, exact=False, filtered=bool(tags), ef_search=depth
+    )
+    best: dict[int, Neighbour] = {}
+    for row in rows:
+        if row.score >= min_similarity and row.id not in best:
+            best[row.id] = row
+    return list(best.values())[:k]

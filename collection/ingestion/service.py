@@ -1,0 +1,98 @@
+"""Adding images to the collection: validate, store by content, record with captions and tags."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from collection.images import CheckedImage, InvalidImage, read_image, store_original, store_thumbnail
+from collection.ingestion.sources import IngestItem
+from collection.models import Caption, Image
+from collection.tags import clean_tags
+from collection.text_index import refresh_text_documents
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    duplicates: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def add_image(
+    checked: CheckedImage,
+    *,
+    captions: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    licence: str = "",
+    attribution: str = "",
+    source: str = "",
+) -> tuple[Image, bool]:
+    """Store a validated image unless the same bytes are already in; returns (image, created).
+
+    Files are written before the row (atomically, under their content hash), so a failed insert
+    leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
+    """
+    existing = Image.objects.filter(sha256=checked.sha256).first()
+    if existing is not None:
+        return existing, False
+    decoded = checked.open()
+    file_name = store_original(checked)
+    thumb_name = store_thumbnail(checked, decoded)
+    unique_captions = list(dict.fromkeys(c.strip() for c in captions if c and c.strip()))
+    with transaction.atomic():
+        image, created = Image.objects.get_or_create(
+            sha256=checked.sha256,
+            defaults={
+                "file": file_name,
+                "thumbnail": thumb_name,
+                "width": checked.width,
+                "height": checked.height,
+                "format": checked.format.lower(),
+                "byte_size": len(checked.data),
+                "tags": clean_tags(tags),
+                "source": source[:2000],
+                "licence": licence[:300],
+                "attribution": attribution,
+            },
+        )
+        if created:
+            Caption.objects.bulk_create(
+                Caption(image=image, text=text, position=i) for i, text in enumerate(unique_captions)
+            )
+            refresh_text_documents([image.pk])
+    return image, created
+
+
+def ingest_items(items: Iterable[IngestItem], *, progress: Callable[[IngestItem], None] | None = None) -> IngestReport:
+    """Ingest each item; a bad file is reported and skipped, never stops the run."""
+    report = IngestReport()
+    for item in items:
+        try:
+            data = item.path.read_bytes()
+            checked = read_image(data)
+            _, created = add_image(
+                checked,
+                captions=item.captions,
+                tags=item.tags,
+                licence=item.licence,
+                attribution=item.attribution,
+                source=str(item.path),
+            )
+        except (OSError, InvalidImage) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            report.failed.append((str(item.path), reason))
+            logger.warning("Skipped %s: %s", item.path, reason)
+        else:
+            if created:
+                report.added += 1
+            else:
+                report.duplicates += 1
+        if progress:
+            progress(item)
+    return report

@@ -1,0 +1,62 @@
+"""manage.py ingest SOURCE [SOURCE ...]: add images with their captions and tags, then embed them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from collection.embedding import embed_everything_missing, images_to_embed
+from collection.ingestion.service import ingest_items
+from collection.ingestion.sources import SourceError, detect_items
+from collection.text_index import refresh_lexeme_stats
+from collection.versions import serving_version
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest images from a folder (sub-folder names become tags), a COCO captions JSON, a CSV/JSONL "
+        "(file, caption, tags) or a labels JSON (file -> 'a, b'). Duplicates (same bytes) are skipped, "
+        "bad files reported; re-running resumes. New images are then embedded with the serving encoder."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("sources", nargs="+", type=Path)
+        parser.add_argument("--images-dir", type=Path, help="Where the files of a COCO or labels JSON are.")
+        parser.add_argument("--no-folder-tags", action="store_true", help="Do not turn folder names into tags.")
+        parser.add_argument("--limit", type=int, default=0, help="Ingest at most this many items per source.")
+        parser.add_argument("--no-embed", action="store_true", help="Only store the images; embed later.")
+
+    def handle(self, *args, **opts):
+        total_added = 0
+        for source in opts["sources"]:
+            if not source.exists():
+                raise CommandError(f"{source} does not exist.")
+            try:
+                items = list(
+                    detect_items(source, images_dir=opts["images_dir"], folder_tags=not opts["no_folder_tags"])
+                )
+            except SourceError as exc:
+                raise CommandError(str(exc)) from None
+            if opts["limit"]:
+                items = items[: opts["limit"]]
+            with tqdm(total=len(items), desc=f"ingest {source.name}", unit="img", disable=None) as bar:
+                report = ingest_items(items, progress=lambda _item: bar.update(1))
+            for path, reason in report.failed:
+                self.stderr.write(f"  skipped {path}: {reason}")
+            self.stdout.write(
+                f"{source}: {report.added} added, {report.duplicates} already present, {len(report.failed)} skipped"
+            )
+            total_added += report.added
+        if total_added:
+            refresh_lexeme_stats()
+        if not opts["no_embed"]:
+            self._embed()
+
+    def _embed(self) -> None:
+        _, version = serving_version()
+        pending = images_to_embed(version).count()
+        with tqdm(total=pending, desc=f"embed with {version}", unit="img", disable=None) as bar:
+            result = embed_everything_missing(progress=bar.update)
+        self.stdout.write(f"Embedded {result['images']} images and {result['captions']} captions with {version}.")

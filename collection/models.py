@@ -1,0 +1,175 @@
+"""The collection: images, their captions, and their vectors under each encoder version."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.expressions import ArraySubquery
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from django.db.models import OuterRef
+from pgvector.django import VectorField
+
+
+class EncoderVersion(models.Model):
+    """One set of encoder weights. Every vector in the database belongs to exactly one version.
+
+    A version is identified by where its model comes from and a fingerprint of its weights, so a
+    changed model at the same path or hub id is a new version, never silently mixed with the old.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "building (embedding the collection; cannot serve yet)"
+        READY = "ready", "ready"
+        RETIRED = "retired", "retired"
+
+    class Kind(models.TextChoices):
+        IMAGE_TEXT = "image_text", "image-text (CLIP family)"
+        SENTENCE = "sentence", "sentence (text only)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.IMAGE_TEXT)
+    name = models.CharField(max_length=200)
+    model_ref = models.CharField(max_length=1000, help_text="Hugging Face hub id or local folder.")
+    fingerprint = models.CharField(max_length=64, help_text="sha256 over the weight files.")
+    dimension = models.PositiveIntegerField()
+    is_demo = models.BooleanField(
+        default=False, help_text="A random-weight demo model: its results carry no semantic quality."
+    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    fusion_weight = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Weight of this encoder's channel in rank fusion, as measured by `evaluate --calibrate`. "
+        "Empty: 1, or 0 for a demo model (declared to have no semantic quality).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_ref", "fingerprint"], name="encoder_version_unique")]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} {self.name}"
+
+    @property
+    def channel_weight(self) -> float:
+        if self.fusion_weight is not None:
+            return self.fusion_weight
+        return 0.0 if self.is_demo else 1.0
+
+
+class Image(models.Model):
+    """An image of the collection, stored once by content (sha256) under MEDIA_ROOT."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(max_length=300)
+    thumbnail = models.FileField(max_length=300)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=16)
+    byte_size = models.PositiveBigIntegerField()
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    source = models.CharField(max_length=2000, blank=True, help_text="Where it was ingested from.")
+    licence = models.CharField(max_length=300, blank=True)
+    attribution = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Tags (weight A) and captions (weight B) for full-text search; kept by collection.text_index.
+    text_document = SearchVectorField(null=True, editable=False)
+    # Kept with text_document: lets fusion know, without another query, that the caption channel could see it.
+    has_captions = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        indexes = [
+            GinIndex(fields=["tags"], name="image_tags_gin"),
+            GinIndex(fields=["text_document"], name="image_text_document_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.pk} ({self.sha256[:12]})"
+
+    @property
+    def caption(self) -> str:
+        """The first caption, if any."""
+        texts = self.caption_texts()
+        return texts[0] if texts else ""
+
+    def caption_texts(self) -> list[str]:
+        """The caption texts in order (read once; ``with_caption_texts`` reads many images' in one query)."""
+        texts = getattr(self, "_caption_texts", None)
+        if texts is None:
+            texts = self._caption_texts = [caption.text for caption in self.captions.all()]
+        return texts
+
+    @classmethod
+    def with_caption_texts(cls, ids: list[int]) -> list[Image]:
+        """These images (without their full-text document) and their caption texts, in one query."""
+
+        texts = Caption.objects.filter(image_id=OuterRef("pk")).order_by("position", "pk").values("text")
+        images = list(cls.objects.filter(pk__in=ids).defer("text_document").annotate(_captions=ArraySubquery(texts)))
+        for image in images:
+            image._caption_texts = image._captions
+        return images
+
+
+class Caption(models.Model):
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="captions")
+    text = models.TextField()
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["image_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["image", "text"], name="caption_unique_per_image")]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ImageEmbedding(models.Model):
+    """An image's vector under one encoder version (L2-normalised, so cosine = dot product).
+
+    The column has no fixed dimension; each version gets its own partial HNSW index over
+    ``vector::vector(dimension)`` (see ``collection.index``), so versions of different sizes coexist.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="embeddings")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="image_embeddings")
+    vector = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder_version", "image"], name="image_embedding_unique")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} under encoder v{self.encoder_version_id}"
+
+
+class CaptionEmbedding(models.Model):
+    """A caption's text vector under one encoder version, for image-to-text search."""
+
+    caption = models.ForeignKey(Caption, on_delete=models.CASCADE, related_name="embeddings")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="caption_embeddings")
+    vector = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder_version", "caption"], name="caption_embedding_unique")]
+
+    def __str__(self) -> str:
+        return f"caption {self.caption_id} under encoder v{self.encoder_version_id}"
+
+
+class ImageTowerOutput(models.Model):
+    """The image tower's pooled output (before the projection) for one image, under one tower's weights.
+
+    Fine-tuning that changes only the projections re-projects these instead of re-running the tower:
+    an epoch costs matrix products, and re-embedding the collection under a new version takes seconds.
+    Kept in Postgres so every worker machine shares them.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="tower_outputs")
+    tower = models.CharField(max_length=64, help_text="sha256 of the image tower's weights (not the projection).")
+    pooled = VectorField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tower", "image"], name="tower_output_unique")]
+
+    def __str__(self) -> str:
+        return f"tower {self.tower[:12]} output of image {self.image_id}"

