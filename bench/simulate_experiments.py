@@ -104,6 +104,11 @@ def interleaving_check(experiment) -> dict:
             "p_value": i.p_value, "sign_test_p": i.sign_test_p}  # fmt: skip
 
 
+def first_crossing(checks: list[dict], alpha: float) -> int | None:
+    """The first check at which the p-value is below ``alpha`` (what someone acting on the page would see)."""
+    return next((p["searches"] for p in checks if p["p_value"] < alpha), None)
+
+
 def needed(checks: list[dict], alpha: float) -> int | None:
     """The first traffic from which every later check stays significant (None: never within the budget)."""
     for index, point in enumerate(checks):
@@ -170,8 +175,9 @@ def main() -> None:
     parser.add_argument("--var-dir", type=Path, default=sim.ROOT / "var" / "sim")
     parser.add_argument("--seed", type=int, default=3, help="the query distribution (use the learning run's last seed)")
     parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--ab-budget", type=int, default=2_000)
-    parser.add_argument("--interleaving-budget", type=int, default=1_000)
+    # Equal budgets and the same stopping rule for both designs (issue 17: the earlier 2.9x compared
+    # A/B over 2,000 searches with interleaving over 1,000).
+    parser.add_argument("--budget", type=int, default=1_000, help="searches for A/B and for interleaving alike")
     parser.add_argument("--aa-searches", type=int, default=4_000)
     parser.add_argument("--aa-repetitions", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=50)
@@ -204,11 +210,11 @@ def main() -> None:
 
     print(f"A/B: embedding order vs {ranker.label}", flush=True)
     ab = make("A/B embedding vs learned", "ab", [{**control, "is_control": True}, learned], args.metric)
-    ab_checks = traffic(users, args, ab, args.ab_budget, ab_check, "ab")
+    ab_checks = traffic(users, args, ab, args.budget, ab_check, "ab")
     stop(ab, "simulation")
     print("Interleaving: the same two rankers", flush=True)
     il = make("interleaving embedding vs learned", "interleave", [control, learned], args.metric)
-    il_checks = traffic(users, args, il, args.interleaving_budget, interleaving_check, "il")
+    il_checks = traffic(users, args, il, args.budget, interleaving_check, "il")
     stop(il, "simulation")
     print("A/A: two identical arms", flush=True)
     aa = make("A/A", "ab", [{**control, "is_control": True}, {**control, "name": "same-again"}], args.metric)
@@ -220,12 +226,15 @@ def main() -> None:
     aa_result["with_1000_salts"] = {k: v for k, v in aa_rejections(aa, 1000, 0.05, args.seed + 1).items()
                                     if k in ("repetitions", "rejection_rate")}  # fmt: skip
     ab_needed, il_needed = needed(ab_checks, args.alpha), needed(il_checks, args.alpha)
+    ab_first, il_first = first_crossing(ab_checks, args.alpha), first_crossing(il_checks, args.alpha)
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "ranker": ranker.label,
-        "ab": {"checks": ab_checks, "searches_needed": ab_needed},
-        "interleaving": {"checks": il_checks, "searches_needed": il_needed},
-        "ab_over_interleaving": (ab_needed / il_needed) if ab_needed and il_needed else None,
+        "statistics": "always-valid (mSPRT), the product's default",
+        "ab": {"checks": ab_checks, "stays_significant_from": ab_needed, "first_crossing": ab_first},
+        "interleaving": {"checks": il_checks, "stays_significant_from": il_needed, "first_crossing": il_first},
+        "ab_over_interleaving_stays": (ab_needed / il_needed) if ab_needed and il_needed else None,
+        "ab_over_interleaving_first": (ab_first / il_first) if ab_first and il_first else None,
         "aa": {"checks": aa_checks, **aa_result},
     }
     print(json.dumps({k: v for k, v in results.items() if k not in ("config",)}, indent=1, default=str)[:3000])

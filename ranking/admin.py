@@ -10,7 +10,7 @@ from django.urls import path
 
 from ranking.experiments.actions import ExperimentError, promote_arm, start, stop
 from ranking.experiments.chart import timeline_svg
-from ranking.experiments.results import METRICS, results
+from ranking.experiments.results import METRICS, method_label, results
 from ranking.experiments.serving import forget_cached_configs
 from ranking.models import (
     Experiment,
@@ -119,7 +119,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fixed = ["status", "salt", "started_at", "stopped_at"]
         if obj is not None and obj.status != Experiment.Status.DRAFT:
-            return fixed + ["mode", "surface", "traffic_share"]
+            return fixed + ["mode", "surface", "traffic_share", "statistics", "expected_effect"]
         return fixed
 
     def get_urls(self):
@@ -157,10 +157,9 @@ class ExperimentAdmin(admin.ModelAdmin):
             "metric_labels": [(name, METRIC_LABELS[name]) for name in METRICS],
             "expected_users": [f"{v:.0f}" for v in found.sample_ratio.expected],
             "primary_label": METRIC_LABELS[experiment.primary_metric],
+            "statistics_label": method_label(experiment),
             "chart": timeline_svg(found.timeline, METRIC_LABELS[experiment.primary_metric]),
         }
-        if found.interleaving is not None:
-            context["ci_half_preference"] = 1.96 * found.interleaving.preference.standard_error
         return context
 
     def _confirm(self, request, experiment, *, title, question, confirm_label, details=()):

@@ -23,8 +23,8 @@ class UnknownExperiment(Refused):
 class ExperimentSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
-        fields = ["id", "name", "mode", "surface", "status", "primary_metric", "traffic_share", "started_at",
-                  "stopped_at"]  # fmt: skip
+        fields = ["id", "name", "mode", "surface", "status", "primary_metric", "statistics", "traffic_share",
+                  "started_at", "stopped_at"]  # fmt: skip
 
 
 class ExperimentsView(APIView):

@@ -203,6 +203,10 @@ class Experiment(models.Model):
         RATING = "mean_rating", "mean rating"
         TIME = "time_to_first_click", "seconds to the first click"
 
+    class Statistics(models.TextChoices):
+        SEQUENTIAL = "sequential", "always valid (mSPRT): safe to read at any time"
+        FIXED = "fixed", "fixed horizon: valid only when read once, at a sample size planned in advance"
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.AB)
@@ -214,6 +218,10 @@ class Experiment(models.Model):
     )
     primary_metric = models.CharField(max_length=32, choices=Metric.choices, default=Metric.CTR)
     min_users_per_arm = models.PositiveIntegerField(default=200, help_text="No winner is suggested before this.")
+    statistics = models.CharField(max_length=16, choices=Statistics.choices, default=Statistics.SEQUENTIAL)
+    expected_effect = models.FloatField(
+        default=0.1, help_text="Relative effect the sequential test is tuned for (0.1 = 10%); see docs/experiments.md."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

@@ -52,8 +52,11 @@ def team_draft(a: Sequence[T], b: Sequence[T], length: int, rng: random.Random) 
     return shown
 
 
-def credit(clicked_teams: Sequence[str]) -> str:
-    """The winner of one search from the teams of its clicked items: "a", "b" or "tie"."""
-    a = sum(1 for team in clicked_teams if team == "a")
-    b = sum(1 for team in clicked_teams if team == "b")
-    return "a" if a > b else "b" if b > a else "tie"
+def credit(clicked_teams: Sequence[str], team_a: str, team_b: str) -> int:
+    """One search's credit from the teams (arm names) of its clicked items: +1 team A wins, -1 team B, 0 a tie.
+
+    The results read each logged search through this (``ranking.experiments.results``).
+    """
+    a = sum(1 for team in clicked_teams if team == team_a)
+    b = sum(1 for team in clicked_teams if team == team_b)
+    return 1 if a > b else -1 if b > a else 0

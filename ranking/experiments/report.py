@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ranking.experiments.results import ExperimentResults
+from ranking.experiments.results import ExperimentResults, method_label
 from ranking.experiments.statistics import Comparison, RatioEstimate
 
 
@@ -19,7 +19,7 @@ def _estimate(estimate: RatioEstimate) -> dict:
 
 def _comparison(c: Comparison) -> dict:
     return {"difference": _number(c.difference), "relative": _number(c.relative), "ci95": [_number(c.low),
-            _number(c.high)], "p_value": _number(c.p_value)}  # fmt: skip
+            _number(c.high)], "p_value": _number(c.p_value), "method": c.method}  # fmt: skip
 
 
 def as_report(r: ExperimentResults) -> dict:
@@ -34,6 +34,8 @@ def as_report(r: ExperimentResults) -> dict:
         "traffic_share": e.traffic_share,
         "started_at": e.started_at.isoformat() if e.started_at else None,
         "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None,
+        # What the p-values and intervals below mean: always valid (safe to read at any time) or fixed-horizon.
+        "statistics": {"method": e.statistics, "description": method_label(e), "expected_effect": e.expected_effect},
         "verdict": r.verdict,
         "suggested_winner": r.winner.name if r.winner else None,
         "arms": [
@@ -56,7 +58,8 @@ def as_report(r: ExperimentResults) -> dict:
         i = r.interleaving
         report["interleaving"] = {
             "teams": [i.team_a, i.team_b], "users": i.users, "searches": i.searches, "wins": [i.wins_a, i.wins_b],
-            "ties": i.ties, "preference": _estimate(i.preference), "p_value": _number(i.p_value),
+            "ties": i.ties, "preference": _estimate(i.preference), "p_value": _number(i.p_value), "method": i.method,
+            "ci95": [_number(i.interval[0]), _number(i.interval[1])],
             "sign_test_p_value": _number(i.sign_test_p),
         }  # fmt: skip
     return report

@@ -15,6 +15,8 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback.models import RATING_UTILITY_SQL
+from ranking.experiments.interleaving import credit
+from ranking.experiments.sequential import MIN_MONITORED_USERS, compare_paths, preference_test, ratio_path
 from ranking.experiments.statistics import (
     Comparison,
     RatioEstimate,
@@ -45,7 +47,9 @@ CLICKS_CTE = """clicks AS (
     FROM feedback_click c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
 )"""
 
-PER_USER_SQL = f"""
+# One row per first-page search, in search-time order (time-ordered ids break ties): the history
+# the always-valid statistics walk through (ranking.experiments.sequential).
+PER_SEARCH_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, created_at FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
 ),
@@ -55,18 +59,24 @@ ratings AS (
     FROM (SELECT event_id, {RATING_UTILITY_SQL} AS utility FROM feedback_rating) r JOIN searches s ON s.id = r.event_id
     GROUP BY r.event_id
 )
-SELECT s.arm, s.user_key,
-    count(*) AS searches,
-    count(c.event_id) AS clicked_searches,
-    coalesce(sum(c.n), 0) AS clicks,
-    coalesce(sum(1.0 / c.first_position), 0) AS reciprocal_rank,
-    count(*) FILTER (WHERE c.event_id IS NULL AND r.event_id IS NULL) AS abandoned,
-    coalesce(sum(r.n), 0) AS ratings,
-    coalesce(sum(r.total), 0) AS rating_sum,
-    coalesce(sum(extract(epoch FROM c.first_at - s.created_at)), 0) AS seconds_to_first_click,
-    min(s.created_at) AS first_seen
+SELECT s.arm, s.user_key, s.created_at,
+    1 AS searches,
+    (c.event_id IS NOT NULL)::int AS clicked_searches,
+    coalesce(c.n, 0) AS clicks,
+    coalesce(1.0 / c.first_position, 0) AS reciprocal_rank,
+    (c.event_id IS NULL AND r.event_id IS NULL)::int AS abandoned,
+    coalesce(r.n, 0) AS ratings,
+    coalesce(r.total, 0) AS rating_sum,
+    coalesce(extract(epoch FROM c.first_at - s.created_at), 0) AS seconds_to_first_click
 FROM searches s LEFT JOIN clicks c ON c.event_id = s.id LEFT JOIN ratings r ON r.event_id = s.id
-GROUP BY s.arm, s.user_key
+ORDER BY s.created_at, s.id
+"""
+
+PER_USER_SQL = f"""
+SELECT arm, user_key, sum(searches) AS searches, sum(clicked_searches) AS clicked_searches, sum(clicks) AS clicks,
+    sum(reciprocal_rank) AS reciprocal_rank, sum(abandoned) AS abandoned, sum(ratings) AS ratings,
+    sum(rating_sum) AS rating_sum, sum(seconds_to_first_click) AS seconds_to_first_click, min(created_at) AS first_seen
+FROM ({PER_SEARCH_SQL}) per_search GROUP BY arm, user_key
 """
 
 TIMELINE_SQL = f"""
@@ -87,7 +97,7 @@ SELECT e.user_key, e.id,
         SELECT 1 FROM feedback_click c WHERE c.event_id = e.id AND c.image_id = i.image_id)) AS clicked_teams
 FROM feedback_searchevent e JOIN feedback_impression i ON i.event_id = e.id
 WHERE e.experiment_id = %(experiment)s AND e.page = 1 AND e.arm = 'interleaved'
-GROUP BY e.user_key, e.id
+GROUP BY e.user_key, e.id ORDER BY min(e.created_at), e.id
 """
 
 
@@ -110,7 +120,9 @@ class InterleavingResult:
     wins_b: int
     ties: int
     preference: RatioEstimate  # (wins A - wins B) per search, users as the unit; > 0 favours A
-    p_value: float  # from the preference's normal approximation (users as the unit)
+    p_value: float  # always-valid or fixed-horizon, as the experiment's statistics setting says (users as the unit)
+    method: str  # "always-valid" or "fixed-horizon"
+    interval: tuple[float, float]  # of the preference, of the same method
     sign_test_p: float  # binomial test over decided searches (searches as the unit), for reference
 
 
@@ -129,11 +141,41 @@ class ExperimentResults:
         return next((a for a in self.arms if a.variant.is_control), self.arms[0] if self.arms else None)
 
 
-def per_user_rows(experiment: Experiment) -> list[dict]:
+def _rows(sql: str, experiment: Experiment) -> list[dict]:
     with connection.cursor() as cursor:
-        cursor.execute(PER_USER_SQL, {"experiment": experiment.pk})
+        cursor.execute(sql, {"experiment": experiment.pk})
         columns = [c.name for c in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def per_user_rows(experiment: Experiment) -> list[dict]:
+    return _rows(PER_USER_SQL, experiment)
+
+
+def start_users(experiment: Experiment) -> int:
+    """Users per arm from which the sequential test counts looks (see ``sequential.MIN_MONITORED_USERS``)."""
+    return max(experiment.min_users_per_arm, MIN_MONITORED_USERS)
+
+
+def sequential_comparisons(experiment: Experiment, arms: list[ArmResult], control: ArmResult) -> None:
+    """Replace each arm's fixed-horizon comparisons by always-valid ones over the experiment's history."""
+    searches = _rows(PER_SEARCH_SQL, experiment)
+    users = {key: i for i, key in enumerate({r["user_key"] for r in searches})}
+    user = np.array([users[r["user_key"]] for r in searches], dtype=np.int64)
+    arm_of = np.array([r["arm"] for r in searches], dtype=object)
+    for name, (numerator, denominator, _) in METRICS.items():
+        num = np.array([float(r[numerator]) for r in searches])
+        den = np.array([float(r[denominator]) for r in searches])
+        base = ratio_path(arm_of == control.variant.name, user, num, den)
+        for arm in arms:
+            if arm is control:
+                continue
+            path = ratio_path(arm_of == arm.variant.name, user, num, den)
+            test = compare_paths(base, path, experiment.expected_effect, start_users(experiment), ALPHA)
+            fixed = arm.comparisons[name]
+            low, high = test.interval
+            arm.comparisons[name] = Comparison(fixed.control, fixed.treatment, fixed.difference, low, high,
+                                               test.p_value, "always-valid")  # fmt: skip
 
 
 def arm_metrics(rows: list[dict]) -> dict[str, RatioEstimate]:
@@ -166,6 +208,8 @@ def results(experiment: Experiment) -> ExperimentResults:
     for arm in arms:
         if arm is not control:
             arm.comparisons = {name: compare(control.metrics[name], arm.metrics[name]) for name in METRICS}
+    if control is not None and experiment.statistics == Experiment.Statistics.SEQUENTIAL:
+        sequential_comparisons(experiment, arms, control)
     srm = sample_ratio_check([a.users for a in arms], [a.variant.weight for a in arms])
     winner, verdict = ab_verdict(experiment, arms, control, srm)
     return ExperimentResults(experiment, arms, srm, timeline(experiment), None, winner, verdict)
@@ -194,11 +238,11 @@ def ab_verdict(experiment: Experiment, arms: list[ArmResult], control: ArmResult
         arm = max(better, key=lambda pair: pair[0])[1]
         c = arm.comparisons[metric]
         return arm.variant, (f"{arm.variant.name} beats {control.variant.name} on {metric}: "
-                             f"{c.difference:+.4f} ({c.relative:+.1%}), p = {c.p_value:.2g}.")  # fmt: skip
+                             f"{c.difference:+.4f} ({c.relative:+.1%}), {c.method} p = {c.p_value:.2g}.")  # fmt: skip
     worse = [a for a in arms if a.comparisons.get(metric) and a.comparisons[metric].p_value < ALPHA]
     if worse and len(worse) == len(arms) - 1:
         return control.variant, f"Every other arm is significantly worse on {metric}: keep {control.variant.name}."
-    return None, f"No significant difference on {metric} yet (alpha {ALPHA})."
+    return None, f"No significant difference on {metric} yet ({method_label(experiment)}, alpha {ALPHA})."
 
 
 def interleaving_result(experiment: Experiment, variants: list[Variant]) -> InterleavingResult | None:
@@ -206,28 +250,34 @@ def interleaving_result(experiment: Experiment, variants: list[Variant]) -> Inte
         return None
     a, b = variants[0].name, variants[1].name
     per_user: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # wins a, wins b, searches
-    wins_a = wins_b = ties = 0
+    keys, credits = [], []  # per search, in search-time order
     with connection.cursor() as cursor:
         cursor.execute(INTERLEAVING_SQL, {"experiment": experiment.pk})
         for user_key, _, clicked_teams in cursor.fetchall():
-            teams = clicked_teams or []
-            got_a, got_b = teams.count(a), teams.count(b)
+            won = credit(clicked_teams or [], a, b)
             counts = per_user[user_key]
             counts[2] += 1
-            if got_a > got_b:
-                counts[0] += 1
-                wins_a += 1
-            elif got_b > got_a:
-                counts[1] += 1
-                wins_b += 1
-            else:
-                ties += 1
+            counts[0 if won > 0 else 1] += won != 0
+            keys.append(user_key)
+            credits.append(won)
+    wins_a, wins_b = credits.count(1), credits.count(-1)
+    ties = len(credits) - wins_a - wins_b
     users = list(per_user.values())
     preference = ratio(np.array([u[0] - u[1] for u in users], dtype=float), np.array([u[2] for u in users], float))
     zero = RatioEstimate(0.0, 0.0, preference.users)
-    p_value = compare(zero, preference).p_value if preference.users > 1 else 1.0
-    return InterleavingResult(a, b, len(users), wins_a + wins_b + ties, wins_a, wins_b, ties, preference,
-                              p_value, sign_test(wins_a, wins_b))  # fmt: skip
+    fixed = compare(zero, preference)
+    p_value = fixed.p_value if preference.users > 1 else 1.0
+    interval, method = (fixed.low, fixed.high), "fixed-horizon"
+    if experiment.statistics == Experiment.Statistics.SEQUENTIAL:
+        index = {key: i for i, key in enumerate(per_user)}
+        values = np.array(credits, dtype=float)
+        path = ratio_path(np.ones(len(values), bool), np.array([index[k] for k in keys], dtype=np.int64), values,
+                          np.ones(len(values)))  # fmt: skip
+        decided = np.cumsum(np.abs(values)) / np.arange(1, len(values) + 1)
+        test = preference_test(path, decided, experiment.expected_effect, start_users(experiment), ALPHA)
+        p_value, interval, method = test.p_value, test.interval, "always-valid"
+    return InterleavingResult(a, b, len(users), len(credits), wins_a, wins_b, ties, preference, p_value, method,
+                              interval, sign_test(wins_a, wins_b))  # fmt: skip
 
 
 def interleaving_verdict(experiment: Experiment, variants: list[Variant], result: InterleavingResult | None):
@@ -236,10 +286,15 @@ def interleaving_verdict(experiment: Experiment, variants: list[Variant], result
     if result.users < experiment.min_users_per_arm:
         return None, f"Not enough users yet ({result.users}; minimum {experiment.min_users_per_arm})."
     if np.isnan(result.p_value) or result.p_value >= ALPHA:
-        return None, f"No significant preference yet (p = {result.p_value:.2g})."
+        return None, f"No significant preference yet ({result.method} p = {result.p_value:.2g})."
     winner = variants[0] if result.preference.value > 0 else variants[1]
-    return winner, (f"{winner.name} wins {max(result.wins_a, result.wins_b)} of "
-                    f"{result.wins_a + result.wins_b} decided searches, p = {result.p_value:.2g}.")  # fmt: skip
+    return winner, (f"{winner.name} wins {max(result.wins_a, result.wins_b)} of {result.wins_a + result.wins_b} "
+                    f"decided searches, {result.method} p = {result.p_value:.2g}.")  # fmt: skip
+
+
+def method_label(experiment: Experiment) -> str:
+    """What the p-values on the page and in the API mean, in the words the page shows."""
+    return Experiment.Statistics(experiment.statistics).label
 
 
 def timeline(experiment: Experiment) -> dict[str, list[tuple[str, float]]]:

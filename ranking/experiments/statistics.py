@@ -61,6 +61,7 @@ class Comparison:
     low: float
     high: float
     p_value: float
+    method: str = "fixed-horizon"  # or "always-valid" (ranking.experiments.sequential)
 
     @property
     def relative(self) -> float:

@@ -44,7 +44,7 @@ def test_admin_starts_an_experiment_and_reads_its_results(live_server, live_coll
     table = page.locator("table.loupe-arms")
     assert table.is_visible()
     assert table.locator("tbody tr").count() == 2
-    assert "95% CI" in table.locator("tr[data-arm=treatment]").inner_text()
+    assert "95% always-valid CI" in table.locator("tr[data-arm=treatment]").inner_text()
     chart = page.locator("svg.loupe-chart")
     assert chart.is_visible() and chart.locator("polyline").count() == 2
     assert "Sample ratio" in page.locator(".loupe-srm").inner_text()

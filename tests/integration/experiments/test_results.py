@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import numpy as np
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -12,6 +13,7 @@ from feedback.identity import Viewer
 from feedback.models import Click, SearchEvent
 from ranking.experiments.actions import promote_arm, start, stop
 from ranking.experiments.results import results
+from ranking.experiments.statistics import compare, ratio
 from ranking.models import Experiment, ExperimentAudit, RankerVersion, ServingConfig
 from searchapp.search import SearchRequest
 from tests.integration.experiments.conftest import make_experiment
@@ -26,8 +28,11 @@ def search_as(service, n: int):
 
 
 def test_metrics_per_arm_match_a_hand_count(service, collection):
-    experiment = make_experiment(arms=[{"name": "control", "is_control": True}, {"name": "treatment"}])
+    experiment = make_experiment(statistics=Experiment.Statistics.FIXED, arms=[
+        {"name": "control", "is_control": True}, {"name": "treatment"},
+    ])  # fmt: skip
     start(experiment)
+    per_user = {"control": {}, "treatment": {}}  # user -> [searches, clicked searches]
     expected = {"control": [0, 0, 0, 0.0, 0, []], "treatment": [0, 0, 0, 0.0, 0, []]}  # searches, clicked, clicks,
     users = {"control": set(), "treatment": set()}  # reciprocal rank sum, abandoned, ratings
     for n in range(24):
@@ -37,6 +42,9 @@ def test_metrics_per_arm_match_a_hand_count(service, collection):
             users[response.arm].add(n)
             e[0] += 1
             clicks = [h for h in response.hits if h.position in ((n + s) % 4 + 1, 5)][: (n + s) % 3]
+            counts = per_user[response.arm].setdefault(n, [0, 0])
+            counts[0] += 1
+            counts[1] += bool(clicks)
             for i, hit in enumerate(clicks):
                 record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"c{n}-{s}-{i}"))
             if clicks:
@@ -59,12 +67,21 @@ def test_metrics_per_arm_match_a_hand_count(service, collection):
         assert arm.metrics["abandonment"].value == pytest.approx(abandoned / searches)
         if ratings:
             assert arm.metrics["mean_rating"].value == pytest.approx(sum(ratings) / len(ratings))
-        assert arm.metrics["time_to_first_click"].value >= 0
+        assert arm.metrics["time_to_first_click"].value < 5  # clicked right after the search
+    # The fixed-horizon comparison is the delta method over the hand-counted per-user pairs.
+    by_hand = {arm: ratio(np.array([c for _, c in u.values()], float), np.array([s for s, _ in u.values()], float))
+               for arm, u in per_user.items()}  # fmt: skip
+    expected_ctr = compare(by_hand["control"], by_hand["treatment"])
     treatment = found["treatment"].comparisons["ctr"]
-    assert treatment.difference == pytest.approx(
-        found["treatment"].metrics["ctr"].value - found["control"].metrics["ctr"].value
-    )
-    assert treatment.low <= treatment.difference <= treatment.high and 0 <= treatment.p_value <= 1
+    assert treatment.method == "fixed-horizon"
+    assert (treatment.p_value, treatment.low, treatment.high) == pytest.approx(
+        (expected_ctr.p_value, expected_ctr.low, expected_ctr.high))
+    # The same logs read with the always-valid statistics: 24 users are below the monitored minimum (30
+    # per arm), so no look has counted yet: p stays 1 and there is no interval.
+    Experiment.objects.filter(pk=experiment.pk).update(statistics=Experiment.Statistics.SEQUENTIAL)
+    experiment.refresh_from_db()
+    sequential = next(a for a in results(experiment).arms if a.variant.name == "treatment").comparisons["ctr"]
+    assert sequential.method == "always-valid" and sequential.p_value == 1.0 and np.isnan(sequential.low)
 
 
 def test_time_to_first_click_is_measured_from_the_search(service, collection):
@@ -92,9 +109,12 @@ def test_no_winner_before_the_minimum_sample_and_a_winner_after(service, collect
             early = results(experiment)
             assert early.winner is None and "Not enough users" in early.verdict
     final = results(experiment)
+    assert Experiment.objects.get(pk=experiment.pk).statistics == "sequential"  # the default
     assert not final.sample_ratio.mismatch
     assert final.winner.name == "treatment", final.verdict
-    assert final.arms[1].comparisons["ctr"].p_value < 0.001
+    ctr = final.arms[1].comparisons["ctr"]
+    assert ctr.method == "always-valid" and "always-valid p" in final.verdict
+    assert ctr.p_value < 0.001 and ctr.low > 0.3  # treatment clicks every search, control one in five
 
 
 def test_a_sample_ratio_mismatch_blocks_the_verdict(service, collection):
@@ -116,15 +136,21 @@ def test_interleaving_credits_clicks_to_teams(service, collection, reversing_ran
         {"name": "embedding", "use_reranker": False}, {"name": "reversed", "ranker": reversing_ranker},
     ])  # fmt: skip
     start(experiment)
+    clicked_teams = []
     for n in range(60):
         viewer, response = search_as(service, n)
         liked = [h for h in response.hits if h.team == "reversed"][:1] if n % 6 else response.hits[:1]
+        if n % 10 == 9:
+            liked = []  # a search without a click: a tie
         for hit in liked:
             record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"c{n}"))
+        clicked_teams.append(liked[0].team if liked else "")
     found = results(experiment)
     i = found.interleaving
     assert i.users == 60 and i.searches == 60
-    assert i.wins_b > 45 and i.wins_a + i.wins_b + i.ties == 60
+    # Each search's credit, counted from the teams the page showed on the clicked hits.
+    assert (i.wins_a, i.wins_b, i.ties) == (clicked_teams.count("embedding"), clicked_teams.count("reversed"), 6)
+    assert i.wins_b > 40 and i.method == "always-valid"
     assert i.preference.value < 0 and i.p_value < 0.001 and i.sign_test_p < 0.001
     assert found.winner.name == "reversed"
 
@@ -165,7 +191,8 @@ def test_admin_pages_show_results_and_confirm_actions(admin_client, service, col
     change = admin_client.get(f"/admin/ranking/experiment/{experiment.pk}/change/")
     html = change.content.decode()
     assert change.status_code == 200
-    assert 'class="loupe-arms"' in html and 'data-arm="treatment"' in html and "95% CI" in html
+    assert 'class="loupe-arms"' in html and 'data-arm="treatment"' in html and "95% always-valid CI" in html
+    assert "always valid (mSPRT): safe to read at any time" in html
     assert "<svg" in html and "Sample ratio" in html
     variant = experiment.variants.get(name="treatment")
     confirm = admin_client.get(f"/admin/ranking/experiment/{experiment.pk}/promote/{variant.pk}/")
@@ -179,10 +206,14 @@ def test_admin_pages_show_results_and_confirm_actions(admin_client, service, col
 
 
 def test_running_experiments_arms_are_frozen_in_admin(admin_client, collection):
-    experiment = make_experiment(arms=[{"name": "control", "is_control": True}, {"name": "treatment"}])
+    experiment = make_experiment(statistics=Experiment.Statistics.FIXED, arms=[
+        {"name": "control", "is_control": True}, {"name": "treatment"},
+    ])  # fmt: skip
     start(experiment)
     html = admin_client.get(f"/admin/ranking/experiment/{experiment.pk}/change/").content.decode()
     assert 'name="variants-0-weight"' not in html  # read-only once users see the arms
+    assert 'name="statistics"' not in html  # the statistics cannot be switched once it runs
+    assert "fixed horizon: valid only when read once" in html and "inflates false winners" in html
     stop(experiment)
 
 
@@ -199,6 +230,8 @@ def test_partner_api_reads_results_with_the_experiments_scope(service, collectio
     body = ok.json()
     assert [a["name"] for a in body["arms"]] == ["control", "treatment"]
     assert sum(a["searches"] for a in body["arms"]) == 6 and "ctr" in body["arms"][1]["versus_control"]
+    assert body["statistics"]["method"] == "sequential" and body["arms"][1]["versus_control"]["ctr"]["method"] == (
+        "always-valid")
     listed = api.get("/api/v1/experiments", HTTP_AUTHORIZATION=f"Bearer {reader}").json()
     assert listed[0]["name"] == experiment.name
     assert api.get(f"/api/v1/experiments/{experiment.pk}/results",

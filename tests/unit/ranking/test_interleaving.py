@@ -43,7 +43,9 @@ def test_short_rankings_fill_from_the_other_team():
     assert sorted(item for item, _ in merged) == [1, 2, 3, 4]
 
 
-def test_credit_goes_to_the_team_with_more_clicks():
-    assert credit(["a", "b", "a"]) == "a"
-    assert credit(["b"]) == "b"
-    assert credit(["a", "b"]) == credit([]) == "tie"
+def test_credit_is_read_by_arm_name_as_the_results_do():
+    """``results.interleaving_result`` passes each logged search's clicked teams (arm names) through this."""
+    assert credit(["learned", "embedding", "learned"], "embedding", "learned") == -1
+    assert credit(["embedding"], "embedding", "learned") == 1
+    assert credit(["embedding", "learned"], "embedding", "learned") == credit([], "embedding", "learned") == 0
+    assert credit(["", "learned"], "embedding", "learned") == -1  # an item neither team placed counts for nobody
