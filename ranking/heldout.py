@@ -18,11 +18,13 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from django.core.cache import cache
 from django.db import connection
 from django.db.backends.signals import connection_created
 
 from searchapp.result_cache import image_cache, result_cache
 from searchapp.text_channels import _pool, shutdown_pool
+from searchapp.text_index import refresh_text_documents
 from searchapp.versions import forget_other_encoders, sentence_version
 
 # Caption text, or something computed from it, lives in these tables (the lexeme counts are rebuilt).
@@ -48,8 +50,6 @@ def forget_process_caches(*encoders) -> None:
     result_cache.forget()
     image_cache.forget()
     forget_other_encoders()
-    from django.core.cache import cache  # noqa: PLC0415 - Django's cache is configured at runtime
-
     cache.clear()  # summaries such as the popular tags
     sentence_encoder, _ = sentence_version()
     for encoder in (*encoders, sentence_encoder):
@@ -85,8 +85,6 @@ def _copy_schema(schema: str, held_caption_ids: Sequence[int]) -> None:
 
 def _rebuild_text(schema: str, image_ids: Sequence[int]) -> None:
     """Full-text documents and lexeme counts of the copy, without the held-out captions."""
-    from searchapp.text_index import refresh_text_documents  # noqa: PLC0415 - collection layer, read once
-
     refresh_text_documents(list(image_ids))  # the current connection already searches the copy first
     with connection.cursor() as cursor:
         table = f"{schema}.searchapp_image"
