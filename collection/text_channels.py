@@ -77,7 +77,7 @@ def start_text_channels(text: str, depth: int, tags: Sequence[str]) -> Callable[
     """Start the channels (in the pool when parallel); call the returned function for their results."""
     if not settings.LOUPE_PARALLEL_CHANNELS:
         return lambda: run_text_channels(text, depth, tags)
-    pool = _pool()
+    pool = channel_pool()
     futures: dict[str, Future] = {
         name: pool.submit(_on_own_connection, channel, text, depth, tags) for name, channel in CHANNELS.items()
     }
@@ -95,7 +95,7 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
+def channel_pool() -> ThreadPoolExecutor:
     """One pool per process, made after any fork (gunicorn and Celery workers fork after import)."""
     pid = os.getpid()
     with _pools_lock:

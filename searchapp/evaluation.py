@@ -11,10 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from collection.index import nearest_captions, nearest_images
+from django.conf import settings
+
+from collection.index import nearest_caption_images, nearest_captions, nearest_images
 from collection.models import Caption, Image, ImageEmbedding
+from collection.text_index import full_text_matches
+from collection.versions import sentence_version
 from ranking.metrics import MetricSummary
-from searchapp.search import SearchService
+from searchapp.heldout import collection_without
+from searchapp.search import SearchRequest, SearchService
 
 Progress = Callable[[int], None] | None
 
@@ -70,55 +75,54 @@ def tag_queries(
 
 
 def held_out_captions(service: SearchService, *, rotations: int = 5, ks=(1, 5, 10), progress: Progress = None) -> dict:
-    """Each channel and the fusion on held-out captions (rotation r hides every image's r-th caption).
+    """Each channel and the fusion on held-out captions (rotation r holds out every image's r-th caption).
 
-    For each rotation, inside a transaction that is rolled back: the held-out captions are deleted
-    (with their vectors) and the full-text documents rebuilt, so no channel can see them; each
-    held-out caption then queries every channel and the real search service. Returns per-channel
+    For each rotation the search runs on a committed copy of the collection without the held-out
+    captions (``searchapp.heldout.collection_without``): no connection, pool thread or cache that serves
+    the search can see them, and the copy is dropped afterwards. Each held-out caption then queries
+    every channel and the real search service; its image is the relevant result. Returns per-channel
     metrics (``clip``, ``fts``, ``caption``, ``fusion``, ``fusion_equal_weights``).
     """
-    from django.conf import settings
-    from django.db import transaction
-
-    from collection.index import nearest_caption_images
-    from collection.text_index import full_text_matches, refresh_text_documents
-    from collection.versions import sentence_version
-    from searchapp.search import SearchRequest
-
-    sentence_encoder, text_version = sentence_version()
     depth = max(ks)
     summaries = {
         name: MetricSummary(ks=tuple(ks)) for name in ("clip", "fts", "caption", "fusion", "fusion_equal_weights")
     }
     served_weight = service.version.fusion_weight
-    for rotation in range(rotations):
-        with transaction.atomic():
+    try:
+        for rotation in range(rotations):
             held = list(Caption.objects.filter(position=rotation).values_list("pk", "text", "image_id"))
-            Caption.objects.filter(pk__in=[pk for pk, _, _ in held]).delete()
-            refresh_text_documents([image_id for _, _, image_id in held])
-            for _, text, image_id in held:
-                relevant = {image_id}
-                vector = service.encoder.encode_query(text)
-                summaries["clip"].add([n.id for n in nearest_images(service.version, vector, k=depth)], relevant)
-                summaries["fts"].add([n.id for n in full_text_matches(text, k=depth)], relevant)
-                if sentence_encoder is not None:
-                    matches = nearest_caption_images(
-                        text_version,
-                        sentence_encoder.encode_query(text),
-                        k=depth,
-                        min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
-                    )
-                    summaries["caption"].add([n.id for n in matches], relevant)
-                request = SearchRequest(text=text, page_size=depth)
-                service.version.fusion_weight = served_weight
-                summaries["fusion"].add([h.image.pk for h in service.search(request).hits], relevant)
-                service.version.fusion_weight = 1.0
-                summaries["fusion_equal_weights"].add([h.image.pk for h in service.search(request).hits], relevant)
-                if progress:
-                    progress(1)
-            transaction.set_rollback(True)
-    service.version.fusion_weight = served_weight
+            if not held:
+                continue
+            with collection_without([pk for pk, _, _ in held], [image_id for _, _, image_id in held], service.encoder):
+                for _, text, image_id in held:
+                    _held_out_query(service, text, {image_id}, depth, served_weight, summaries)
+                    if progress:
+                        progress(1)
+    finally:
+        service.version.fusion_weight = served_weight
     return {name: summary.means() for name, summary in summaries.items() if summary.queries}
+
+
+def _held_out_query(
+    service: SearchService, text: str, relevant: set[int], depth: int, served_weight: float, summaries: dict
+) -> None:
+    sentence_encoder, text_version = sentence_version()
+    vector = service.encoder.encode_query(text)
+    summaries["clip"].add([n.id for n in nearest_images(service.version, vector, k=depth)], relevant)
+    summaries["fts"].add([n.id for n in full_text_matches(text, k=depth)], relevant)
+    if sentence_encoder is not None:
+        matches = nearest_caption_images(
+            text_version,
+            sentence_encoder.encode_query(text),
+            k=depth,
+            min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
+        )
+        summaries["caption"].add([n.id for n in matches], relevant)
+    request = SearchRequest(text=text, page_size=depth)
+    service.version.fusion_weight = served_weight
+    summaries["fusion"].add([h.image.pk for h in service.search(request).hits], relevant)
+    service.version.fusion_weight = 1.0
+    summaries["fusion_equal_weights"].add([h.image.pk for h in service.search(request).hits], relevant)
 
 
 def chance_mrr(collection_size: int) -> float:

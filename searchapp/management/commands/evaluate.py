@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from collection.models import Caption, Image
 from collection.versions import sentence_version
-from ranking import evaluation
+from searchapp import evaluation
 from searchapp.search import SearchService
 
 
