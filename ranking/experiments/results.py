@@ -14,7 +14,7 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
-from feedback.models import RATING_UTILITY_SQL
+from feedback.models import RATING_UTILITY_SQL, Click, Impression, Rating, SearchEvent
 from ranking.experiments.interleaving import credit
 from ranking.experiments.sequential import MIN_MONITORED_USERS, compare_paths, preference_test, ratio_path
 from ranking.experiments.statistics import (
@@ -40,23 +40,29 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "time_to_first_click": ("seconds_to_first_click", "clicked_searches", False),
 }
 
+# Table names from the models that own them, so a rename breaks a test rather than production.
+CLICK_TABLE = Click._meta.db_table
+EVENT_TABLE = SearchEvent._meta.db_table
+IMPRESSION_TABLE = Impression._meta.db_table
+RATING_TABLE = Rating._meta.db_table
+
 # Per first-page search of the experiment: how many clicks, the position of the first, and when.
-CLICKS_CTE = """clicks AS (
+CLICKS_CTE = f"""clicks AS (
     SELECT c.event_id, count(*) AS n, (array_agg(c.position ORDER BY c.created_at, c.id))[1] AS first_position,
         min(c.created_at) AS first_at
-    FROM feedback_click c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
+    FROM {CLICK_TABLE} c JOIN searches s ON s.id = c.event_id GROUP BY c.event_id
 )"""
 
 # One row per first-page search, in search-time order (time-ordered ids break ties): the history
 # the always-valid statistics walk through (ranking.experiments.sequential).
 PER_SEARCH_SQL = f"""
 WITH searches AS (
-    SELECT id, arm, user_key, created_at FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
+    SELECT id, arm, user_key, created_at FROM {EVENT_TABLE} WHERE experiment_id = %(experiment)s AND page = 1
 ),
 {CLICKS_CTE},
 ratings AS (
     SELECT r.event_id, count(*) AS n, sum(r.utility) AS total
-    FROM (SELECT event_id, {RATING_UTILITY_SQL} AS utility FROM feedback_rating) r JOIN searches s ON s.id = r.event_id
+    FROM (SELECT event_id, {RATING_UTILITY_SQL} AS utility FROM {RATING_TABLE}) r JOIN searches s ON s.id = r.event_id
     GROUP BY r.event_id
 )
 SELECT s.arm, s.user_key, s.created_at,
@@ -82,7 +88,7 @@ FROM ({PER_SEARCH_SQL}) per_search GROUP BY arm, user_key
 TIMELINE_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, date_trunc(%(unit)s, created_at) AS bucket
-    FROM feedback_searchevent WHERE experiment_id = %(experiment)s AND page = 1
+    FROM {EVENT_TABLE} WHERE experiment_id = %(experiment)s AND page = 1
 ),
 {CLICKS_CTE}
 SELECT s.arm, s.bucket, count(*) AS searches, count(c.event_id) AS clicked_searches, coalesce(sum(c.n), 0) AS clicks,
@@ -91,11 +97,11 @@ FROM searches s LEFT JOIN clicks c ON c.event_id = s.id
 GROUP BY s.arm, s.bucket ORDER BY s.bucket
 """
 
-INTERLEAVING_SQL = """
+INTERLEAVING_SQL = f"""
 SELECT e.user_key, e.id,
     array_agg(i.team) FILTER (WHERE EXISTS (
-        SELECT 1 FROM feedback_click c WHERE c.event_id = e.id AND c.image_id = i.image_id)) AS clicked_teams
-FROM feedback_searchevent e JOIN feedback_impression i ON i.event_id = e.id
+        SELECT 1 FROM {CLICK_TABLE} c WHERE c.event_id = e.id AND c.image_id = i.image_id)) AS clicked_teams
+FROM {EVENT_TABLE} e JOIN {IMPRESSION_TABLE} i ON i.event_id = e.id
 WHERE e.experiment_id = %(experiment)s AND e.page = 1 AND e.arm = 'interleaved'
 GROUP BY e.user_key, e.id ORDER BY min(e.created_at), e.id
 """

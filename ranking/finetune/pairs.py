@@ -37,8 +37,13 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Q
 
-from feedback.models import Rating
+from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.propensity import PropensityCurve
+
+# Table names from the models that own them, so a rename breaks a test rather than production.
+CLICK_TABLE = Click._meta.db_table
+EVENT_TABLE = SearchEvent._meta.db_table
+IMPRESSION_TABLE = Impression._meta.db_table
 
 GOOD_RATING, BAD_RATING = 0.75, 0.25
 
@@ -76,9 +81,9 @@ def smoothed_relevance(clicks: float, examinations: float, options: RelevanceSet
 def _examinations(since: datetime | None, until: datetime, curve: PropensityCurve) -> dict[tuple[str, int], float]:
     """Sum of propensity(position) over every impression of every text search in the window, per pair."""
     values = [float(v) for v in curve.values]
-    sql = """
+    sql = f"""
         SELECT e.normalised_query, i.image_id, SUM((%s::float8[])[LEAST(i.position, %s)])
-        FROM feedback_impression i JOIN feedback_searchevent e ON e.id = i.event_id
+        FROM {IMPRESSION_TABLE} i JOIN {EVENT_TABLE} e ON e.id = i.event_id
         WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s
               AND (%s::timestamptz IS NULL OR e.created_at >= %s)
         GROUP BY 1, 2
@@ -90,9 +95,9 @@ def _examinations(since: datetime | None, until: datetime, curve: PropensityCurv
 
 def _clicks(since: datetime | None, until: datetime, short_click_ms: int) -> list[tuple]:
     """(event id, query, image, position) of each click on a text search in the window that was not a short click."""
-    sql = """
+    sql = f"""
         SELECT c.event_id, e.normalised_query, c.image_id, c.position
-        FROM feedback_click c JOIN feedback_searchevent e ON e.id = c.event_id
+        FROM {CLICK_TABLE} c JOIN {EVENT_TABLE} e ON e.id = c.event_id
         WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s
               AND (%s::timestamptz IS NULL OR e.created_at >= %s)
               AND (c.dwell_ms IS NULL OR c.dwell_ms >= %s)
@@ -108,7 +113,7 @@ def _shown_above(clicks: list[tuple]) -> dict:
     shown: dict = defaultdict(list)
     with connection.cursor() as cursor:
         for start in range(0, len(events), 5000):
-            cursor.execute("SELECT event_id, position, image_id FROM feedback_impression WHERE event_id = ANY(%s)",
+            cursor.execute(f"SELECT event_id, position, image_id FROM {IMPRESSION_TABLE} WHERE event_id = ANY(%s)",
                            [events[start : start + 5000]])  # fmt: skip
             for event_id, position, image_id in cursor.fetchall():
                 shown[event_id].append((position, image_id))
@@ -170,7 +175,7 @@ def search_time_quantiles(until: datetime, shares: list[float]) -> list[datetime
     """Times below which the given shares of the text searches before ``until`` fall."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY created_at) FROM feedback_searchevent "
+            f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY created_at) FROM {EVENT_TABLE} "
             "WHERE kind = 'text' AND normalised_query <> '' AND created_at < %s",
             [shares, until],
         )
