@@ -23,6 +23,7 @@ from searchapp.index import vector_literal
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
 RATING_PRIOR = 0.5
+COLLECTION_RATES_KEY = "loupe:collection-rates"
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def collection_rates() -> CollectionRates:
             return CollectionRates(ctr=0.1)
         return CollectionRates(ctr=float(clicks or 0) / float(examinations))
 
-    return cache.get_or_set("loupe:collection-rates", compute, 300)
+    return cache.get_or_set(COLLECTION_RATES_KEY, compute, 300)
 
 
 def candidate_features(
