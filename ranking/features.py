@@ -6,7 +6,8 @@ At serve time ``candidate_features`` reads what it needs for all candidates in o
 serving saw (no train/serve skew). Priors are smoothed toward the collection's mean (Bayesian
 average with ``PRIOR_STRENGTH`` pseudo-observations), and click-through is position-debiased:
 clicks over examinations, where an impression at position p counts 1/p (the power-law prior of
-``ranking.propensity`` until the swap-estimated curve replaces it in the summaries).
+``ranking.propensity``; the summary views do not yet use the swap-estimated curve that the training
+weights use, see docs/ranking.md).
 """
 
 from __future__ import annotations
