@@ -1,7 +1,7 @@
 """The query sets of the learning simulation: training traffic and three held-out sets, disjoint by construction.
 
 A ranker trained on click logs can gain in two ways: by remembering what users clicked for a query
-it has seen (``query_ctr_debiased`` and ``query_impressions_log`` join on the exact normalised
+it has seen (``query_ctr`` and ``query_impressions_log`` join on the exact normalised
 string), and by generalising (image priors, the first stage's score and ranks). The first is real
 value on the head of traffic, but says nothing about queries nobody typed before. So every
 measurement reports three sets separately (issue 17: the earlier "held-out" queries were drawn from
