@@ -29,7 +29,8 @@ from ranking.training_data import estimated_propensity, load_searches, split_win
 
 logger = logging.getLogger(__name__)
 
-MIN_TRAIN_SEARCHES, MIN_WINDOW_SEARCHES = 30, 10  # MIN_WINDOW_SEARCHES: early stopping and gate each
+# The gate's window decides promotion and needs searches for its bootstrap; early stopping only picks a round.
+MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES, MIN_GATE_SEARCHES = 30, 5, 10
 
 
 def labelled_searches_since(since) -> int:
@@ -63,8 +64,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
         propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
         logged = load_searches(None, now, propensity)
         windows = split_windows(logged)
-        smallest_window = min(len(windows.early_stopping.groups), len(windows.gate.groups))
-        if len(windows.train.groups) < MIN_TRAIN_SEARCHES or smallest_window < MIN_WINDOW_SEARCHES:
+        sizes = (len(windows.train.groups), len(windows.early_stopping.groups), len(windows.gate.groups))
+        if any(n < least for n, least in zip(sizes, (MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES,
+                                                    MIN_GATE_SEARCHES), strict=True)):  # fmt: skip
             return run.finish(TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
         trained = train_ranker(windows.train, windows.early_stopping)
         gate = windows.gate  # from here on, nothing reads the early-stopping window
