@@ -1,8 +1,9 @@
 """Simulated users teach Loupe to rank: the whole loop on Caltech 101, with the real services.
 
 Caltech 101 is ingested *without* its labels (no tags, no captions): the class of each image lives
-only here, in the simulator, so every gain must come from feedback. A query names a class (three
-phrasings per class); queries follow a Zipf distribution, so head queries repeat. Each simulated
+only here, in the simulator, so every gain must come from feedback. A query names a class; a fifth
+of the classes get no training traffic at all, the others are searched in three training phrasings
+following a Zipf distribution, so head queries repeat. Each simulated
 search goes through ``SearchService.search`` with a viewer (so it is logged), and the simulated
 user clicks through ``feedback.capture.record_click``, following a click model:
 
@@ -12,21 +13,26 @@ user clicks through ``feedback.capture.record_click``, following a click model:
 
 Every ``--refresh-every`` searches the feedback summaries are refreshed (the beat task's job in the
 product), and every ``--retrain-every`` ``ranking.training.retrain`` runs
-(train, compare on the latest searches, promote only if better). Held-out simulated traffic (a fixed
-sample of queries, not logged) is measured before and after each retraining: nDCG@10, MRR and the
-click-through a user would produce. At the end, naive (unweighted) and inverse-propensity training
-are compared on the same logs, offline, on the held-out queries. With ``--strong-base`` the base
+(train, compare on the latest searches, promote only if better). Three held-out query sets
+(``bench/held_out_queries.py``: *repeat* training strings, *new phrasings* of seen classes, *new
+intents* with no training traffic; disjoint by construction, checked against the search logs before
+every measurement) are served without being logged, before and after each retraining: nDCG@10, MRR
+and the click-through a user would produce, each set separately, with the embedding order measured
+on the same queries in the same state and a bootstrap interval of the paired difference. At the
+end, naive (unweighted) and inverse-propensity training are compared on the same logs, offline, on
+each held-out set. With ``--strong-base`` the base
 order is made as good as a strong encoder by mixing relevance into the cosine (the gate must then
 refuse rankers that do not help).
 
-With ``--dataset coco_mini`` the collection is coco_mini with all but the last caption of each image
-(and its categories as tags), a query is an image's held-out last caption, and the one relevant image
-is that image; the text channel is on (it has captions to find), so the base order is strong.
+With ``--dataset coco_mini`` the collection is coco_mini with all but the last two captions of each
+image (and its categories as tags); an image's last caption is its training query, the one before it
+its new phrasing, and a fifth of the images get no training traffic (their last caption is a new
+intent); the one relevant image is that image; the text channel is on, so the base order is strong.
 
 Random-weight encoders measure the learning loop, not CLIP quality.
 
 Run (from the repo root, after bin/setup dev):
-    .venv/bin/python bench/simulate_learning.py --searches 20000 --seed 1
+    .venv/bin/python bench/simulate_learning.py --searches 12000 --seeds 1 2 3
 """
 
 from __future__ import annotations
@@ -37,16 +43,25 @@ import os
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.held_out_queries import (  # noqa: E402 - the repo root must be importable first
+    SETS,
+    TRAINING_PHRASINGS,
+    LeakageError,
+    QuerySets,
+    caltech_sets,
+    check_logs,
+    coco_sets,
+)
+
 CALTECH = ROOT.parent / "shared" / "datasets" / "caltech101" / "101_ObjectCategories"
 COCO_MINI = ROOT.parent / "shared" / "datasets" / "coco_mini"
 OUT_DIR = ROOT / "docs" / "bench"
-PHRASINGS = ["a photo of a {}", "{}", "a picture of the {}"]
 
 
 def setup(var_dir: Path, fresh: bool, args) -> None:
@@ -65,7 +80,6 @@ def setup(var_dir: Path, fresh: bool, args) -> None:
     os.environ["LOUPE_EXPLORE_SHARE"] = str(args.explore_share)
     os.environ["LOUPE_DEFER_SEARCH_LOG"] = "false"  # one process that clicks at once: each log before its clicks
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -108,48 +122,46 @@ def ingest_unlabelled(limit: int | None) -> dict[int, str]:
     return labels
 
 
-def ingest_coco_held_out() -> tuple[dict[int, str], list[tuple[str, str]]]:
-    """Ingest coco_mini with all but the last caption of each image; that caption becomes its query.
+def coco_captions() -> dict[str, tuple[Path, list[str], list[str]]]:
+    """coco_mini's images by intent ("image-<n>"): path, captions, tags."""
+    from collection.ingestion.sources import coco_items
 
-    The label of an image is its own id: a held-out caption has exactly one relevant image.
-    """
+    images = {}
+    for split in ("train2017", "val2017"):
+        for item in coco_items(COCO_MINI / "annotations" / f"captions_{split}.json"):
+            if item.path.is_file():
+                images[f"image-{len(images)}"] = (item.path, list(item.captions), list(item.tags))
+    return images
+
+
+def ingest_coco(images: dict[str, tuple[Path, list[str], list[str]]], ingest: dict[str, list[str]]) -> dict[int, str]:
+    """Ingest coco_mini with only the captions ``coco_sets`` allows (never a query's); image id -> intent."""
     from collection.embedding import embed_everything_missing
     from collection.images import read_image
     from collection.ingestion.service import add_image
-    from collection.ingestion.sources import coco_items
 
     labels: dict[int, str] = {}
-    queries: list[tuple[str, str]] = []
-    for split in ("train2017", "val2017"):
-        for item in coco_items(COCO_MINI / "annotations" / f"captions_{split}.json"):
-            if len(item.captions) < 2 or not item.path.is_file():
-                continue
-            image, _ = add_image(read_image(item.path.read_bytes()), captions=item.captions[:-1], tags=item.tags,
-                                 source=str(item.path))  # fmt: skip
-            labels[image.pk] = f"image-{image.pk}"
-            queries.append((item.captions[-1], labels[image.pk]))
+    for intent, captions in ingest.items():
+        path, _, tags = images[intent]
+        image, _ = add_image(read_image(path.read_bytes()), captions=captions, tags=tags, source=str(path))
+        labels[image.pk] = intent
     embed_everything_missing()
-    print(f"  {len(labels)} coco_mini images, {len(queries)} held-out caption queries", flush=True)
-    return labels, sorted(queries)
+    print(f"  {len(labels)} coco_mini images ingested with their non-query captions", flush=True)
+    return labels
 
 
 class Users:
-    """The click model and the query stream."""
+    """The click model and the training query stream."""
 
-    def __init__(self, labels: dict[int, str], args, seed: int, queries: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, labels: dict[int, str], args, seed: int, sets: QuerySets) -> None:
         self.labels = labels
         self.rng = np.random.default_rng(seed)
-        classes = sorted(set(labels.values()))
-        self.queries = list(queries) if queries else [(p.format(c), c) for c in classes for p in PHRASINGS]
-        order = self.rng.permutation(len(self.queries))
-        self.queries = [self.queries[i] for i in order]
-        weights = 1.0 / np.arange(1, len(self.queries) + 1) ** args.zipf
-        self.weights = weights / weights.sum()
+        self.sets = sets
         self.args = args
 
-    def draw_query(self, rng=None) -> tuple[str, str]:
-        rng = rng or self.rng
-        return self.queries[int(rng.choice(len(self.queries), p=self.weights))]
+    def draw_query(self) -> tuple[str, str]:
+        query = self.sets.draw_training(self.rng)
+        return query.text, query.intent
 
     def clicks(self, hits, wanted: str) -> list:
         clicked = []
@@ -167,86 +179,162 @@ class Users:
         return clicked
 
 
-def measure(service, users: Users, held_out: list[tuple[str, str]]) -> dict:
-    """nDCG@10, MRR and expected clicks of the served order on held-out queries (not logged)."""
+def logged_queries() -> list[str]:
+    from feedback.models import SearchEvent
+
+    return list(SearchEvent.objects.values_list("normalised_query", flat=True).distinct())
+
+
+def forget_served_orders() -> None:
+    """Held-out searches neither read orders that training traffic cached nor leave theirs for it."""
+    from searchapp.result_cache import result_cache
+
+    result_cache.forget()
+
+
+def measure_set(service, users: Users, queries) -> dict:
+    """Per-query nDCG@10, reciprocal rank and expected clicks of the served order (not logged)."""
     from ranking.metrics import ndcg_at_k, reciprocal_rank
     from searchapp.search import SearchRequest
 
     ndcgs, rrs, ctrs = [], [], []
     ranker = "embedding"
-    for text, wanted in held_out:
-        response = service.search(SearchRequest(text=text, page_size=10))
+    for query in queries:
+        response = service.search(SearchRequest(text=query.text, page_size=10))
         ranker = response.ranker
         ids = [h.image.pk for h in response.hits]
-        relevant = {pk for pk in ids if users.labels.get(pk) == wanted} | {
-            pk for pk, label in users.labels.items() if label == wanted
-        }
+        relevant = {pk for pk, label in users.labels.items() if label == query.intent}
         ndcgs.append(ndcg_at_k(ids, relevant, 10))
         rrs.append(reciprocal_rank(ids, relevant))
         ctrs.append(sum(users.args.click_relevant * (1 / (i + 1)) ** users.args.eta for i, pk in enumerate(ids)
                         if pk in relevant))  # fmt: skip
-    return {"ndcg@10": float(np.mean(ndcgs)), "mrr": float(np.mean(rrs)), "expected_clicks": float(np.mean(ctrs)),
-            "ranker": ranker}  # fmt: skip
+    return {"ndcg@10": ndcgs, "mrr": rrs, "expected_clicks": ctrs, "ranker": ranker}
 
 
-def compare_naive_and_ipw(service, users: Users, held_out: list[tuple[str, str]]) -> dict:
-    """Train both on the same logs; score the held-out queries' top candidates offline with each.
+def measure(service, users: Users, searches: int) -> dict:
+    """Each held-out set, served as now and in the embedding order, after checking the logs for leaks."""
+    from django.conf import settings
+
+    check_logs(users.sets, logged_queries())
+    forget_served_orders()
+    point: dict = {"searches": searches}
+    try:
+        for name in SETS:
+            served = measure_set(service, users, users.sets.held_out[name])
+            settings.LOUPE_RERANK = False
+            embedding = measure_set(service, users, users.sets.held_out[name])
+            settings.LOUPE_RERANK = True
+            point[name] = {"ranker": served["ranker"], "per_query_ndcg@10": served["ndcg@10"],
+                           "per_query_embedding_ndcg@10": embedding["ndcg@10"],
+                           **{m: float(np.mean(served[m])) for m in ("ndcg@10", "mrr", "expected_clicks")},
+                           "embedding_ndcg@10": float(np.mean(embedding["ndcg@10"])),
+                           "difference": paired_interval(served["ndcg@10"], embedding["ndcg@10"])}  # fmt: skip
+    finally:
+        settings.LOUPE_RERANK = True
+        forget_served_orders()
+    return point
+
+
+def paired_interval(served, embedding, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of served - embedding nDCG@10 over the same queries, with a 95% bootstrap interval over queries."""
+    difference = np.asarray(served, dtype=float) - np.asarray(embedding, dtype=float)
+    means = difference[np.random.default_rng(seed).integers(0, len(difference), (resamples, len(difference)))]
+    low, high = np.quantile(means.mean(axis=1), [0.025, 0.975])
+    return {"mean": float(difference.mean()), "low": float(low), "high": float(high)}
+
+
+def brief(point: dict) -> str:
+    return " | ".join(f"{name} {point[name]['embedding_ndcg@10']:.4f}->{point[name]['ndcg@10']:.4f}" for name in SETS)
+
+
+def compare_naive_and_ipw(service, users: Users) -> dict:
+    """Train both on the same logs; score each held-out set's top candidates offline with each.
 
     Two windows: all the logs, and only the searches served in the embedding order (before the first
     promotion), where the logged order is unrelated to relevance and position bias is at its purest.
+    A query none of whose top candidates is relevant cannot tell two orders apart: it is counted and
+    reported (``without_relevant_candidate``), and the nDCG over all queries scores it 0.
     """
     from django.conf import settings
     from django.utils import timezone
 
-    from feedback.impressions import query_key
-    from ranking.features import Candidate, candidate_features
-    from ranking.ltr import RankingData, evaluate_scores, train_ranker
+    from ranking.ltr import RankingData, train_ranker
     from ranking.models import RankerVersion
-    from ranking.training_data import estimated_propensity, load_searches, split_by_time
-    from searchapp.search import SearchRequest
+    from ranking.training_data import estimated_propensity, load_searches, split_windows
 
+    check_logs(users.sets, logged_queries())
     propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
-    settings.LOUPE_RERANK = False
-    rows, labels, groups = [], [], []
-    for text, wanted in held_out:
-        response = service.search(SearchRequest(text=text, page_size=settings.LOUPE_RERANK_DEPTH))
-        candidates = [
-            Candidate(h.image.pk, h.score, h.position, {"clip": h.position}, h.similarity) for h in response.hits
-        ]
-        matrix, _ = candidate_features(service.version, service.encoder.encode_query(text), candidates, query_key(text),
-                                       settings.LOUPE_RERANK_DEPTH)  # fmt: skip
-        rows.append(matrix)
-        labels += [float(users.labels.get(c.image_id) == wanted) for c in candidates]
-        groups.append(len(candidates))
-    settings.LOUPE_RERANK = True
-    truth = RankingData(np.vstack(rows), np.asarray(labels), np.asarray(groups))
-    embedding_order = -np.concatenate([np.arange(g) for g in groups]).astype(float)
+    truths = {name: candidate_truth(service, users, users.sets.held_out[name]) for name in SETS}
     first_promotion = (
         RankerVersion.objects.filter(promoted_at__isnull=False).order_by("promoted_at").values_list("promoted_at",
                                                                                                      flat=True).first()
     )  # fmt: skip
-    windows = {"all_logs": timezone.now(), "embedding_served_logs": first_promotion}
-    out = {"embedding_order": evaluate_scores(embedding_order, truth),
-           "propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
-           "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
-    for window, until in windows.items():
+    out: dict = {"propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
+                 "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
+    for name, truth in truths.items():
+        embedding_order = -np.concatenate([np.arange(g) for g in truth.groups]).astype(float)
+        out[name] = {"embedding_order": scored(embedding_order, truth)}
+    for window, until in {"all_logs": timezone.now(), "embedding_served_logs": first_promotion}.items():
         if until is None:
             continue
         logged = load_searches(None, until, propensity)
-        train, valid, _ = split_by_time(logged)
+        windows = split_windows(logged)
+        train = windows.train
         naive_data = RankingData(train.X, np.minimum(train.y, 1), train.groups, None, train.feature_names)
-        ipw = train_ranker(train, valid)
-        naive = train_ranker(naive_data, RankingData(valid.X, valid.y, valid.groups, None, valid.feature_names))
-        out[window] = {"searches": int(len(logged.data.groups)),
-                       "naive_clicks": evaluate_scores(naive.predict(truth.X), truth),
-                       "inverse_propensity": evaluate_scores(ipw.predict(truth.X), truth)}  # fmt: skip
+        ipw = train_ranker(train, windows.early_stopping)
+        naive = train_ranker(naive_data, windows.early_stopping)
+        for name, truth in truths.items():
+            out[name][window] = {"searches": int(len(logged.data.groups)),
+                                 "naive_clicks": scored(naive.predict(truth.X), truth),
+                                 "inverse_propensity": scored(ipw.predict(truth.X), truth)}  # fmt: skip
     return out
+
+
+def candidate_truth(service, users: Users, queries):
+    """The first-stage top ``LOUPE_RERANK_DEPTH`` of each query, with their features and true relevance."""
+    from django.conf import settings
+
+    from feedback.impressions import query_key
+    from ranking.features import Candidate, candidate_features
+    from ranking.ltr import RankingData
+    from searchapp.search import SearchRequest
+
+    rows, labels, groups = [], [], []
+    settings.LOUPE_RERANK = False
+    try:
+        for query in queries:
+            response = service.search(SearchRequest(text=query.text, page_size=settings.LOUPE_RERANK_DEPTH))
+            candidates = [
+                Candidate(h.image.pk, h.score, h.position, {"clip": h.position}, h.similarity) for h in response.hits
+            ]
+            matrix, _ = candidate_features(service.version, service.encoder.encode_query(query.text), candidates,
+                                           query_key(query.text), settings.LOUPE_RERANK_DEPTH)  # fmt: skip
+            rows.append(matrix)
+            labels += [float(users.labels.get(c.image_id) == query.intent) for c in candidates]
+            groups.append(len(candidates))
+    finally:
+        settings.LOUPE_RERANK = True
+        forget_served_orders()
+    return RankingData(np.vstack(rows), np.asarray(labels), np.asarray(groups))
+
+
+def scored(scores: np.ndarray, truth) -> dict:
+    """nDCG@10 on the queries with a relevant candidate, the count of those without, and nDCG@10 over all."""
+    from ranking.ltr import evaluate_scores
+
+    metrics = evaluate_scores(scores, truth)
+    queries = len(truth.groups)
+    return {**metrics, "queries": queries, "without_relevant_candidate": queries - metrics["groups"],
+            "ndcg@10_all_queries": metrics["ndcg@10"] * metrics["groups"] / queries if queries else 0.0}  # fmt: skip
 
 
 def forget_feedback() -> None:
     """A repetition starts from no feedback and no ranker (the collection and its vectors stay)."""
+    from django.core.cache import cache
+
     from feedback.models import SearchEvent
     from feedback.summaries import refresh_summaries
+    from ranking.features import COLLECTION_RATES_KEY
     from ranking.models import RankerVersion, TrainingRun
     from ranking.registry import active_ranker
 
@@ -255,23 +343,24 @@ def forget_feedback() -> None:
     SearchEvent.objects.all().delete()  # impressions and clicks go with their events
     refresh_summaries()
     active_ranker.forget()
+    # The previous seed's served orders and collection click rate must not reach this one.
+    forget_served_orders()
+    cache.delete(COLLECTION_RATES_KEY)
 
 
-def run(args, labels: dict[int, str], queries: list[tuple[str, str]] | None = None) -> dict:
+def run(args, labels: dict[int, str], sets: QuerySets) -> dict:
     from feedback.capture import ClickInput, record_click
     from feedback.identity import Viewer
     from feedback.summaries import refresh_summaries
     from ranking.training import retrain
     from searchapp.search import SearchRequest, SearchService
 
-    users = Users(labels, args, args.seed, queries)
-    held_out_rng = np.random.default_rng(10_000 + args.seed)
-    held_out = [users.draw_query(held_out_rng) for _ in range(args.held_out)]
+    users = Users(labels, args, args.seed, sets)
     service = SearchService()
     if args.strong_base:
         strengthen_base(service, labels, args.strong_base)
-    curve = [{"searches": 0, **measure(service, users, held_out)}]
-    print(f"  before: {curve[0]}", flush=True)
+    curve = [measure(service, users, 0)]
+    print(f"  before: {brief(curve[0])}", flush=True)
     runs = []
     started = time.perf_counter()
     for n in range(1, args.searches + 1):
@@ -285,11 +374,13 @@ def run(args, labels: dict[int, str], queries: list[tuple[str, str]] | None = No
         if n % args.retrain_every == 0:
             outcome = retrain(force=True)
             runs.append({"searches": n, "outcome": outcome.outcome, "message": outcome.message})
-            point = {"searches": n, **measure(service, users, held_out)}
+            point = measure(service, users, n)
             curve.append(point)
             rate = n / (time.perf_counter() - started)
-            print(f"  {n} searches ({rate:.0f}/s): {outcome.message} | held-out {point}", flush=True)
-    return {"curve": curve, "training_runs": runs, "naive_vs_ipw": compare_naive_and_ipw(service, users, held_out)}
+            print(f"  {n} searches ({rate:.0f}/s): {outcome.message} | held-out {brief(point)}", flush=True)
+    return {"curve": curve, "training_runs": runs, "naive_vs_ipw": compare_naive_and_ipw(service, users),
+            "held_out_sizes": {name: len(sets.held_out[name]) for name in SETS},
+            "new_intents": sorted(sets.new_intents)[:200], "training_strings": len(sets.training)}  # fmt: skip
 
 
 def strengthen_base(service, labels: dict[int, str], mix: float) -> None:
@@ -298,7 +389,7 @@ def strengthen_base(service, labels: dict[int, str], mix: float) -> None:
     from collection.models import ImageEmbedding
 
     classes = sorted(set(labels.values()))
-    class_vectors = dict(zip(classes, service.encoder.encode_texts([PHRASINGS[0].format(c) for c in classes]),
+    class_vectors = dict(zip(classes, service.encoder.encode_texts([TRAINING_PHRASINGS[0].format(c) for c in classes]),
                              strict=True))  # fmt: skip
     rows = list(ImageEmbedding.objects.filter(encoder_version=service.version, image_id__in=list(labels)))
     for row in rows:
@@ -314,17 +405,38 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for rep in results["repetitions"]:
-        xs = [p["searches"] for p in rep["curve"]]
-        ax.plot(xs, [p["ndcg@10"] for p in rep["curve"]], marker="o", label=f"seed {rep['seed']}")
-    ax.set_xlabel("logged searches")
-    ax.set_ylabel("held-out nDCG@10")
-    dataset = "coco_mini, held-out captions" if results["config"].get("dataset") == "coco_mini" else "Caltech 101"
-    ax.set_title(f"Learning from simulated clicks ({dataset}, tiny random encoder)")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(SETS), figsize=(13, 4), sharey=True)
+    for ax, name in zip(axes, SETS, strict=True):
+        for rep in results["repetitions"]:
+            xs = [p["searches"] for p in rep["curve"]]
+            line = ax.plot(xs, [p[name]["ndcg@10"] for p in rep["curve"]], marker="o", label=f"seed {rep['seed']}")
+            ax.plot(xs, [p[name]["embedding_ndcg@10"] for p in rep["curve"]], ls=":", color=line[0].get_color())
+        ax.set_title(f"{name.replace('_', ' ')} (dotted: embedding order)")
+        ax.set_xlabel("logged searches")
+    axes[0].set_ylabel("held-out nDCG@10")
+    axes[0].legend()
+    dataset = "coco_mini" if results["config"].get("dataset") == "coco_mini" else "Caltech 101"
+    fig.suptitle(f"Learning from simulated clicks ({dataset}, tiny random encoder)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def summarise(results: dict) -> dict:
+    """Per held-out set: embedding order vs the serving ranker at the end, per seed and pooled over seeds."""
+    summary: dict = {}
+    for name in SETS:
+        finals = [rep["curve"][-1][name] for rep in results["repetitions"]]
+        served = [v for f in finals for v in f["per_query_ndcg@10"]]
+        embedding = [v for f in finals for v in f["per_query_embedding_ndcg@10"]]
+        summary[name] = {
+            "embedding_ndcg@10": [f["embedding_ndcg@10"] for f in finals],
+            "served_ndcg@10": [f["ndcg@10"] for f in finals],
+            "ranker": [f["ranker"] for f in finals],
+            "difference_per_seed": [f["difference"] for f in finals],
+            "difference_pooled": paired_interval(served, embedding),
+            "never_worse": all(f["difference"]["high"] >= 0 for f in finals),
+        }
+    return summary
 
 
 def main() -> None:
@@ -333,15 +445,16 @@ def main() -> None:
         "--dataset",
         choices=["caltech101", "coco_mini"],
         default="caltech101",
-        help="caltech101: a query names a class; coco_mini: a query is an image's held-out caption",
+        help="caltech101: a query names a class; coco_mini: a query is one of an image's held-out captions",
     )
-    parser.add_argument("--searches", type=int, default=20_000)
-    parser.add_argument("--retrain-every", type=int, default=4_000)
+    parser.add_argument("--searches", type=int, default=12_000)
+    parser.add_argument("--retrain-every", type=int, default=3_000)
     parser.add_argument("--refresh-every", type=int, default=1_000, help="refresh the feedback summaries")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--images", type=int, default=0, help="ingest a sample of this many images (0: all)")
     parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--held-out", type=int, default=300)
+    parser.add_argument("--held-out", type=int, default=200, help="queries in each of the three held-out sets")
+    parser.add_argument("--new-intent-share", type=float, default=0.2, help="classes/images with no training traffic")
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--model", choices=["position", "cascade"], default="position")
     parser.add_argument("--eta", type=float, default=1.0, help="examination (1/position)^eta")
@@ -360,35 +473,40 @@ def main() -> None:
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "repetitions": []}
     setup(args.var_dir, not args.keep, args)
     print(f"Ingesting {args.dataset}{' without labels' if args.dataset == 'caltech101' else ''}...", flush=True)
-    queries = None
+    coco = None
     if args.dataset == "coco_mini":
-        labels, queries = ingest_coco_held_out()
+        # One split of captions for all seeds (the collection is ingested once); each seed its own traffic.
+        coco = coco_captions()
+        _, ingest = coco_sets({i: c for i, (_, c, _) in coco.items()}, seed=0, per_set=1, zipf=args.zipf)
+        labels = ingest_coco(coco, ingest)
     else:
         labels = ingest_unlabelled(args.images)
     for seed in args.seeds:
         print(f"Repetition with seed {seed}:", flush=True)
         args.seed = seed
+        if coco is not None:
+            sets, _ = coco_sets({i: c for i, (_, c, _) in coco.items()}, seed=seed, per_set=args.held_out,
+                                zipf=args.zipf, new_intent_share=args.new_intent_share)  # fmt: skip
+        else:
+            sets = caltech_sets(sorted(set(labels.values())), seed=seed, per_set=args.held_out, zipf=args.zipf,
+                                new_intent_share=args.new_intent_share)  # fmt: skip
         forget_feedback()
-        results["repetitions"].append({"seed": seed, **run(args, labels, queries)})
+        results["repetitions"].append({"seed": seed, **run(args, labels, sets)})
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2))
-    summary = defaultdict(list)
-    for rep in results["repetitions"]:
-        summary["before_ndcg@10"].append(rep["curve"][0]["ndcg@10"])
-        summary["after_ndcg@10"].append(rep["curve"][-1]["ndcg@10"])
-        summary["offline_embedding_ndcg@10"].append(rep["naive_vs_ipw"]["embedding_order"]["ndcg@10"])
-        for window in ("all_logs", "embedding_served_logs"):
-            if window in rep["naive_vs_ipw"]:
-                for name in ("naive_clicks", "inverse_propensity"):
-                    summary[f"{window}_{name}_ndcg@10"].append(rep["naive_vs_ipw"][window][name]["ndcg@10"])
-    results["summary"] = {
-        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in summary.items()
-    }
-    print(json.dumps(results["summary"], indent=2))
+    results["summary"] = summarise(results)
+    for name, row in results["summary"].items():
+        pooled = row["difference_pooled"]
+        print(f"{name}: embedding {np.round(row['embedding_ndcg@10'], 4).tolist()} -> served "
+              f"{np.round(row['served_ndcg@10'], 4).tolist()}; pooled difference {pooled['mean']:+.4f} "
+              f"[{pooled['low']:+.4f}, {pooled['high']:+.4f}]", flush=True)  # fmt: skip
     args.output.write_text(json.dumps(results, indent=2))
     plot(results, args.output.with_suffix(".png"))
     print(f"Saved {args.output} and {args.output.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LeakageError as exc:
+        sys.exit(f"Held-out data leaked into training: {exc}")

@@ -6,7 +6,8 @@ At serve time ``candidate_features`` reads what it needs for all candidates in o
 serving saw (no train/serve skew). Priors are smoothed toward the collection's mean (Bayesian
 average with ``PRIOR_STRENGTH`` pseudo-observations), and click-through is position-debiased:
 clicks over examinations, where an impression at position p counts 1/p (the power-law prior of
-``ranking.propensity`` until the swap-estimated curve replaces it in the summaries).
+``ranking.propensity``; the summary views do not yet use the swap-estimated curve that the training
+weights use, see docs/ranking.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collection.index import vector_literal
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
 RATING_PRIOR = 0.5
+COLLECTION_RATES_KEY = "loupe:collection-rates"
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,12 @@ FEATURES: tuple[Feature, ...] = (
     Feature("ctr_debiased", "clicks / examinations, smoothed toward the collection's rate"),
     Feature("rating", "mean rating (0-1), smoothed toward 0.5"),
     Feature("query_impressions_log", "log(1 + times shown for this exact normalised query)"),
-    Feature("query_ctr_debiased", "clicks / examinations for this query, smoothed toward the image's own rate"),
+    # Smoothed toward the collection's rate, not the image's own: for a query string with no history it
+    # is then the same constant for every candidate and carries no signal, so a ranker cannot read
+    # image popularity through it on a query nobody typed before. Smoothed toward the image's rate (as
+    # before issue 17) it copied ``ctr_debiased`` for unseen strings, and the simulation's new-intent
+    # queries fell below the embedding order (docs/ranking.md, "Measured").
+    Feature("query_ctr", "clicks / examinations for this query, smoothed toward the collection's rate"),
     Feature("aspect_log", "log(width / height)"),
     Feature("pixels_log", "log(width x height)"),
 )
@@ -107,7 +114,7 @@ def feature_matrix(
             image_ctr,
             smoothed((fact.mean_rating or 0.0) * fact.ratings, fact.ratings, RATING_PRIOR),
             math.log1p(fact.query_impressions),
-            smoothed(fact.query_clicks, fact.query_examinations, image_ctr),
+            smoothed(fact.query_clicks, fact.query_examinations, rates.ctr),
             math.log(max(fact.width, 1) / max(fact.height, 1)),
             math.log(max(fact.width * fact.height, 1)),
         ]
@@ -179,7 +186,7 @@ def collection_rates() -> CollectionRates:
             return CollectionRates(ctr=0.1)
         return CollectionRates(ctr=float(clicks or 0) / float(examinations))
 
-    return cache.get_or_set("loupe:collection-rates", compute, 300)
+    return cache.get_or_set(COLLECTION_RATES_KEY, compute, 300)
 
 
 def candidate_features(

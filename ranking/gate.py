@@ -1,6 +1,7 @@
 """The promotion gate: does a candidate ranker beat the serving order on searches it never trained on?
 
-Both orders are scored on the validation window (the most recent logged searches) with the
+Both orders are scored on the gate window (the most recent logged searches; ``ranking.training_data.
+split_windows``), which neither training nor early stopping read, with the
 counterfactual DCG@10 of ``ranking.ltr.counterfactual_dcg``, per search, so the comparison is paired:
 the same searches, the same clicks, two orders. The candidate is promoted only if
 
@@ -22,7 +23,7 @@ import numpy as np
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
-    candidate: float  # mean counterfactual DCG@10 per validation search
+    candidate: float  # mean counterfactual DCG@10 per gate-window search
     serving: float
     relative_gain: float  # candidate / serving - 1 (inf when the serving order scores 0)
     lower_bound: float  # one-sided lower confidence bound of the mean paired difference
@@ -48,7 +49,7 @@ def decide(
         raise ValueError("candidate and serving must score the same searches.")
     n = len(candidate)
     if n == 0:
-        return GateDecision(False, 0.0, 0.0, 0.0, 0.0, 0, "no validation searches")
+        return GateDecision(False, 0.0, 0.0, 0.0, 0.0, 0, "no gate-window searches")
     mean_c, mean_s = float(candidate.mean()), float(serving.mean())
     difference = candidate - serving
     rng = np.random.default_rng(seed)

@@ -144,7 +144,11 @@ def train_ranker(
     early_stopping: int = 30,
     params: dict | None = None,
 ) -> TrainedRanker:
-    """Fit LambdaMART with the rows' inverse-propensity weights; early-stop on validation counterfactual DCG@10."""
+    """Fit LambdaMART with the rows' inverse-propensity weights; early-stop on ``valid``'s counterfactual DCG@10.
+
+    ``valid`` is the early-stopping window only: it chooses the round, so it flatters the model it
+    chose and must not also judge it (the gate reads its own window, ``ranking.training_data.split_windows``).
+    """
     params = {**DEFAULT_PARAMS, **(params or {})}
     weights = train.weights
 

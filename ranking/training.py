@@ -1,7 +1,8 @@
 """Scheduled retraining: build the data, train, compare with what serves now, promote only if better.
 
-The comparison is on the validation window (the most recent searches, after everything the model
-trained on), with the counterfactual DCG@10 and the paired test of ``ranking.gate``: the candidate
+The comparison is on the gate window (the most recent searches, after everything the model trained
+on and after the early-stopping window that chose its boosting round: ``split_windows``), with the
+counterfactual DCG@10 and the paired test of ``ranking.gate``: the candidate
 must beat the serving order by the relative ``LOUPE_PROMOTION_MARGIN``, beyond noise. Raw clicks
 would not do: the order that produced the log always looks best on them, because users click what
 it put first.
@@ -24,11 +25,12 @@ from ranking.gate import decide
 from ranking.ltr import RankingData, counterfactual_dcg, evaluate_scores, train_ranker
 from ranking.models import RankerVersion, TrainingRun
 from ranking.registry import load_booster, promote, save_candidate
-from ranking.training_data import estimated_propensity, load_searches, split_by_time
+from ranking.training_data import estimated_propensity, load_searches, split_windows
 
 logger = logging.getLogger(__name__)
 
-MIN_TRAIN_SEARCHES, MIN_VALIDATION_SEARCHES = 30, 10
+# The gate's window decides promotion and needs searches for its bootstrap; early stopping only picks a round.
+MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES, MIN_GATE_SEARCHES = 30, 5, 10
 
 
 def labelled_searches_since(since) -> int:
@@ -38,12 +40,12 @@ def labelled_searches_since(since) -> int:
     return events.filter(Q(clicks__isnull=False) | Q(ratings__isnull=False)).distinct().count()
 
 
-def serving_scores(valid: RankingData, first_stage_rank: np.ndarray) -> tuple[str, np.ndarray]:
-    """How the order that serves today scores the validation rows: the active ranker, else the first stage."""
+def serving_scores(gate: RankingData, first_stage_rank: np.ndarray) -> tuple[str, np.ndarray]:
+    """How the order that serves today scores the gate rows: the active ranker, else the first stage."""
     active = RankerVersion.objects.filter(status=RankerVersion.Status.ACTIVE).first()
     if active is not None and list(active.feature_names) == NAMES:
         try:
-            return active.label, load_booster(active).predict(valid.X)
+            return active.label, load_booster(active).predict(gate.X)
         except Exception:  # noqa: BLE001 - an unloadable active ranker is compared as the first stage
             logger.exception("Cannot score with %s; comparing with the first-stage order.", active)
     return "first stage", -first_stage_rank
@@ -61,26 +63,30 @@ def retrain(*, force: bool = False) -> TrainingRun:
                            f"{settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.")  # fmt: skip
         propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
         logged = load_searches(None, now, propensity)
-        train, valid, valid_first_stage = split_by_time(logged)
-        if len(train.groups) < MIN_TRAIN_SEARCHES or len(valid.groups) < MIN_VALIDATION_SEARCHES:
+        windows = split_windows(logged)
+        sizes = (len(windows.train.groups), len(windows.early_stopping.groups), len(windows.gate.groups))
+        if any(n < least for n, least in zip(sizes, (MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES,
+                                                    MIN_GATE_SEARCHES), strict=True)):  # fmt: skip
             return run.finish(TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
-        trained = train_ranker(train, valid)
-        candidate_scores = trained.predict(valid.X)
-        baseline_name, baseline_scores = serving_scores(valid, valid_first_stage)
+        trained = train_ranker(windows.train, windows.early_stopping)
+        gate = windows.gate  # from here on, nothing reads the early-stopping window
+        candidate_scores = trained.predict(gate.X)
+        baseline_name, baseline_scores = serving_scores(gate, windows.gate_first_stage_rank)
         decision = decide(
-            counterfactual_dcg(candidate_scores, valid),
-            counterfactual_dcg(baseline_scores, valid),
+            counterfactual_dcg(candidate_scores, gate),
+            counterfactual_dcg(baseline_scores, gate),
             margin=settings.LOUPE_PROMOTION_MARGIN,
         )
-        metrics = {"gate": decision.as_dict(), "serving_name": baseline_name,
-                   "candidate_clicks": evaluate_scores(candidate_scores, valid),
-                   "serving_clicks": evaluate_scores(baseline_scores, valid),
+        metrics = {"gate": decision.as_dict(), "serving_name": baseline_name, "windows": windows.bounds,
+                   "early_stopping_searches": len(windows.early_stopping.groups),
+                   "candidate_clicks": evaluate_scores(candidate_scores, gate),
+                   "serving_clicks": evaluate_scores(baseline_scores, gate),
                    "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration,
                    "propensity": [round(float(v), 4) for v in propensity.values[:10]],
                    "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
         version = save_candidate(
-            trained, trained_from=logged.started, trained_until=now, train_searches=len(train.groups),
-            validation_searches=len(valid.groups), metrics=metrics,
+            trained, trained_from=logged.started, trained_until=now, train_searches=len(windows.train.groups),
+            validation_searches=len(gate.groups), metrics=metrics,
         )  # fmt: skip
         run.ranker = version
         versus = (f"counterfactual DCG@10 {decision.candidate:.4f} vs {baseline_name} {decision.serving:.4f} "

@@ -3,14 +3,17 @@
 One group per logged search whose impressions carry the current feature list: features exactly as
 logged at serve time, label 1 for a click, 2 for a good rating (utility >= 0.75), 0 for a bad one
 (even if clicked: the user said so), and inverse-propensity weights for the labelled rows. Groups
-without any positive label carry no preference and are left out. Searches are split by time: the
-last ``validation_share`` of them validate (they happened after everything the model trains on).
+without any positive label carry no preference and are left out. Searches are split by time into
+three windows, oldest first: training, early stopping (picks the boosting round), and the gate
+(decides promotion). The gate's window is never read by training or early stopping: a window that
+chose the round flatters the model it chose, and marginal candidates would be promoted on that
+flattery (issue 17; before, one "validation" window did both jobs).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -22,6 +25,7 @@ from ranking.ltr import RankingData, ipw_weights
 from ranking.propensity import PropensityCurve, SwapCounts, power_law, propensity_from_swaps
 
 GOOD_RATING, BAD_RATING = 0.75, 0.25
+EARLY_STOPPING_SHARE, GATE_SHARE = 0.15, 0.2  # of the labelled searches, the most recent ones last
 
 
 @dataclass
@@ -31,6 +35,7 @@ class LoggedSearches:
     first_stage_rank: np.ndarray  # the logged order's rank, to score "no reranker" on the same rows
     started: datetime | None
     ended: datetime | None
+    searched_at: list[datetime] = field(default_factory=list)  # one per group, oldest first
 
 
 def load_searches(since: datetime | None, until: datetime, propensity: PropensityCurve) -> LoggedSearches:
@@ -54,7 +59,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         "event_id", "image_id", "position", "features"
     ):
         shown[event_id].append((image_id, position, features))
-    rows, labels, positions, groups = [], [], [], []
+    rows, labels, positions, groups, searched_at = [], [], [], [], []
     for event_id in sorted(ids, key=lambda pk: event_times[pk]):
         items = shown.get(event_id, [])
         group_labels = [
@@ -66,6 +71,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         labels += group_labels
         positions += [position for _, position, _ in items]
         groups.append(len(items))
+        searched_at.append(event_times[event_id])
     X = np.asarray(rows, dtype=np.float64).reshape(-1, len(NAMES))
     y = np.asarray(labels, dtype=np.float64)
     positions_array = np.asarray(positions, dtype=np.int64)
@@ -73,7 +79,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     data = RankingData(X, y, np.asarray(groups, dtype=np.int64), weights, feature_names=list(NAMES))
     rank_column = NAMES.index("first_stage_rank_log")
     times = sorted(event_times.values())
-    return LoggedSearches(data, positions_array, np.expm1(X[:, rank_column]), times[0], times[-1])
+    return LoggedSearches(data, positions_array, np.expm1(X[:, rank_column]), times[0], times[-1], searched_at)
 
 
 def _label(clicked: bool, utility: float | None) -> float:
@@ -84,21 +90,39 @@ def _label(clicked: bool, utility: float | None) -> float:
     return 1.0 if clicked else 0.0
 
 
-def split_by_time(logged: LoggedSearches, validation_share: float = 0.2) -> tuple[RankingData, RankingData, np.ndarray]:
-    """(train, validation, validation rows' first-stage ranks): the last share of searches validate."""
+@dataclass
+class Windows:
+    """Labelled searches split by time: train, then early stopping, then the gate (the most recent)."""
+
+    train: RankingData
+    early_stopping: RankingData
+    gate: RankingData
+    gate_first_stage_rank: np.ndarray  # the gate rows' logged first-stage ranks ("no reranker" on them)
+    bounds: dict[str, list[str]]  # window -> [first, last] search time (ISO), for the run's record
+
+
+def split_windows(
+    logged: LoggedSearches, early_stopping_share: float = EARLY_STOPPING_SHARE, gate_share: float = GATE_SHARE
+) -> Windows:
+    """Three disjoint windows by search time (see the module docstring); a window may be empty on tiny logs."""
     data = logged.data
-    n_groups = len(data.groups)
-    n_valid = max(1, int(round(n_groups * validation_share))) if n_groups > 1 else 0
-    cut_group = n_groups - n_valid
-    cut_row = int(data.groups[:cut_group].sum())
+    n = len(data.groups)
+    n_gate = max(1, int(round(n * gate_share))) if n > 2 else 0
+    n_stop = max(1, int(round(n * early_stopping_share))) if n > 2 else 0
+    cuts = [0, n - n_gate - n_stop, n - n_gate, n]
+    row_cuts = [int(data.groups[:c].sum()) for c in cuts]
 
-    def part(rows: slice, groups: np.ndarray) -> RankingData:
+    def part(i: int) -> RankingData:
+        rows = slice(row_cuts[i], row_cuts[i + 1])
         weights = data.weights[rows] if data.weights is not None else None
-        return RankingData(data.X[rows], data.y[rows], groups, weights, feature_names=data.feature_names)
+        return RankingData(data.X[rows], data.y[rows], data.groups[cuts[i] : cuts[i + 1]], weights,
+                           feature_names=data.feature_names)  # fmt: skip
 
-    train = part(slice(0, cut_row), data.groups[:cut_group])
-    valid = part(slice(cut_row, None), data.groups[cut_group:])
-    return train, valid, logged.first_stage_rank[cut_row:]
+    bounds = {}
+    for i, name in enumerate(("train", "early_stopping", "gate")):
+        times = logged.searched_at[cuts[i] : cuts[i + 1]]
+        bounds[name] = [times[0].isoformat(), times[-1].isoformat()] if times else []
+    return Windows(part(0), part(1), part(2), logged.first_stage_rank[row_cuts[2] :], bounds)
 
 
 def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCounts]:

@@ -163,7 +163,7 @@ def test_feedback_reaches_the_next_searchs_features(logged_search, service):
     other = next(hit for hit in logged_search.hits if hit.image.pk != clicked.image.pk)
     assert by_image[clicked.image.pk][column["ctr_debiased"]] > by_image[other.image.pk][column["ctr_debiased"]]
     assert (
-        by_image[clicked.image.pk][column["query_ctr_debiased"]]
-        > by_image[other.image.pk][column["query_ctr_debiased"]]
+        by_image[clicked.image.pk][column["query_ctr"]]
+        > by_image[other.image.pk][column["query_ctr"]]
     )
     assert by_image[clicked.image.pk][column["query_impressions_log"]] == pytest.approx(math.log1p(1))

@@ -61,6 +61,12 @@ def test_feedback_trains_a_ranker_that_is_promoted_served_and_rolled_back(servic
     assert gate["promote"] and gate["candidate"] > gate["serving"] * (1 + settings.LOUPE_PROMOTION_MARGIN)
     assert gate["lower_bound"] > 0
     assert run.metrics["serving_name"] == "first stage"
+    # The gate judged the most recent searches only, after the window that chose the boosting round.
+    windows = run.metrics["windows"]
+    # (one test transaction: every search has the same timestamp, so the bounds can only tie here)
+    assert windows["train"][1] <= windows["early_stopping"][0] <= windows["early_stopping"][1] <= windows["gate"][0]
+    assert gate["searches"] == version.validation_searches == round(0.2 * 120)
+    assert run.metrics["early_stopping_searches"] == round(0.15 * 120)
 
     served = service.search(SearchRequest(text=QUERY, page_size=12))
     assert served.ranker == version.label
@@ -137,11 +143,17 @@ def test_admin_shows_rankers_and_runs(admin_client, service, collection):
     users_prefer(service, favourite, 40)
     refresh_summaries()
     users_prefer(service, favourite, 60, start=40)
-    retrain(force=True)
-    for url in ("/admin/ranking/rankerversion/", "/admin/ranking/trainingrun/"):
-        page = admin_client.get(url)
-        assert page.status_code == 200 and ("promoted" in page.content.decode() or "active" in page.content.decode())
+    run = retrain(force=True)
     version = RankerVersion.objects.get()
+    assert run.outcome == TrainingRun.Outcome.PROMOTED and run.ranker == version, run.message
+    assert version.status == RankerVersion.Status.ACTIVE and version.promoted_at is not None
+    # The pages list this version and this run (the filter sidebars print "active"/"promoted" regardless).
+    versions = admin_client.get("/admin/ranking/rankerversion/").content.decode()
+    assert f"/admin/ranking/rankerversion/{version.pk}/change/" in versions and version.label in versions
+    runs = admin_client.get("/admin/ranking/trainingrun/").content.decode()
+    assert f"/admin/ranking/trainingrun/{run.pk}/change/" in runs and f"{version.label} promoted" in runs
     action = {"action": "roll_back", "_selected_action": [version.pk]}
     response = admin_client.post("/admin/ranking/rankerversion/", action, follow=True)
     assert response.status_code == 200 and not RankerVersion.objects.filter(status="active").exists()
+    version.refresh_from_db()
+    assert version.status != RankerVersion.Status.ACTIVE

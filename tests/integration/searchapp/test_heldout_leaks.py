@@ -21,10 +21,9 @@ def planted_caption(seed: int) -> str:
 
 
 def build_planted_collection() -> list:
-    from searchapp.embedding import embed_everything_missing
-    from searchapp.images import read_image
-    from searchapp.ingestion.service import add_image
-
+    from collection.embedding import embed_everything_missing
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
     from tests.conftest import image_bytes
 
     images = []
@@ -38,7 +37,7 @@ def build_planted_collection() -> list:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("parallel", [False, True], ids=["sequential-channels", "parallel-channels"])
 def test_held_out_captions_are_invisible_to_every_channel_and_the_served_search(settings, parallel):
-    from searchapp.text_channels import shutdown_pool
+    from collection.text_channels import shutdown_pool
 
     settings.LOUPE_PARALLEL_CHANNELS = parallel
     settings.LOUPE_RESULT_CACHE_SECONDS = 60  # a cached order is one more path that could remember a caption

@@ -40,10 +40,13 @@ def test_priors_are_smoothed_toward_the_collection_and_need_evidence():
     assert seen[COLUMN["impressions_log"]] == pytest.approx(math.log1p(1000))
 
 
-def test_query_click_rate_falls_back_to_the_images_own_rate():
-    facts = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25)
-    features = row(Candidate(1, 0.5, 1, {"clip": 1}), {1: facts}, ctr=0.1)
-    assert features[COLUMN["query_ctr_debiased"]] == pytest.approx(features[COLUMN["ctr_debiased"]])
+def test_a_query_with_no_history_carries_no_signal_in_its_click_rate():
+    """An unseen string: the same value for a popular and an unknown image (not the image's own rate)."""
+    popular = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25)
+    unknown = ImageFacts(10, 10, 0.2)
+    features = [row(Candidate(1, 0.5, 1, {"clip": 1}), {1: facts}, ctr=0.1) for facts in (popular, unknown)]
+    assert features[0][COLUMN["ctr_debiased"]] > features[1][COLUMN["ctr_debiased"]]
+    assert features[0][COLUMN["query_ctr"]] == features[1][COLUMN["query_ctr"]] == pytest.approx(0.1)
     repeated = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25, query_impressions=30,
                           query_examinations=30.0, query_clicks=30)  # fmt: skip
-    assert row(Candidate(1, 0.5, 1, {"clip": 1}), {1: repeated})[COLUMN["query_ctr_debiased"]] > 0.6
+    assert row(Candidate(1, 0.5, 1, {"clip": 1}), {1: repeated})[COLUMN["query_ctr"]] > 0.6
