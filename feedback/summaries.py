@@ -6,7 +6,11 @@ import time
 
 from django.db import connection
 
-VIEWS = ("feedback_imagesummary", "feedback_querysummary", "feedback_queryimagesummary")
+from feedback.models import ImageFeedbackSummary, QueryFeedbackSummary
+
+# The per-(query, image) view has no model of its own: features read it by this name.
+QUERY_IMAGE_SUMMARY_VIEW = "feedback_queryimagesummary"
+VIEWS = (ImageFeedbackSummary._meta.db_table, QueryFeedbackSummary._meta.db_table, QUERY_IMAGE_SUMMARY_VIEW)
 
 
 def refresh_summaries() -> dict[str, float]:

@@ -21,6 +21,9 @@ from django.core.cache import cache
 from django.db import connection
 
 from collection.index import vector_literal
+from collection.models import Image, ImageEmbedding
+from feedback.models import ImageFeedbackSummary
+from feedback.summaries import QUERY_IMAGE_SUMMARY_VIEW
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
 RATING_PRIOR = 0.5
@@ -121,17 +124,24 @@ def feature_matrix(
     return rows
 
 
+# Table names from the models (or, for the per-(query, image) view, the module) that own them.
+TABLES = {
+    "embeddings": ImageEmbedding._meta.db_table,
+    "images": Image._meta.db_table,
+    "image_summary": ImageFeedbackSummary._meta.db_table,
+    "query_image_summary": QUERY_IMAGE_SUMMARY_VIEW,
+}
 FACTS_SQL = """
 SELECT c.id, i.width, i.height,
        CASE WHEN c.need AND %(vector)s::vector IS NOT NULL THEN (
-           SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM searchapp_imageembedding e
+           SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM {embeddings} e
            WHERE e.image_id = c.id AND e.encoder_version_id = %(version)s) END,
        coalesce(s.impressions, 0), coalesce(s.examinations, 0), coalesce(s.clicks, 0), coalesce(s.ratings, 0),
        s.mean_utility, coalesce(q.impressions, 0), coalesce(q.examinations, 0), coalesce(q.clicks, 0)
 FROM unnest(%(ids)s::bigint[], %(need)s::boolean[]) AS c(id, need)
-JOIN searchapp_image i ON i.id = c.id
-LEFT JOIN feedback_imagesummary s ON s.image_id = c.id
-LEFT JOIN feedback_queryimagesummary q ON q.query = %(query)s AND q.image_id = c.id
+JOIN {images} i ON i.id = c.id
+LEFT JOIN {image_summary} s ON s.image_id = c.id
+LEFT JOIN {query_image_summary} q ON q.query = %(query)s AND q.image_id = c.id
 """
 
 
@@ -156,7 +166,7 @@ def fetch_facts(
         "need": [True] * len(image_ids) if need_cosine is None else [i in needed for i in image_ids],
     }
     with connection.cursor() as cursor:
-        cursor.execute(FACTS_SQL.format(d=d), params)
+        cursor.execute(FACTS_SQL.format(d=d, **TABLES), params)
         return {
             int(row[0]): ImageFacts(
                 width=row[1],
@@ -180,7 +190,7 @@ def collection_rates() -> CollectionRates:
 
     def compute() -> CollectionRates:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT sum(clicks), sum(examinations) FROM feedback_imagesummary")
+            cursor.execute(f"SELECT sum(clicks), sum(examinations) FROM {TABLES['image_summary']}")
             clicks, examinations = cursor.fetchone()
         if not examinations:
             return CollectionRates(ctr=0.1)
