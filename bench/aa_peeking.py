@@ -61,12 +61,14 @@ def one_replay(rng, args) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         il_fixed = 2 * stats.norm.sf(np.abs(path.value) / np.sqrt(path.variance))[looks]
     il_ready = path.users[looks] >= args.min_users
-    return {"ab_sequential": bool((ready & (sequential < args.alpha)).any()),
-            "ab_fixed": bool((ready & (fixed < args.alpha)).any()),
-            "ab_fixed_at_end": bool(fixed[-1] < args.alpha),
-            "il_sequential": bool((il_ready & (il_seq < args.alpha)).any()),
-            "il_fixed": bool((il_ready & (il_fixed < args.alpha)).any()),
-            "clicks_per_search": float(clicks.mean())}  # fmt: skip
+    return {
+        "ab_sequential": bool((ready & (sequential < args.alpha)).any()),
+        "ab_fixed": bool((ready & (fixed < args.alpha)).any()),
+        "ab_fixed_at_end": bool(fixed[-1] < args.alpha),
+        "il_sequential": bool((il_ready & (il_seq < args.alpha)).any()),
+        "il_fixed": bool((il_ready & (il_fixed < args.alpha)).any()),
+        "clicks_per_search": float(clicks.mean()),
+    }
 
 
 def main() -> None:
@@ -107,8 +109,10 @@ def plot(out: dict, path: Path) -> None:
     for i, (seed, share) in enumerate(out["seeds"].items()):
         ax.bar(np.arange(len(keys)) + i * 0.25, [100 * share[k] for k in keys], width=0.25, label=f"seed {seed}")
     ax.axhline(100 * out["config"]["alpha"], color="grey", linestyle="--", label="alpha")
-    ax.set_xticks(np.arange(len(keys)) + 0.25, ["A/B always-valid", "A/B fixed", "interleaving always-valid",
-                                                 "interleaving fixed"])  # fmt: skip
+    ax.set_xticks(
+        np.arange(len(keys)) + 0.25,
+        ["A/B always-valid", "A/B fixed", "interleaving always-valid", "interleaving fixed"],
+    )
     ax.set_ylabel("% of A/A runs ever declaring")
     ax.set_title("A/A read every 50 searches (500 replays each)")
     ax.legend()

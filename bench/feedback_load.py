@@ -32,8 +32,19 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "docs" / "bench"
-QUERIES = ["a dog", "people on a beach", "a plate of food", "a red bus", "a cat on a sofa", "surfing a wave",
-           "a train station", "children playing", "a kitchen", "a street at night", "an elephant"]  # fmt: skip
+QUERIES = [
+    "a dog",
+    "people on a beach",
+    "a plate of food",
+    "a red bus",
+    "a cat on a sofa",
+    "surfing a wave",
+    "a train station",
+    "children playing",
+    "a kitchen",
+    "a street at night",
+    "an elephant",
+]
 
 
 def fresh_var_dir(var_dir: Path) -> None:
@@ -59,8 +70,12 @@ def start_server(var_dir: Path, port: int) -> subprocess.Popen:
     log = open(var_dir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run", "--port", str(port), "--web-workers", "2"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while time.time() < deadline:
         if process.poll() is not None:
@@ -86,10 +101,23 @@ def stop_server(process: subprocess.Popen) -> None:
 def create_key(var_dir: Path) -> str:
     env = dict(os.environ, LOUPE_VAR_DIR=str(var_dir))
     out = subprocess.run(
-        [sys.executable, "manage.py", "apikey", "create", "load-bench", "--scopes", "search,feedback",
-         "--per-minute", "10000000"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "manage.py",
+            "apikey",
+            "create",
+            "load-bench",
+            "--scopes",
+            "search,feedback",
+            "--per-minute",
+            "10000000",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
@@ -126,15 +154,28 @@ class Client(threading.Thread):
         result = self.rng.choice(body["results"])
         client_id = uuid.uuid4().hex
         if self.rng.random() < 0.6:
-            payload = {"event_id": body["event_id"], "image_id": result["image"]["id"],
-                       "position": result["position"], "client_id": client_id}  # fmt: skip
+            payload = {
+                "event_id": body["event_id"],
+                "image_id": result["image"]["id"],
+                "position": result["position"],
+                "client_id": client_id,
+            }
             return "clicks", user, payload
         if self.rng.random() < 0.5:
-            payload = {"image_id": result["image"]["id"], "value": self.rng.choice([1, -1]), "client_id": client_id,
-                       "event_id": body["event_id"]}  # fmt: skip
+            payload = {
+                "image_id": result["image"]["id"],
+                "value": self.rng.choice([1, -1]),
+                "client_id": client_id,
+                "event_id": body["event_id"],
+            }
         else:
-            payload = {"image_id": result["image"]["id"], "value": self.rng.randint(1, 5), "scale": "stars",
-                       "client_id": client_id, "user": user}  # fmt: skip
+            payload = {
+                "image_id": result["image"]["id"],
+                "value": self.rng.randint(1, 5),
+                "scale": "stars",
+                "client_id": client_id,
+                "user": user,
+            }
         return "ratings", user, payload
 
     def _post(self, path: str, payload: dict) -> requests.Response | None:
@@ -228,11 +269,15 @@ def logging_cost(queries: int = 200) -> dict:
             samples.append(time.perf_counter() - started)
             if who is not None:
                 logged.append(response.timings_ms["log"])
-        timings[label] = {"p50_ms": round(float(np.percentile(samples, 50)) * 1000, 2),
-                          "p99_ms": round(float(np.percentile(samples, 99)) * 1000, 2)}  # fmt: skip
+        timings[label] = {
+            "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 2),
+            "p99_ms": round(float(np.percentile(samples, 99)) * 1000, 2),
+        }
         if logged:
-            timings["log_write_ms"] = {"p50": round(float(np.percentile(logged, 50)), 2),
-                                       "p99": round(float(np.percentile(logged, 99)), 2)}  # fmt: skip
+            timings["log_write_ms"] = {
+                "p50": round(float(np.percentile(logged, 50)), 2),
+                "p99": round(float(np.percentile(logged, 99)), 2),
+            }
     timings["added_p50_ms"] = round(timings["with_log"]["p50_ms"] - timings["without_log"]["p50_ms"], 2)
     return timings
 
@@ -249,9 +294,16 @@ def plot(results: dict, path: Path) -> None:
     left.set_title(f"One click/rating per request ({results['clients']} clients)")
     left.set_ylabel("ms")
     check = results["check"]
-    right.bar(["acknowledged", "stored", "missing", "doubled"],
-              [check["acknowledged_events"], check["stored_rows"], check["missing_acknowledged"],
-               check["stored_more_than_once"]], color=["#3b82f6", "#10b981", "#ef4444", "#f59e0b"])  # fmt: skip
+    right.bar(
+        ["acknowledged", "stored", "missing", "doubled"],
+        [
+            check["acknowledged_events"],
+            check["stored_rows"],
+            check["missing_acknowledged"],
+            check["stored_more_than_once"],
+        ],
+        color=["#3b82f6", "#10b981", "#ef4444", "#f59e0b"],
+    )
     right.set_title(f"{results['events_per_second']:.0f} events/s; every 2xx stored once")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -276,8 +328,10 @@ def main() -> None:
         key = create_key(args.var_dir)
         base = f"http://127.0.0.1:{args.port}"
         per_client = args.events // args.clients
-        clients = [Client(i, base, key, per_client, args.users_per_client, args.duplicate_share, args.batch)
-                   for i in range(args.clients)]  # fmt: skip
+        clients = [
+            Client(i, base, key, per_client, args.users_per_client, args.duplicate_share, args.batch)
+            for i in range(args.clients)
+        ]
         print("Searching as each client's users...", flush=True)
         for client in clients:
             client.search_phase()
@@ -310,7 +364,7 @@ def main() -> None:
             },
             "check": check,
             "impression_logging": logging_cost(),
-        }  # fmt: skip
+        }
         print(json.dumps(results, indent=2), flush=True)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2))

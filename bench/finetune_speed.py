@@ -79,15 +79,31 @@ def feedback_rows(pairs: int, queries: int, version) -> None:
     events, impressions, clicks = [], [], []
     for n in range(pairs):
         query = f"bench query number {n % queries}"
-        event = SearchEvent(id=uuid.uuid4(), user_key=f"bench:user-{n % 3000}", kind="text", query_text=query,
-                            normalised_query=query, page_size=10, encoder_version=version, result_count=10)  # fmt: skip
+        event = SearchEvent(
+            id=uuid.uuid4(),
+            user_key=f"bench:user-{n % 3000}",
+            kind="text",
+            query_text=query,
+            normalised_query=query,
+            page_size=10,
+            encoder_version=version,
+            result_count=10,
+        )
         shown = rng.choice(ids, size=10, replace=False)
         position = int(rng.integers(1, 11))
         events.append(event)
-        impressions += [Impression(event_id=event.id, image_id=int(i), position=p, score=0.0)
-                        for p, i in enumerate(shown, 1)]  # fmt: skip
-        clicks.append(Click(event_id=event.id, image_id=int(shown[position - 1]), position=position,
-                            user_key=event.user_key, client_id=f"bench-{n}"))  # fmt: skip
+        impressions += [
+            Impression(event_id=event.id, image_id=int(i), position=p, score=0.0) for p, i in enumerate(shown, 1)
+        ]
+        clicks.append(
+            Click(
+                event_id=event.id,
+                image_id=int(shown[position - 1]),
+                position=position,
+                user_key=event.user_key,
+                client_id=f"bench-{n}",
+            )
+        )
     SearchEvent.objects.bulk_create(events, batch_size=2000)
     Impression.objects.bulk_create(impressions, batch_size=5000)
     Click.objects.bulk_create(clicks, batch_size=5000)
@@ -130,8 +146,11 @@ def main() -> None:
     embed_everything_missing()  # what search needs anyway; the same pass keeps the tower's pooled outputs
     results["embed_collection_s"] = round(time.perf_counter() - started, 1)
     feedback_rows(args.pairs, args.queries, version)
-    print(f"{results['images']} images (embedded in {results['embed_collection_s']} s), {args.pairs} clicks over "
-          f"{args.queries} queries", flush=True)  # fmt: skip
+    print(
+        f"{results['images']} images (embedded in {results['embed_collection_s']} s), {args.pairs} clicks over "
+        f"{args.queries} queries",
+        flush=True,
+    )
 
     started = time.perf_counter()
     last = [0.0]
@@ -148,17 +167,26 @@ def main() -> None:
     started = time.perf_counter()
     run = fine_tune(version, FineTuneSettings(min_pairs=100, layers=args.layers))
     results["fine_tune_s"] = round(time.perf_counter() - started, 1)
-    results["fine_tune"] = {"outcome": run.outcome, "message": run.message,
-                            "timings": run.metrics.get("timings"), "pairs": run.metrics.get("pairs"),
-                            "epochs": len(run.metrics.get("history", [])) - 1}  # fmt: skip
+    results["fine_tune"] = {
+        "outcome": run.outcome,
+        "message": run.message,
+        "timings": run.metrics.get("timings"),
+        "pairs": run.metrics.get("pairs"),
+        "epochs": len(run.metrics.get("history", [])) - 1,
+    }
     print(f"fine-tune: {results['fine_tune_s']} s: {run.message}", flush=True)
 
     ids, pooled = cached_image_pooled(encoder.vision_tower_fingerprint)
     target, _ = EncoderVersion.objects.get_or_create(
-        model_ref=str(args.var_dir / "bench-reprojection"), fingerprint="bench",
-        defaults={"name": "bench re-projection target", "dimension": version.dimension, "is_demo": True,
-                  "status": EncoderVersion.Status.BUILDING},
-    )  # fmt: skip
+        model_ref=str(args.var_dir / "bench-reprojection"),
+        fingerprint="bench",
+        defaults={
+            "name": "bench re-projection target",
+            "dimension": version.dimension,
+            "is_demo": True,
+            "status": EncoderVersion.Status.BUILDING,
+        },
+    )
     ImageEmbedding.objects.filter(encoder_version=target).delete()
     rng = torch.Generator().manual_seed(0)
     weight = encoder.model.visual_projection.weight.detach()

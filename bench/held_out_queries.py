@@ -84,8 +84,12 @@ def caltech_sets(
         Query(every_template[int(draws.integers(len(every_template)))].format(c), c)
         for c in (unseen[int(i)] for i in draws.integers(len(unseen), size=per_set))
     ]
-    sets = QuerySets(tuple(training), weights, {"repeat": tuple(repeat), "new_phrasings": tuple(phrasings),
-                                                "new_intents": tuple(fresh)}, frozenset(left_out))  # fmt: skip
+    sets = QuerySets(
+        tuple(training),
+        weights,
+        {"repeat": tuple(repeat), "new_phrasings": tuple(phrasings), "new_intents": tuple(fresh)},
+        frozenset(left_out),
+    )
     check_held_out(sets)
     return sets
 
@@ -111,8 +115,12 @@ def coco_sets(
     phrasings = [Query(captions[i][-2], i) for i in seen]
     unseen = sorted(left_out)
     fresh = [Query(captions[unseen[int(k)]][-1], unseen[int(k)]) for k in draws.integers(len(unseen), size=per_set)]
-    sets = QuerySets(tuple(training), weights, {"repeat": tuple(repeat), "new_phrasings": tuple(phrasings),
-                                                "new_intents": tuple(fresh)}, frozenset(left_out))  # fmt: skip
+    sets = QuerySets(
+        tuple(training),
+        weights,
+        {"repeat": tuple(repeat), "new_phrasings": tuple(phrasings), "new_intents": tuple(fresh)},
+        frozenset(left_out),
+    )
     check_held_out(sets, collection_texts=[t for texts in ingest.values() for t in texts])
     return sets, ingest
 

@@ -34,12 +34,21 @@ def main() -> None:
     for label, key in COLUMNS:
         cells = [f"{s[key]['p50']} / {s[key]['p99']}" if key in s else "n/a" for s in sizes]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("| pgvector HNSW recall@10 vs exact (CLIP-like queries) | " + " | ".join(
-        str(s["ann_recall_at_10"]) for s in sizes) + " |")  # fmt: skip
-    print("| pgvector HNSW recall@10 vs exact (random text-tower queries) | " + " | ".join(
-        str(s.get("ann_recall_at_10_random_text_tower_queries", "n/a")) for s in sizes) + " |")  # fmt: skip
-    print("| FAISS HNSW recall@10 (same queries, M=16, efSearch=100) | " + " | ".join(
-        str(s.get("faiss_hnsw_recall_at_10", "n/a")) for s in sizes) + " |")  # fmt: skip
+    print(
+        "| pgvector HNSW recall@10 vs exact (CLIP-like queries) | "
+        + " | ".join(str(s["ann_recall_at_10"]) for s in sizes)
+        + " |"
+    )
+    print(
+        "| pgvector HNSW recall@10 vs exact (random text-tower queries) | "
+        + " | ".join(str(s.get("ann_recall_at_10_random_text_tower_queries", "n/a")) for s in sizes)
+        + " |"
+    )
+    print(
+        "| FAISS HNSW recall@10 (same queries, M=16, efSearch=100) | "
+        + " | ".join(str(s.get("faiss_hnsw_recall_at_10", "n/a")) for s in sizes)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ def main() -> None:
             response = service.search(SearchRequest(text=text, page_size=24))
             samples.append(time.perf_counter() - started)
         assert (response.ranker != "embedding") == rerank
-        timings[label] = {"p50": round(float(np.percentile(samples, 50)) * 1000, 2),
-                          "p99": round(float(np.percentile(samples, 99)) * 1000, 2)}  # fmt: skip
+        timings[label] = {
+            "p50": round(float(np.percentile(samples, 50)) * 1000, 2),
+            "p99": round(float(np.percentile(samples, 99)) * 1000, 2),
+        }
     off = min(timings["off"]["p50"], timings["off_again"]["p50"])
     result = {
         "images": Image.objects.count(),

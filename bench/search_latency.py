@@ -160,9 +160,10 @@ def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: i
         version, created = fill, False
     else:
         version, created = EncoderVersion.objects.get_or_create(
-            model_ref=name, fingerprint=real_version.fingerprint,
+            model_ref=name,
+            fingerprint=real_version.fingerprint,
             defaults={"name": name, "dimension": real_version.dimension, "is_demo": True},
-        )  # fmt: skip
+        )
     if not created and ImageEmbedding.objects.filter(encoder_version=version).count() == size:
         return version
     ImageEmbedding.objects.filter(encoder_version=version).delete()
@@ -181,8 +182,23 @@ def synthetic_version(real_version, mixture: ClipLikeMixture, size: int, seed: i
             ) as copy,
         ):
             for i in range(existing_synthetic, extra):
-                copy.write_row((f"s{i:063d}", template.file.name, template.thumbnail.name, 1, 1, "jpeg",
-                                1, "{}", "bench-synthetic", "", "", "2026-01-01T00:00:00Z", False))  # fmt: skip
+                copy.write_row(
+                    (
+                        f"s{i:063d}",
+                        template.file.name,
+                        template.thumbnail.name,
+                        1,
+                        1,
+                        "jpeg",
+                        1,
+                        "{}",
+                        "bench-synthetic",
+                        "",
+                        "",
+                        "2026-01-01T00:00:00Z",
+                        False,
+                    )
+                )
     synthetic_ids = list(
         Image.objects.filter(source="bench-synthetic").order_by("pk").values_list("pk", flat=True)[:extra]
     )
@@ -225,8 +241,16 @@ def load_vectors(version) -> tuple[np.ndarray, np.ndarray]:
 
 def queries(count: int) -> list[str]:
     classes = sorted(p.name.replace("_", " ") for p in CALTECH.iterdir() if p.is_dir())
-    templates = ["a photo of a {}", "a {} in the wild", "close-up of a {}", "a drawing of a {}", "my {} at home",
-                 "a blurry photo of a {}", "the {} on a table", "a small {}"]  # fmt: skip
+    templates = [
+        "a photo of a {}",
+        "a {} in the wild",
+        "close-up of a {}",
+        "a drawing of a {}",
+        "my {} at home",
+        "a blurry photo of a {}",
+        "the {} on a table",
+        "a small {}",
+    ]
     phrases = [t.format(c) for t in templates for c in classes]
     random.Random(1).shuffle(phrases)
     return phrases[:count]

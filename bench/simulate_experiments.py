@@ -92,16 +92,27 @@ def ab_check(experiment) -> dict:
     treatment = next(a for a in found.arms if not a.variant.is_control)
     control = next(a for a in found.arms if a.variant.is_control)
     c = treatment.comparisons[experiment.primary_metric]
-    return {"users": [control.users, treatment.users], "control": c.control, "treatment": c.treatment,
-            "p_value": c.p_value, "srm_p": found.sample_ratio.p_value}  # fmt: skip
+    return {
+        "users": [control.users, treatment.users],
+        "control": c.control,
+        "treatment": c.treatment,
+        "p_value": c.p_value,
+        "srm_p": found.sample_ratio.p_value,
+    }
 
 
 def interleaving_check(experiment) -> dict:
     from ranking.experiments.results import results
 
     i = results(experiment).interleaving
-    return {"users": i.users, "wins": [i.wins_a, i.wins_b], "ties": i.ties, "preference": i.preference.value,
-            "p_value": i.p_value, "sign_test_p": i.sign_test_p}  # fmt: skip
+    return {
+        "users": i.users,
+        "wins": [i.wins_a, i.wins_b],
+        "ties": i.ties,
+        "preference": i.preference.value,
+        "p_value": i.p_value,
+        "sign_test_p": i.sign_test_p,
+    }
 
 
 def first_crossing(checks: list[dict], alpha: float) -> int | None:
@@ -134,17 +145,23 @@ def aa_rejections(experiment, repetitions: int, alpha: float, seed: int) -> dict
         den = np.array([float(r[denominator]) for r in rows])
         p_values.append(compare(ratio(num[arms == 0], den[arms == 0]), ratio(num[arms == 1], den[arms == 1])).p_value)
     p_values = np.asarray(p_values)
-    return {"users": len(rows), "searches": int(sum(int(r["searches"]) for r in rows)), "repetitions": repetitions,
-            "rejection_rate": float((p_values < alpha).mean()), "alpha": alpha,
-            "p_value_deciles": np.quantile(p_values, np.linspace(0, 1, 11)).round(3).tolist()}  # fmt: skip
+    return {
+        "users": len(rows),
+        "searches": int(sum(int(r["searches"]) for r in rows)),
+        "repetitions": repetitions,
+        "rejection_rate": float((p_values < alpha).mean()),
+        "alpha": alpha,
+        "p_value_deciles": np.quantile(p_values, np.linspace(0, 1, 11)).round(3).tolist(),
+    }
 
 
 def make(name: str, mode: str, arms: list[dict], metric: str):
     from ranking.experiments.actions import start
     from ranking.models import Experiment, Variant
 
-    experiment = Experiment.objects.create(name=f"{name} {secrets.token_hex(3)}", mode=mode, surface="sim",
-                                           primary_metric=metric, min_users_per_arm=50)  # fmt: skip
+    experiment = Experiment.objects.create(
+        name=f"{name} {secrets.token_hex(3)}", mode=mode, surface="sim", primary_metric=metric, min_users_per_arm=50
+    )
     for arm in arms:
         Variant.objects.create(experiment=experiment, **arm)
     return start(experiment, "simulation")
@@ -159,8 +176,9 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("ab", "A/B (users split)"), ("interleaving", "team-draft interleaving")):
         checks = results[key]["checks"]
-        ax.semilogy([c["searches"] for c in checks], [max(c["p_value"], 1e-16) for c in checks], marker="o",
-                    label=label)  # fmt: skip
+        ax.semilogy(
+            [c["searches"] for c in checks], [max(c["p_value"], 1e-16) for c in checks], marker="o", label=label
+        )
     ax.axhline(0.01, color="grey", linestyle="--", label="p = 0.01")
     ax.set_xlabel("searches in the experiment")
     ax.set_ylabel("p-value")
@@ -223,8 +241,9 @@ def main() -> None:
     aa_result = aa_rejections(aa, args.aa_repetitions, 0.05, args.seed)
     # The same check with 1,000 salts: 200 re-randomisations of one dataset are correlated, so their
     # rejection share wanders by about 3 points; 1,000 pin the test's calibration down more tightly.
-    aa_result["with_1000_salts"] = {k: v for k, v in aa_rejections(aa, 1000, 0.05, args.seed + 1).items()
-                                    if k in ("repetitions", "rejection_rate")}  # fmt: skip
+    aa_result["with_1000_salts"] = {
+        k: v for k, v in aa_rejections(aa, 1000, 0.05, args.seed + 1).items() if k in ("repetitions", "rejection_rate")
+    }
     ab_needed, il_needed = needed(ab_checks, args.alpha), needed(il_checks, args.alpha)
     ab_first, il_first = first_crossing(ab_checks, args.alpha), first_crossing(il_checks, args.alpha)
     results = {

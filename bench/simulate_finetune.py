@@ -50,8 +50,12 @@ def coco_items() -> list:
     from collection.ingestion.sources import coco_items as items_of
 
     annotations = sim.COCO_MINI / "annotations"
-    return [item for split in ("train2017", "val2017")
-            for item in items_of(annotations / f"captions_{split}.json") if item.path.is_file()]  # fmt: skip
+    return [
+        item
+        for split in ("train2017", "val2017")
+        for item in items_of(annotations / f"captions_{split}.json")
+        if item.path.is_file()
+    ]
 
 
 def labelled_sample(per_class: int) -> list[tuple[Path, str]]:
@@ -99,17 +103,30 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int) -> 
     images = torch.cat([inputs(paths[i : i + 64]) for i in range(0, len(paths), 64)])
     heads = TowerHeads(encoder.model, layers)
     pairs = PairSet(np.arange(len(texts)), np.asarray(rows), np.ones(len(texts)))
-    fine_tune_heads(heads, pairs, pairs, text_inputs(encoder, texts, layers), images,
-                    float(encoder.model.logit_scale.detach().exp()), learning_rate=3e-3, epochs=epochs,
-                    batch_size=128, negatives=0, early_stopping=False)  # fmt: skip
+    fine_tune_heads(
+        heads,
+        pairs,
+        pairs,
+        text_inputs(encoder, texts, layers),
+        images,
+        float(encoder.model.logit_scale.detach().exp()),
+        learning_rate=3e-3,
+        epochs=epochs,
+        batch_size=128,
+        negatives=0,
+        early_stopping=False,
+    )
     encoder.model.load_state_dict(heads.model_state(), strict=False)
     folder.mkdir(parents=True, exist_ok=True)
     encoder.model.save_pretrained(folder, safe_serialization=True)
     encoder.tokenizer.save_pretrained(folder)
     encoder.image_processor.save_pretrained(folder)
-    card = {"name": f"tiny-clip pre-trained on coco_mini + {per_class} Caltech images per class", "demo": True,
-            "description": "Random-weight tiny CLIP whose top was fitted to coco_mini captions and a few labelled "
-                           "Caltech images: a stand-in for pre-training, for the fine-tuning simulation."}  # fmt: skip
+    card = {
+        "name": f"tiny-clip pre-trained on coco_mini + {per_class} Caltech images per class",
+        "demo": True,
+        "description": "Random-weight tiny CLIP whose top was fitted to coco_mini captions and a few labelled "
+        "Caltech images: a stand-in for pre-training, for the fine-tuning simulation.",
+    }
     (folder / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
     return folder
 
@@ -177,16 +194,22 @@ def version_scores(version, labels: dict[int, str], test_pairs) -> dict:
     caltech = np.asarray([row_of[pk] for pk in labels if pk in row_of])
     classes = sorted(set(labels.values()))
     queries = [(p.format(c), c) for c in classes for p in sim.PHRASINGS]
-    precision = [np.mean([labels[int(ids[j])] == c for j in row])
-                 for row, (_, c) in zip(top10([q for q, _ in queries], caltech), queries, strict=True)]  # fmt: skip
+    precision = [
+        np.mean([labels[int(ids[j])] == c for j in row])
+        for row, (_, c) in zip(top10([q for q, _ in queries], caltech), queries, strict=True)
+    ]
     captions = list(Caption.objects.values_list("text", "image_id"))
     hits = top10([t for t, _ in captions])
     reference = np.mean([row_of[i] in set(row) for row, (_, i) in zip(hits, captions, strict=True)])
     texts = sorted({p.query for p in test_pairs})
     top = dict(zip(texts, top10(texts), strict=True)) if texts else {}
     held = [row_of.get(p.image_id) in set(top[p.query]) for p in test_pairs]
-    return {"held_out_recall@10": float(np.mean(held)) if held else None, "reference_recall@10": float(reference),
-            "precision@10": float(np.mean(precision)), "test_pairs": len(test_pairs)}  # fmt: skip
+    return {
+        "held_out_recall@10": float(np.mean(held)) if held else None,
+        "reference_recall@10": float(reference),
+        "precision@10": float(np.mean(precision)),
+        "test_pairs": len(test_pairs),
+    }
 
 
 def latest_test_pairs(options) -> list:
@@ -216,11 +239,19 @@ def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmf
         for name, start, options in runs:
             started = time.perf_counter()
             run = fine_tune(start, options)
-            result[name] = {"outcome": run.outcome, "message": run.message, "metrics": run.metrics,
-                            "settings": run.settings, "seconds": round(time.perf_counter() - started, 1),
-                            "version": run.result_id}  # fmt: skip
-            print(f"  round {round_number}, {name} from v{start.pk}: {run.outcome}: {run.message} "
-                  f"({result[name]['seconds']} s)", flush=True)  # fmt: skip
+            result[name] = {
+                "outcome": run.outcome,
+                "message": run.message,
+                "metrics": run.metrics,
+                "settings": run.settings,
+                "seconds": round(time.perf_counter() - started, 1),
+                "version": run.result_id,
+            }
+            print(
+                f"  round {round_number}, {name} from v{start.pk}: {run.outcome}: {run.message} "
+                f"({result[name]['seconds']} s)",
+                flush=True,
+            )
         if result["default"]["version"] is not None:
             serving = EncoderVersion.objects.get(pk=result["default"]["version"])
             promote_encoder(serving, "simulation")
@@ -274,15 +305,22 @@ def main() -> None:
         shutil.rmtree(args.var_dir, ignore_errors=True)
     args.var_dir.mkdir(parents=True, exist_ok=True)
     base_dir = args.var_dir / "models" / f"tiny-clip-base-l{args.layers}-k{args.base_labelled}"
-    os.environ.update({
-        "LOUPE_VAR_DIR": str(args.var_dir), "LOUPE_CLIP_MODEL": str(base_dir),
-        "LOUPE_DEMO_MODEL_DIR": str(args.var_dir / "models" / "tiny-clip"),
-        "LOUPE_RERANK": "false",  # the feedback comes from the embedding order (plus exploration)
-        "LOUPE_TEXT_CHANNEL": "false", "LOUPE_EXPLORE_SHARE": str(args.explore_share), "LOUPE_SWAP_SHARE": "0",
-        "LOUPE_PROPENSITY_EXPONENT": str(args.eta), "LOUPE_RESULT_CACHE_SECONDS": "0",
-        "LOUPE_DEFER_SEARCH_LOG": "false",  # one process that clicks at once: write each log before its clicks
-        "LOUPE_FEEDBACK_HOURLY_CAP": "100000", "DJANGO_SETTINGS_MODULE": "config.settings",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "LOUPE_VAR_DIR": str(args.var_dir),
+            "LOUPE_CLIP_MODEL": str(base_dir),
+            "LOUPE_DEMO_MODEL_DIR": str(args.var_dir / "models" / "tiny-clip"),
+            "LOUPE_RERANK": "false",  # the feedback comes from the embedding order (plus exploration)
+            "LOUPE_TEXT_CHANNEL": "false",
+            "LOUPE_EXPLORE_SHARE": str(args.explore_share),
+            "LOUPE_SWAP_SHARE": "0",
+            "LOUPE_PROPENSITY_EXPONENT": str(args.eta),
+            "LOUPE_RESULT_CACHE_SECONDS": "0",
+            "LOUPE_DEFER_SEARCH_LOG": "false",  # one process that clicks at once: write each log before its clicks
+            "LOUPE_FEEDBACK_HOURLY_CAP": "100000",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+    )
     sys.path.insert(0, str(sim.ROOT))
     import django
 
@@ -299,12 +337,26 @@ def main() -> None:
     from ranking.finetune.service import FineTuneSettings
 
     base = serving_version()[1]
-    results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "base": {"version": base.pk, "model": str(base_dir)}, "repetitions": []}  # fmt: skip
-    default = FineTuneSettings(layers=args.layers, learning_rate=args.learning_rate, epochs=args.epochs,
-                               patience=args.patience, anchor_weight=args.anchor_weight)  # fmt: skip
-    harmful = FineTuneSettings(layers=args.layers, learning_rate=args.harmful_learning_rate, epochs=args.epochs,
-                               anchor_weight=0.0, wise_ft=False, early_stopping=False)  # fmt: skip
+    results = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "base": {"version": base.pk, "model": str(base_dir)},
+        "repetitions": [],
+    }
+    default = FineTuneSettings(
+        layers=args.layers,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        patience=args.patience,
+        anchor_weight=args.anchor_weight,
+    )
+    harmful = FineTuneSettings(
+        layers=args.layers,
+        learning_rate=args.harmful_learning_rate,
+        epochs=args.epochs,
+        anchor_weight=0.0,
+        wise_ft=False,
+        early_stopping=False,
+    )
     for seed in args.seeds:
         print(f"Repetition with seed {seed}:", flush=True)
         sim.forget_feedback()
@@ -346,26 +398,42 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = (("held_out_recall@10", "held-out Recall@10 of chosen images"),
-            ("reference_recall@10", "reference Recall@10 (coco_mini captions)"),
-            ("precision@10", "ground truth: class precision@10 (never seen)"))  # fmt: skip
+    keys = (
+        ("held_out_recall@10", "held-out Recall@10 of chosen images"),
+        ("reference_recall@10", "reference Recall@10 (coco_mini captions)"),
+        ("precision@10", "ground truth: class precision@10 (never seen)"),
+    )
     rounds = results["config"]["rounds"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, (key, title) in zip(axes, keys, strict=True):
         for n, rep in enumerate(results["repetitions"]):
             colour = f"C{n}"
-            ax.plot([0, 1], [rep["base_scores"][key], rep["final_scores"][key]], "-o", color=colour,
-                    label=f"seed {rep['seed']}: {rounds} rounds, gated")  # fmt: skip
+            ax.plot(
+                [0, 1],
+                [rep["base_scores"][key], rep["final_scores"][key]],
+                "-o",
+                color=colour,
+                label=f"seed {rep['seed']}: {rounds} rounds, gated",
+            )
             harmful = rep["rounds"][0]["harmful"]["metrics"].get(key)
             if harmful:  # the gate's own numbers for round 1 (its test window)
-                ax.plot([0, 1], [harmful["before"], harmful["after"]], ":x", color=colour, alpha=0.7,
-                        label=f"seed {rep['seed']}: harmful setting (refused)")  # fmt: skip
+                ax.plot(
+                    [0, 1],
+                    [harmful["before"], harmful["after"]],
+                    ":x",
+                    color=colour,
+                    alpha=0.7,
+                    label=f"seed {rep['seed']}: harmful setting (refused)",
+                )
         ax.set_xticks([0, 1], ["base", "fine-tuned"])
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 1 if key == "reference_recall@10" else None)
     axes[1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Encoder fine-tuning from simulated clicks (Caltech 101, tiny random-weight CLIP): the harmful "
-                 "setting gains on its own task and forgets the reference", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        "Encoder fine-tuning from simulated clicks (Caltech 101, tiny random-weight CLIP): the harmful "
+        "setting gains on its own task and forgets the reference",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

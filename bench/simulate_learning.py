@@ -206,8 +206,13 @@ def measure_set(service, users: Users, queries) -> dict:
         relevant = {pk for pk, label in users.labels.items() if label == query.intent}
         ndcgs.append(ndcg_at_k(ids, relevant, 10))
         rrs.append(reciprocal_rank(ids, relevant))
-        ctrs.append(sum(users.args.click_relevant * (1 / (i + 1)) ** users.args.eta for i, pk in enumerate(ids)
-                        if pk in relevant))  # fmt: skip
+        ctrs.append(
+            sum(
+                users.args.click_relevant * (1 / (i + 1)) ** users.args.eta
+                for i, pk in enumerate(ids)
+                if pk in relevant
+            )
+        )
     return {"ndcg@10": ndcgs, "mrr": rrs, "expected_clicks": ctrs, "ranker": ranker}
 
 
@@ -224,11 +229,14 @@ def measure(service, users: Users, searches: int) -> dict:
             settings.LOUPE_RERANK = False
             embedding = measure_set(service, users, users.sets.held_out[name])
             settings.LOUPE_RERANK = True
-            point[name] = {"ranker": served["ranker"], "per_query_ndcg@10": served["ndcg@10"],
-                           "per_query_embedding_ndcg@10": embedding["ndcg@10"],
-                           **{m: float(np.mean(served[m])) for m in ("ndcg@10", "mrr", "expected_clicks")},
-                           "embedding_ndcg@10": float(np.mean(embedding["ndcg@10"])),
-                           "difference": paired_interval(served["ndcg@10"], embedding["ndcg@10"])}  # fmt: skip
+            point[name] = {
+                "ranker": served["ranker"],
+                "per_query_ndcg@10": served["ndcg@10"],
+                "per_query_embedding_ndcg@10": embedding["ndcg@10"],
+                **{m: float(np.mean(served[m])) for m in ("ndcg@10", "mrr", "expected_clicks")},
+                "embedding_ndcg@10": float(np.mean(embedding["ndcg@10"])),
+                "difference": paired_interval(served["ndcg@10"], embedding["ndcg@10"]),
+            }
     finally:
         settings.LOUPE_RERANK = True
         forget_served_orders()
@@ -266,11 +274,15 @@ def compare_naive_and_ipw(service, users: Users) -> dict:
     propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
     truths = {name: candidate_truth(service, users, users.sets.held_out[name]) for name in SETS}
     first_promotion = (
-        RankerVersion.objects.filter(promoted_at__isnull=False).order_by("promoted_at").values_list("promoted_at",
-                                                                                                     flat=True).first()
-    )  # fmt: skip
-    out: dict = {"propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
-                 "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
+        RankerVersion.objects.filter(promoted_at__isnull=False)
+        .order_by("promoted_at")
+        .values_list("promoted_at", flat=True)
+        .first()
+    )
+    out: dict = {
+        "propensity_curve": [round(float(v), 4) for v in propensity.values[:10]],
+        "propensity_estimated_positions": propensity.estimated_positions,
+    }
     for name, truth in truths.items():
         embedding_order = -np.concatenate([np.arange(g) for g in truth.groups]).astype(float)
         out[name] = {"embedding_order": scored(embedding_order, truth)}
@@ -284,9 +296,11 @@ def compare_naive_and_ipw(service, users: Users) -> dict:
         ipw = train_ranker(train, windows.early_stopping)
         naive = train_ranker(naive_data, windows.early_stopping)
         for name, truth in truths.items():
-            out[name][window] = {"searches": int(len(logged.data.groups)),
-                                 "naive_clicks": scored(naive.predict(truth.X), truth),
-                                 "inverse_propensity": scored(ipw.predict(truth.X), truth)}  # fmt: skip
+            out[name][window] = {
+                "searches": int(len(logged.data.groups)),
+                "naive_clicks": scored(naive.predict(truth.X), truth),
+                "inverse_propensity": scored(ipw.predict(truth.X), truth),
+            }
     return out
 
 
@@ -307,8 +321,13 @@ def candidate_truth(service, users: Users, queries):
             candidates = [
                 Candidate(h.image.pk, h.score, h.position, {"clip": h.position}, h.similarity) for h in response.hits
             ]
-            matrix, _ = candidate_features(service.version, service.encoder.encode_query(query.text), candidates,
-                                           query_key(query.text), settings.LOUPE_RERANK_DEPTH)  # fmt: skip
+            matrix, _ = candidate_features(
+                service.version,
+                service.encoder.encode_query(query.text),
+                candidates,
+                query_key(query.text),
+                settings.LOUPE_RERANK_DEPTH,
+            )
             rows.append(matrix)
             labels += [float(users.labels.get(c.image_id) == query.intent) for c in candidates]
             groups.append(len(candidates))
@@ -324,8 +343,12 @@ def scored(scores: np.ndarray, truth) -> dict:
 
     metrics = evaluate_scores(scores, truth)
     queries = len(truth.groups)
-    return {**metrics, "queries": queries, "without_relevant_candidate": queries - metrics["groups"],
-            "ndcg@10_all_queries": metrics["ndcg@10"] * metrics["groups"] / queries if queries else 0.0}  # fmt: skip
+    return {
+        **metrics,
+        "queries": queries,
+        "without_relevant_candidate": queries - metrics["groups"],
+        "ndcg@10_all_queries": metrics["ndcg@10"] * metrics["groups"] / queries if queries else 0.0,
+    }
 
 
 def forget_feedback() -> None:
@@ -378,9 +401,14 @@ def run(args, labels: dict[int, str], sets: QuerySets) -> dict:
             curve.append(point)
             rate = n / (time.perf_counter() - started)
             print(f"  {n} searches ({rate:.0f}/s): {outcome.message} | held-out {brief(point)}", flush=True)
-    return {"curve": curve, "training_runs": runs, "naive_vs_ipw": compare_naive_and_ipw(service, users),
-            "held_out_sizes": {name: len(sets.held_out[name]) for name in SETS},
-            "new_intents": sorted(sets.new_intents)[:200], "training_strings": len(sets.training)}  # fmt: skip
+    return {
+        "curve": curve,
+        "training_runs": runs,
+        "naive_vs_ipw": compare_naive_and_ipw(service, users),
+        "held_out_sizes": {name: len(sets.held_out[name]) for name in SETS},
+        "new_intents": sorted(sets.new_intents)[:200],
+        "training_strings": len(sets.training),
+    }
 
 
 def strengthen_base(service, labels: dict[int, str], mix: float) -> None:
@@ -389,8 +417,9 @@ def strengthen_base(service, labels: dict[int, str], mix: float) -> None:
     from collection.models import ImageEmbedding
 
     classes = sorted(set(labels.values()))
-    class_vectors = dict(zip(classes, service.encoder.encode_texts([TRAINING_PHRASINGS[0].format(c) for c in classes]),
-                             strict=True))  # fmt: skip
+    class_vectors = dict(
+        zip(classes, service.encoder.encode_texts([TRAINING_PHRASINGS[0].format(c) for c in classes]), strict=True)
+    )
     rows = list(ImageEmbedding.objects.filter(encoder_version=service.version, image_id__in=list(labels)))
     for row in rows:
         mixed = (1 - mix) * np.asarray(row.vector) + mix * class_vectors[labels[row.image_id]]
@@ -485,11 +514,21 @@ def main() -> None:
         print(f"Repetition with seed {seed}:", flush=True)
         args.seed = seed
         if coco is not None:
-            sets, _ = coco_sets({i: c for i, (_, c, _) in coco.items()}, seed=seed, per_set=args.held_out,
-                                zipf=args.zipf, new_intent_share=args.new_intent_share)  # fmt: skip
+            sets, _ = coco_sets(
+                {i: c for i, (_, c, _) in coco.items()},
+                seed=seed,
+                per_set=args.held_out,
+                zipf=args.zipf,
+                new_intent_share=args.new_intent_share,
+            )
         else:
-            sets = caltech_sets(sorted(set(labels.values())), seed=seed, per_set=args.held_out, zipf=args.zipf,
-                                new_intent_share=args.new_intent_share)  # fmt: skip
+            sets = caltech_sets(
+                sorted(set(labels.values())),
+                seed=seed,
+                per_set=args.held_out,
+                zipf=args.zipf,
+                new_intent_share=args.new_intent_share,
+            )
         forget_feedback()
         results["repetitions"].append({"seed": seed, **run(args, labels, sets)})
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -497,9 +536,12 @@ def main() -> None:
     results["summary"] = summarise(results)
     for name, row in results["summary"].items():
         pooled = row["difference_pooled"]
-        print(f"{name}: embedding {np.round(row['embedding_ndcg@10'], 4).tolist()} -> served "
-              f"{np.round(row['served_ndcg@10'], 4).tolist()}; pooled difference {pooled['mean']:+.4f} "
-              f"[{pooled['low']:+.4f}, {pooled['high']:+.4f}]", flush=True)  # fmt: skip
+        print(
+            f"{name}: embedding {np.round(row['embedding_ndcg@10'], 4).tolist()} -> served "
+            f"{np.round(row['served_ndcg@10'], 4).tolist()}; pooled difference {pooled['mean']:+.4f} "
+            f"[{pooled['low']:+.4f}, {pooled['high']:+.4f}]",
+            flush=True,
+        )
     args.output.write_text(json.dumps(results, indent=2))
     plot(results, args.output.with_suffix(".png"))
     print(f"Saved {args.output} and {args.output.with_suffix('.png')}")

@@ -86,14 +86,24 @@ class Visitor(threading.Thread):
             if results and self.rng.random() < 0.6:
                 position = min(len(results), 1 + int(self.rng.expovariate(0.4)))
                 hit = results[position - 1]
-                item = {"event_id": body["event_id"], "image_id": hit["image"]["id"], "position": position,
-                        "client_id": uuid.uuid4().hex, "dwell_ms": self.rng.randrange(500, 30_000)}  # fmt: skip
+                item = {
+                    "event_id": body["event_id"],
+                    "image_id": hit["image"]["id"],
+                    "position": position,
+                    "client_id": uuid.uuid4().hex,
+                    "dwell_ms": self.rng.randrange(500, 30_000),
+                }
                 if self.call("click", "POST", "/api/v1/feedback/clicks", json=item) is not None:
                     self.acknowledged.add(("click", item["client_id"]))
             if results and self.rng.random() < 0.2:
                 hit = self.rng.choice(results)
-                item = {"event_id": body["event_id"], "image_id": hit["image"]["id"], "scale": "thumbs",
-                        "value": self.rng.choice([1, 1, -1]), "client_id": uuid.uuid4().hex}  # fmt: skip
+                item = {
+                    "event_id": body["event_id"],
+                    "image_id": hit["image"]["id"],
+                    "scale": "thumbs",
+                    "value": self.rng.choice([1, 1, -1]),
+                    "client_id": uuid.uuid4().hex,
+                }
                 if self.call("rating", "POST", "/api/v1/feedback/ratings", json=item) is not None:
                     self.acknowledged.add(("rating", item["client_id"]))
             time.sleep(self.think * self.rng.random())
@@ -103,8 +113,14 @@ def force_retrain(var_dir: Path) -> None:
     """Queue a retraining now (as admin's "retrain now" would), besides beat's schedule."""
     env = dict(os.environ, LOUPE_VAR_DIR=str(var_dir))
     code = "from workers.tasks import retrain_ranker; retrain_ranker.delay(force=True)"
-    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def verify(visitors: list[Visitor]) -> dict:
@@ -132,9 +148,15 @@ def training_runs(since: float) -> list[dict]:
     from ranking.models import TrainingRun
 
     runs = TrainingRun.objects.filter(started_at__gte=datetime.fromtimestamp(since, tz=UTC)).order_by("started_at")
-    return [{"at": r.started_at.timestamp() - since, "outcome": r.outcome, "message": r.message[:160],
-             "seconds": round((r.finished_at - r.started_at).total_seconds(), 2) if r.finished_at else None}
-            for r in runs]  # fmt: skip
+    return [
+        {
+            "at": r.started_at.timestamp() - since,
+            "outcome": r.outcome,
+            "message": r.message[:160],
+            "seconds": round((r.finished_at - r.started_at).total_seconds(), 2) if r.finished_at else None,
+        }
+        for r in runs
+    ]
 
 
 def plot(results: dict, log: list, path: Path) -> None:
@@ -155,8 +177,10 @@ def plot(results: dict, log: list, path: Path) -> None:
         top.axvline(run["at"], color="grey", lw=0.8, ls=":")
     top.set_ylabel("requests/s")
     top.legend(fontsize=8)
-    top.set_title(f"soak: {results['minutes']} min, errors {results['errors_total']}, lost feedback "
-                  f"{results['check']['feedback_lost']} (dotted: training runs)")  # fmt: skip
+    top.set_title(
+        f"soak: {results['minutes']} min, errors {results['errors_total']}, lost feedback "
+        f"{results['check']['feedback_lost']} (dotted: training runs)"
+    )
     searches = np.array([(t - start, s * 1000) for t, k, s, _ in log if k == "search"])
     idx = np.digitize(searches[:, 0], bins)
     p50 = [np.percentile(searches[idx == i, 1], 50) if np.any(idx == i) else np.nan for i in range(1, len(bins))]
@@ -184,8 +208,11 @@ def main() -> None:
     args = parser.parse_args()
 
     fresh_var_dir(args.var_dir)
-    os.environ.update(LOUPE_RETRAIN_EVERY_SECONDS="60", LOUPE_RETRAIN_MIN_NEW_SEARCHES="100",
-                      LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS="60")  # fmt: skip
+    os.environ.update(
+        LOUPE_RETRAIN_EVERY_SECONDS="60",
+        LOUPE_RETRAIN_MIN_NEW_SEARCHES="100",
+        LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS="60",
+    )
     print(f"Starting Loupe in {args.var_dir} on port {args.port}...", flush=True)
     server = start_server(args.var_dir, args.port)
     try:
@@ -220,7 +247,7 @@ def main() -> None:
             "command": " ".join(sys.argv),
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "server": "manage.py run: gunicorn 2 workers x 4 threads, embedded PostgreSQL 18 + Redis, Celery worker, "
-                      "trainer and beat (retraining every 60 s), demo model, 40 demo images",
+            "trainer and beat (retraining every 60 s), demo model, 40 demo images",
             "clients": args.clients,
             "minutes": args.minutes,
             "started": started,
@@ -232,7 +259,7 @@ def main() -> None:
             "forced_retrains": forced,
             "training_runs": training_runs(started),
             "check": check,
-        }  # fmt: skip
+        }
         print(json.dumps({k: v for k, v in results.items() if k != "training_runs"}, indent=2), flush=True)
         print(f"training runs during the soak: {Counter(r['outcome'] for r in results['training_runs'])}")
         args.output.parent.mkdir(parents=True, exist_ok=True)

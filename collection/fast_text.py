@@ -31,10 +31,17 @@ MIN_COSINE = 0.999
 MIN_COSINE_INT8 = 0.99
 PROBE_TEXTS = ["a photo of a dog", "two people riding bicycles down a busy city street at night", "x"]
 INT8_PROBE_TEXTS = [
-    *PROBE_TEXTS, "", "red", "a close-up photo of a tabby cat sleeping on a laptop keyboard",
-    "NOT a cat", "3 apples and 2 oranges on a wooden table", "Eiffel Tower at sunset, Paris",
-    "a diagram of the human heart", "🐶 dog emoji", "black and white photograph of an old train station in the snow",
-]  # fmt: skip
+    *PROBE_TEXTS,
+    "",
+    "red",
+    "a close-up photo of a tabby cat sleeping on a laptop keyboard",
+    "NOT a cat",
+    "3 apples and 2 oranges on a wooden table",
+    "Eiffel Tower at sunset, Paris",
+    "a diagram of the human heart",
+    "🐶 dog emoji",
+    "black and white photograph of an old train station in the snow",
+]
 _export_lock = threading.Lock()
 
 
@@ -218,8 +225,12 @@ def _int8_tower(
         logger.warning("int8 text tower %s unavailable (%s: %s); serving fp32.", path.stem, type(exc).__name__, exc)
         return None
     if cosine < MIN_COSINE_INT8:
-        logger.info("int8 text tower %s: cosine %.4f to PyTorch is below %.2f; serving fp32.", path.stem, cosine,
-                    MIN_COSINE_INT8)  # fmt: skip
+        logger.info(
+            "int8 text tower %s: cosine %.4f to PyTorch is below %.2f; serving fp32.",
+            path.stem,
+            cosine,
+            MIN_COSINE_INT8,
+        )
         return None
     logger.info("Text tower %s served in int8 (minimum cosine to PyTorch %.4f).", path.stem, cosine)
     return fast

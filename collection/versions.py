@@ -118,8 +118,11 @@ def _load_other(version: EncoderVersion) -> EncoderChoice | None:
         logger.error("Encoder version %s cannot be loaded (%s); its arm serves production's encoder.", version.pk, exc)
         return None
     if encoder.fingerprint != version.fingerprint:
-        logger.error("Encoder version %s: the weights at %s changed (fingerprint); not serving it.", version.pk,
-                     version.model_ref)  # fmt: skip
+        logger.error(
+            "Encoder version %s: the weights at %s changed (fingerprint); not serving it.",
+            version.pk,
+            version.model_ref,
+        )
         return None
     if not ImageEmbedding.objects.filter(encoder_version=version).exists():
         logger.error("Encoder version %s has no image vectors yet; not serving it.", version.pk)

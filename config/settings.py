@@ -95,8 +95,14 @@ TEMPLATES = [
 EMBEDDED_POSTGRES = not env.str("DATABASE_URL", default="")
 if EMBEDDED_POSTGRES:
     # The socket folder is filled in by the backend when it starts the server (core.embedded_postgres).
-    DATABASES = {"default": {"ENGINE": "core.embedded_postgres", "NAME": "loupe", "USER": "postgres",
-                             "EMBEDDED_VAR_DIR": str(VAR_DIR)}}  # fmt: skip
+    DATABASES = {
+        "default": {
+            "ENGINE": "core.embedded_postgres",
+            "NAME": "loupe",
+            "USER": "postgres",
+            "EMBEDDED_VAR_DIR": str(VAR_DIR),
+        }
+    }
 else:
     DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL"))}
     DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"

@@ -146,8 +146,10 @@ def _start_postgres(var_dir: Path) -> str:
                 f"See {pgdata / 'log'}, or set DATABASE_URL to use an external server."
             ) from exc
         if changed and running:
-            logger.warning("The embedded PostgreSQL was already running: its new memory settings apply at its next "
-                           "start (stop it with `manage.py embedded stop` while nothing uses it).")  # fmt: skip
+            logger.warning(
+                "The embedded PostgreSQL was already running: its new memory settings apply at its next "
+                "start (stop it with `manage.py embedded stop` while nothing uses it)."
+            )
         _ensure_database(_pg_server.get_uri())
     return _pg_server.get_uri(database=DATABASE_NAME)
 
@@ -299,16 +301,25 @@ class EmbeddedRedis:
         self.socket_path.parent.mkdir(mode=0o755, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         config = [
-            "--port", "0",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--daemonize", "yes",
-            "--pidfile", str(self.pidfile.resolve()),
-            "--logfile", str((self.data_dir / "redis.log").resolve()),
-        ]  # fmt: skip
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pidfile.resolve()),
+            "--logfile",
+            str((self.data_dir / "redis.log").resolve()),
+        ]
         subprocess.run([self._binary(), *config], check=True, capture_output=True)
         deadline = time.monotonic() + 10
         while not self.is_running():

@@ -74,8 +74,18 @@ class ClickInline(ReadOnlyInline):
 
 @admin.register(SearchEvent)
 class SearchEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "query_text", "kind", "user_key", "surface", "arm", "ranker", "result_count",
-                    "click_count", "latency_ms"]  # fmt: skip
+    list_display = [
+        "created_at",
+        "query_text",
+        "kind",
+        "user_key",
+        "surface",
+        "arm",
+        "ranker",
+        "result_count",
+        "click_count",
+        "latency_ms",
+    ]
     list_filter = ["surface", "kind", "ranker", "arm", "page", "created_at", "partner"]
     search_fields = ["query_text", "normalised_query", "user_key", "=id"]
     date_hierarchy = "created_at"
@@ -165,8 +175,18 @@ class ImageFeedbackSummaryAdmin(SummaryAdmin):
 
 @admin.register(QueryFeedbackSummary)
 class QueryFeedbackSummaryAdmin(SummaryAdmin):
-    list_display = ["query", "searches", "users", "impressions", "clicks", "ctr", "abandonment_rate", "ratings",
-                    "mean_rating", "last_searched"]  # fmt: skip
+    list_display = [
+        "query",
+        "searches",
+        "users",
+        "impressions",
+        "clicks",
+        "ctr",
+        "abandonment_rate",
+        "ratings",
+        "mean_rating",
+        "last_searched",
+    ]
     ordering = ["-searches"]
     search_fields = ["query"]
 

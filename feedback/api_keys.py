@@ -160,8 +160,10 @@ def _first_use_of_minute(api_key: ApiKey, now: datetime) -> None:
     """Note the key's use and forget its windows over a day old (once a minute per key)."""
     with connection.cursor() as cursor:
         cursor.execute("UPDATE feedback_apikey SET last_used_at = %s WHERE id = %s", [now, api_key.pk])
-        cursor.execute("DELETE FROM feedback_apiusage WHERE key_id = %s AND window_start < %s",
-                       [api_key.pk, now - timedelta(days=1)])  # fmt: skip
+        cursor.execute(
+            "DELETE FROM feedback_apiusage WHERE key_id = %s AND window_start < %s",
+            [api_key.pk, now - timedelta(days=1)],
+        )
 
 
 class ApiKeyThrottle(BaseThrottle):

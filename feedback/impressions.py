@@ -133,8 +133,13 @@ def write_search_log(params: dict) -> bool:
 def _log_params(served: ServedList, viewer: Viewer) -> tuple[uuid.UUID, dict]:
     event_id = uuid7()
     shown = [
-        {"image_id": r.image_id, "position": r.position, "score": float(r.score), "features": list(r.features),
-         "team": r.team}  # fmt: skip
+        {
+            "image_id": r.image_id,
+            "position": r.position,
+            "score": float(r.score),
+            "features": list(r.features),
+            "team": r.team,
+        }
         for r in served.shown
     ]
     params = {

@@ -38,9 +38,13 @@ class SearchEvent(models.Model):
     page = models.PositiveIntegerField(default=1)
     page_size = models.PositiveIntegerField()
     experiment = models.ForeignKey(
-        "ranking.Experiment", null=True, blank=True, on_delete=models.PROTECT, related_name="events",
+        "ranking.Experiment",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="events",
         help_text="The experiment the user was in (exposure logging).",
-    )  # fmt: skip
+    )
     arm = models.CharField(max_length=100, blank=True, help_text="Experiment arm (variant name), when in one.")
     ranker = models.CharField(max_length=100, default="embedding", help_text="Which ranker ordered the list.")
     encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.PROTECT, related_name="+")

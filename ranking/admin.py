@@ -31,8 +31,17 @@ def _gate(metrics: dict, key: str) -> str:
 
 @admin.register(RankerVersion)
 class RankerVersionAdmin(admin.ModelAdmin):
-    list_display = ["label", "status", "candidate_dcg", "serving_dcg", "gate_reason", "train_searches",
-                    "validation_searches", "trained_until", "promoted_at"]  # fmt: skip
+    list_display = [
+        "label",
+        "status",
+        "candidate_dcg",
+        "serving_dcg",
+        "gate_reason",
+        "train_searches",
+        "validation_searches",
+        "trained_until",
+        "promoted_at",
+    ]
     list_filter = ["status"]
     readonly_fields = [f.name for f in RankerVersion._meta.fields]
     actions = ["promote_selected", "roll_back"]
@@ -79,8 +88,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
 class VariantInline(admin.StackedInline):
     model = Variant
     extra = 0
-    fields = ["name", "weight", "is_control", "use_reranker", "ranker", "rerank_depth", "encoder_version",
-              "min_score", "max_relative_drop"]  # fmt: skip
+    fields = [
+        "name",
+        "weight",
+        "is_control",
+        "use_reranker",
+        "ranker",
+        "rerank_depth",
+        "encoder_version",
+        "min_score",
+        "max_relative_drop",
+    ]
 
     def _frozen(self, obj) -> bool:
         return obj is not None and obj.status != Experiment.Status.DRAFT  # arms cannot change once users see them
@@ -145,12 +163,22 @@ class ExperimentAdmin(admin.ModelAdmin):
                 estimate, versus = arm.metrics.get(name), arm.comparisons.get(name)
                 cell = {"value": _fmt(estimate.value) if estimate else "–"}
                 if versus is not None:
-                    cell.update(diff=f"{_fmt(versus.difference, signed=True)} ({_pct(versus.relative)})",
-                                ci=f"[{_fmt(versus.low, signed=True)}, {_fmt(versus.high, signed=True)}]",
-                                p=_fmt(versus.p_value))  # fmt: skip
+                    cell.update(
+                        diff=f"{_fmt(versus.difference, signed=True)} ({_pct(versus.relative)})",
+                        ci=f"[{_fmt(versus.low, signed=True)}, {_fmt(versus.high, signed=True)}]",
+                        p=_fmt(versus.p_value),
+                    )
                 cells.append(cell)
-            rows.append({"name": arm.variant.name, "control": arm.variant.is_control, "config": arm.variant.describe(),
-                         "users": arm.users, "searches": arm.searches, "cells": cells})  # fmt: skip
+            rows.append(
+                {
+                    "name": arm.variant.name,
+                    "control": arm.variant.is_control,
+                    "config": arm.variant.describe(),
+                    "users": arm.users,
+                    "searches": arm.searches,
+                    "cells": cells,
+                }
+            )
         context = {
             "results": found,
             "arm_rows": rows,
@@ -163,9 +191,15 @@ class ExperimentAdmin(admin.ModelAdmin):
         return context
 
     def _confirm(self, request, experiment, *, title, question, confirm_label, details=()):
-        context = {**self.admin_site.each_context(request), "title": title, "question": question,
-                   "confirm_label": confirm_label, "experiment": experiment, "details": list(details),
-                   "opts": self.model._meta}  # fmt: skip
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "question": question,
+            "confirm_label": confirm_label,
+            "experiment": experiment,
+            "details": list(details),
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/ranking/experiment/confirm.html", context)
 
     def _act(self, request, experiment, action, success: str):
@@ -185,32 +219,55 @@ class ExperimentAdmin(admin.ModelAdmin):
     def start_view(self, request, pk: int):
         experiment = self._get(request, pk)
         if request.method != "POST":
-            return self._confirm(request, experiment, title=f"Start {experiment}?", confirm_label="Start",
-                                 question="Users will be assigned to its arms from the next search.",
-                                 details=[f"{v.name}: weight {v.weight}, {v.describe()}"
-                                          for v in experiment.variants.all()])  # fmt: skip
-        return self._act(request, experiment, lambda: start(experiment, request.user.get_username()),
-                         f"{experiment} is running.")  # fmt: skip
+            return self._confirm(
+                request,
+                experiment,
+                title=f"Start {experiment}?",
+                confirm_label="Start",
+                question="Users will be assigned to its arms from the next search.",
+                details=[f"{v.name}: weight {v.weight}, {v.describe()}" for v in experiment.variants.all()],
+            )
+        return self._act(
+            request, experiment, lambda: start(experiment, request.user.get_username()), f"{experiment} is running."
+        )
 
     def stop_view(self, request, pk: int):
         experiment = self._get(request, pk)
         if request.method != "POST":
-            return self._confirm(request, experiment, title=f"Stop {experiment}?", confirm_label="Stop",
-                                 question="Every user goes back to production's configuration.")  # fmt: skip
-        return self._act(request, experiment, lambda: stop(experiment, request.user.get_username()),
-                         f"{experiment} is stopped.")  # fmt: skip
+            return self._confirm(
+                request,
+                experiment,
+                title=f"Stop {experiment}?",
+                confirm_label="Stop",
+                question="Every user goes back to production's configuration.",
+            )
+        return self._act(
+            request, experiment, lambda: stop(experiment, request.user.get_username()), f"{experiment} is stopped."
+        )
 
     def promote_view(self, request, pk: int, variant_pk: int):
         experiment = self._get(request, pk)
         variant = get_object_or_404(Variant, pk=variant_pk, experiment=experiment)
         verdict = results(experiment).verdict
         if request.method != "POST":
-            return self._confirm(request, experiment, title=f"Promote {variant.name} to production?",
-                                 confirm_label="Promote", question=f"Production will serve: {variant.describe()}.",
-                                 details=[f"Verdict: {verdict}", "The experiment stops if it is running.",
-                                          "An audit record keeps who did this and why."])  # fmt: skip
-        return self._act(request, experiment, lambda: promote_arm(variant, request.user.get_username(), verdict),
-                         f"Production now serves {variant.name}'s configuration.")  # fmt: skip
+            return self._confirm(
+                request,
+                experiment,
+                title=f"Promote {variant.name} to production?",
+                confirm_label="Promote",
+                question=f"Production will serve: {variant.describe()}.",
+                details=[
+                    f"Verdict: {verdict}",
+                    "The experiment stops if it is running.",
+                    "An audit record keeps who did this and why.",
+                ],
+            )
+        return self._act(
+            request,
+            experiment,
+            lambda: promote_arm(variant, request.user.get_username(), verdict),
+            f"Production now serves {variant.name}'s configuration.",
+        )
 
 
 @admin.register(ServingConfig)
@@ -241,8 +298,19 @@ def _pct(value: float | None) -> str:
 class FineTuneRunAdmin(admin.ModelAdmin):
     """Encoder fine-tuning attempts: progress while running, then the gate's numbers."""
 
-    list_display = ["started_at", "base", "outcome", "stage", "progress_percent", "trained", "pairs", "held_out",
-                    "reference", "result", "finished_at"]  # fmt: skip
+    list_display = [
+        "started_at",
+        "base",
+        "outcome",
+        "stage",
+        "progress_percent",
+        "trained",
+        "pairs",
+        "held_out",
+        "reference",
+        "result",
+        "finished_at",
+    ]
     list_filter = ["outcome"]
     readonly_fields = [f.name for f in FineTuneRun._meta.fields]
 

@@ -23,15 +23,27 @@ class UnknownExperiment(Refused):
 class ExperimentSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
-        fields = ["id", "name", "mode", "surface", "status", "primary_metric", "statistics", "traffic_share",
-                  "started_at", "stopped_at"]  # fmt: skip
+        fields = [
+            "id",
+            "name",
+            "mode",
+            "surface",
+            "status",
+            "primary_metric",
+            "statistics",
+            "traffic_share",
+            "started_at",
+            "stopped_at",
+        ]
 
 
 class ExperimentsView(APIView):
     permission_classes = [scope_required("experiments")]
 
-    @extend_schema(summary="Experiments, newest first", responses={200: ExperimentSummarySerializer(many=True),
-                   401: ErrorSerializer, 403: ErrorSerializer})  # fmt: skip
+    @extend_schema(
+        summary="Experiments, newest first",
+        responses={200: ExperimentSummarySerializer(many=True), 401: ErrorSerializer, 403: ErrorSerializer},
+    )
     def get(self, request: Request) -> Response:
         return Response(ExperimentSummarySerializer(Experiment.objects.all()[:100], many=True).data)
 

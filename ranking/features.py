@@ -180,7 +180,7 @@ def fetch_facts(
                 query_impressions=int(row[9]),
                 query_examinations=float(row[10]),
                 query_clicks=int(row[11]),
-            )  # fmt: skip
+            )
             for row in cursor.fetchall()
         }
 

@@ -156,8 +156,9 @@ def train_ranker(
         return lambdamart_gradients(preds, train.y, train.groups, weights)
 
     params["objective"] = "none"  # the gradients come from ``objective`` at each update
-    train_set = lgb.Dataset(train.X, label=train.y, group=train.groups, feature_name=train.feature_names or "auto",
-                            free_raw_data=False)  # fmt: skip
+    train_set = lgb.Dataset(
+        train.X, label=train.y, group=train.groups, feature_name=train.feature_names or "auto", free_raw_data=False
+    )
     best = {"score": -np.inf, "iteration": 0}
     booster = lgb.Booster(params=params, train_set=train_set)
     for iteration in range(1, rounds + 1):

@@ -112,16 +112,24 @@ class ArmConfig(models.Model):
 
     use_reranker = models.BooleanField(default=True, help_text="Off: serve the first-stage (embedding/fusion) order.")
     ranker = models.ForeignKey(
-        RankerVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        RankerVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="A specific ranker version; empty: the active one.",
-    )  # fmt: skip
+    )
     rerank_depth = models.PositiveIntegerField(
         null=True, blank=True, help_text="Candidates reranked (the candidate count); empty: LOUPE_RERANK_DEPTH."
     )
     encoder_version = models.ForeignKey(
-        "searchapp.EncoderVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "searchapp.EncoderVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="Encoder version whose embeddings serve; empty: the serving encoder.",
-    )  # fmt: skip
+    )
     min_score = models.FloatField(null=True, blank=True, help_text="Fixed score threshold; empty: LOUPE_MIN_SCORE.")
     max_relative_drop = models.FloatField(
         null=True, blank=True, help_text="Dynamic threshold (drop from the best score); empty: the setting."

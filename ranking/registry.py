@@ -40,8 +40,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_candidate(trained: TrainedRanker, *, trained_from, trained_until, train_searches: int,
-                   validation_searches: int, metrics: dict) -> RankerVersion:  # fmt: skip
+def save_candidate(
+    trained: TrainedRanker, *, trained_from, trained_until, train_searches: int, validation_searches: int, metrics: dict
+) -> RankerVersion:
     """Write the model file (atomically) and record it as a candidate."""
     folder = rankers_dir()
     folder.mkdir(parents=True, exist_ok=True)

@@ -59,14 +59,20 @@ def retrain(*, force: bool = False) -> TrainingRun:
         latest = RankerVersion.objects.order_by("-trained_until").first()
         new = labelled_searches_since(latest.trained_until if latest else None)
         if not force and new < settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES:
-            return run.finish(TrainingRun.Outcome.SKIPPED, f"{new} new labelled searches; waiting for "
-                           f"{settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.")  # fmt: skip
+            return run.finish(
+                TrainingRun.Outcome.SKIPPED,
+                f"{new} new labelled searches; waiting for {settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.",
+            )
         propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
         logged = load_searches(None, now, propensity)
         windows = split_windows(logged)
         sizes = (len(windows.train.groups), len(windows.early_stopping.groups), len(windows.gate.groups))
-        if any(n < least for n, least in zip(sizes, (MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES,
-                                                    MIN_GATE_SEARCHES), strict=True)):  # fmt: skip
+        if any(
+            n < least
+            for n, least in zip(
+                sizes, (MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES, MIN_GATE_SEARCHES), strict=True
+            )
+        ):
             return run.finish(TrainingRun.Outcome.SKIPPED, f"only {len(logged.data.groups)} labelled searches.")
         trained = train_ranker(windows.train, windows.early_stopping)
         gate = windows.gate  # from here on, nothing reads the early-stopping window
@@ -77,20 +83,31 @@ def retrain(*, force: bool = False) -> TrainingRun:
             counterfactual_dcg(baseline_scores, gate),
             margin=settings.LOUPE_PROMOTION_MARGIN,
         )
-        metrics = {"gate": decision.as_dict(), "serving_name": baseline_name, "windows": windows.bounds,
-                   "early_stopping_searches": len(windows.early_stopping.groups),
-                   "candidate_clicks": evaluate_scores(candidate_scores, gate),
-                   "serving_clicks": evaluate_scores(baseline_scores, gate),
-                   "margin": settings.LOUPE_PROMOTION_MARGIN, "best_iteration": trained.best_iteration,
-                   "propensity": [round(float(v), 4) for v in propensity.values[:10]],
-                   "propensity_estimated_positions": propensity.estimated_positions}  # fmt: skip
+        metrics = {
+            "gate": decision.as_dict(),
+            "serving_name": baseline_name,
+            "windows": windows.bounds,
+            "early_stopping_searches": len(windows.early_stopping.groups),
+            "candidate_clicks": evaluate_scores(candidate_scores, gate),
+            "serving_clicks": evaluate_scores(baseline_scores, gate),
+            "margin": settings.LOUPE_PROMOTION_MARGIN,
+            "best_iteration": trained.best_iteration,
+            "propensity": [round(float(v), 4) for v in propensity.values[:10]],
+            "propensity_estimated_positions": propensity.estimated_positions,
+        }
         version = save_candidate(
-            trained, trained_from=logged.started, trained_until=now, train_searches=len(windows.train.groups),
-            validation_searches=len(gate.groups), metrics=metrics,
-        )  # fmt: skip
+            trained,
+            trained_from=logged.started,
+            trained_until=now,
+            train_searches=len(windows.train.groups),
+            validation_searches=len(gate.groups),
+            metrics=metrics,
+        )
         run.ranker = version
-        versus = (f"counterfactual DCG@10 {decision.candidate:.4f} vs {baseline_name} {decision.serving:.4f} "
-                  f"({decision.reason})")  # fmt: skip
+        versus = (
+            f"counterfactual DCG@10 {decision.candidate:.4f} vs {baseline_name} {decision.serving:.4f} "
+            f"({decision.reason})"
+        )
         if decision.promote:
             promote(version)
             return run.finish(TrainingRun.Outcome.PROMOTED, f"{version.label} promoted: {versus}", metrics)

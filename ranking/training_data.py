@@ -115,8 +115,9 @@ def split_windows(
     def part(i: int) -> RankingData:
         rows = slice(row_cuts[i], row_cuts[i + 1])
         weights = data.weights[rows] if data.weights is not None else None
-        return RankingData(data.X[rows], data.y[rows], data.groups[cuts[i] : cuts[i + 1]], weights,
-                           feature_names=data.feature_names)  # fmt: skip
+        return RankingData(
+            data.X[rows], data.y[rows], data.groups[cuts[i] : cuts[i + 1]], weights, feature_names=data.feature_names
+        )
 
     bounds = {}
     for i, name in enumerate(("train", "early_stopping", "gate")):

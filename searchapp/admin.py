@@ -19,8 +19,18 @@ from workers.tasks import finetune_encoder
 
 @admin.register(EncoderVersion)
 class EncoderVersionAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "parent", "status", "dimension", "is_demo", "embedded_images", "disk",
-                    "last_fine_tune", "created_at"]  # fmt: skip
+    list_display = [
+        "id",
+        "name",
+        "parent",
+        "status",
+        "dimension",
+        "is_demo",
+        "embedded_images",
+        "disk",
+        "last_fine_tune",
+        "created_at",
+    ]
     list_filter = ["status", "is_demo", "kind"]
     readonly_fields = ["fingerprint", "parent", "created_at"]
     actions = ["fine_tune_now", "start_ab_test", "promote_to_production", "retire"]

@@ -279,10 +279,20 @@ class SearchService:
         key = None
         # Interleaved lists are drawn per user: never shared. Deep pages are rare and their orders large.
         if kind == "text" and plan.teams is None and depth <= result_cache.max_depth:
-            key = (self.version.pk, query_key(text), tags, depth, text_depth if fusing else 0,
-                   self._fusion_weights() if fusing else (), plan.rerank_depth,
-                   serving_ranker.version.pk if serving_ranker is not None else None,
-                   request.min_score, request.max_relative_drop, plan.min_score, plan.max_relative_drop)  # fmt: skip
+            key = (
+                self.version.pk,
+                query_key(text),
+                tags,
+                depth,
+                text_depth if fusing else 0,
+                self._fusion_weights() if fusing else (),
+                plan.rerank_depth,
+                serving_ranker.version.pk if serving_ranker is not None else None,
+                request.min_score,
+                request.max_relative_drop,
+                plan.min_score,
+                plan.max_relative_drop,
+            )
         order = result_cache.get(key) if key is not None else None
         if order is None:
             order = self._order(request, text, tags, depth, text_depth if fusing else 0, serving_ranker, plan, viewer)

@@ -30,15 +30,18 @@ def start(experiment: Experiment, user: str = "") -> Experiment:
     with transaction.atomic():
         clash = Experiment.objects.select_for_update().filter(running_q(experiment.surface), status="running")
         if clash.exclude(pk=experiment.pk).exists():
-            raise ExperimentError(f"Another experiment is running on {experiment.get_surface_display()}: "
-                                  f"{', '.join(e.name for e in clash)}. Stop it first.")  # fmt: skip
+            raise ExperimentError(
+                f"Another experiment is running on {experiment.get_surface_display()}: "
+                f"{', '.join(e.name for e in clash)}. Stop it first."
+            )
         experiment.status, experiment.started_at = Experiment.Status.RUNNING, timezone.now()
         try:
             experiment.save(update_fields=["status", "started_at"])
         except IntegrityError:
             raise ExperimentError("Another experiment is already running on this surface.") from None
-        ExperimentAudit.objects.create(experiment=experiment, action="start", user=user,
-                                       details={"arms": [v.name for v in variants]})  # fmt: skip
+        ExperimentAudit.objects.create(
+            experiment=experiment, action="start", user=user, details={"arms": [v.name for v in variants]}
+        )
     forget_cached_configs()
     return experiment
 
@@ -67,13 +70,20 @@ def promote_arm(variant: Variant, user: str = "", verdict: str = "") -> ServingC
         if variant.ranker_id:
             promote(variant.ranker)  # the named ranker becomes the active one
         config = ServingConfig.objects.create(
-            **variant.config_values(ranker=None), created_by=user,
+            **variant.config_values(ranker=None),
+            created_by=user,
             source=f"experiment {experiment.name!r}, arm {variant.name!r}",
-        )  # fmt: skip
+        )
         ExperimentAudit.objects.create(
-            experiment=experiment, action="promote", user=user,
-            details={"arm": variant.name, "config": variant.describe(), "serving_config": config.pk,
-                     "verdict": verdict},
-        )  # fmt: skip
+            experiment=experiment,
+            action="promote",
+            user=user,
+            details={
+                "arm": variant.name,
+                "config": variant.describe(),
+                "serving_config": config.pk,
+                "verdict": verdict,
+            },
+        )
     forget_cached_configs()
     return config

@@ -13,13 +13,21 @@ def _number(value: float | None) -> float | None:
 
 
 def _estimate(estimate: RatioEstimate) -> dict:
-    return {"value": _number(estimate.value), "standard_error": _number(estimate.standard_error),
-            "users": estimate.users}  # fmt: skip
+    return {
+        "value": _number(estimate.value),
+        "standard_error": _number(estimate.standard_error),
+        "users": estimate.users,
+    }
 
 
 def _comparison(c: Comparison) -> dict:
-    return {"difference": _number(c.difference), "relative": _number(c.relative), "ci95": [_number(c.low),
-            _number(c.high)], "p_value": _number(c.p_value), "method": c.method}  # fmt: skip
+    return {
+        "difference": _number(c.difference),
+        "relative": _number(c.relative),
+        "ci95": [_number(c.low), _number(c.high)],
+        "p_value": _number(c.p_value),
+        "method": c.method,
+    }
 
 
 def as_report(r: ExperimentResults) -> dict:
@@ -51,15 +59,25 @@ def as_report(r: ExperimentResults) -> dict:
             }
             for arm in r.arms
         ],
-        "sample_ratio": {"observed": r.sample_ratio.observed, "expected": r.sample_ratio.expected,
-                         "p_value": _number(r.sample_ratio.p_value), "mismatch": r.sample_ratio.mismatch},
-    }  # fmt: skip
+        "sample_ratio": {
+            "observed": r.sample_ratio.observed,
+            "expected": r.sample_ratio.expected,
+            "p_value": _number(r.sample_ratio.p_value),
+            "mismatch": r.sample_ratio.mismatch,
+        },
+    }
     if r.interleaving is not None:
         i = r.interleaving
         report["interleaving"] = {
-            "teams": [i.team_a, i.team_b], "users": i.users, "searches": i.searches, "wins": [i.wins_a, i.wins_b],
-            "ties": i.ties, "preference": _estimate(i.preference), "p_value": _number(i.p_value), "method": i.method,
+            "teams": [i.team_a, i.team_b],
+            "users": i.users,
+            "searches": i.searches,
+            "wins": [i.wins_a, i.wins_b],
+            "ties": i.ties,
+            "preference": _estimate(i.preference),
+            "p_value": _number(i.p_value),
+            "method": i.method,
             "ci95": [_number(i.interval[0]), _number(i.interval[1])],
             "sign_test_p_value": _number(i.sign_test_p),
-        }  # fmt: skip
+        }
     return report

@@ -180,8 +180,9 @@ def sequential_comparisons(experiment: Experiment, arms: list[ArmResult], contro
             test = compare_paths(base, path, experiment.expected_effect, start_users(experiment), ALPHA)
             fixed = arm.comparisons[name]
             low, high = test.interval
-            arm.comparisons[name] = Comparison(fixed.control, fixed.treatment, fixed.difference, low, high,
-                                               test.p_value, "always-valid")  # fmt: skip
+            arm.comparisons[name] = Comparison(
+                fixed.control, fixed.treatment, fixed.difference, low, high, test.p_value, "always-valid"
+            )
 
 
 def arm_metrics(rows: list[dict]) -> dict[str, RatioEstimate]:
@@ -226,8 +227,10 @@ def ab_verdict(experiment: Experiment, arms: list[ArmResult], control: ArmResult
     if control is None or len(arms) < 2:
         return None, "An A/B experiment needs at least two arms."
     if srm.mismatch:
-        return None, (f"Sample ratio mismatch (p = {srm.p_value:.2g}): the users per arm do not match the weights. "
-                      "Do not trust these results; look for an assignment or logging bug.")  # fmt: skip
+        return None, (
+            f"Sample ratio mismatch (p = {srm.p_value:.2g}): the users per arm do not match the weights. "
+            "Do not trust these results; look for an assignment or logging bug."
+        )
     short = [a.variant.name for a in arms if a.users < experiment.min_users_per_arm]
     if short:
         return None, f"Not enough users yet in {', '.join(short)} (minimum {experiment.min_users_per_arm} per arm)."
@@ -243,8 +246,10 @@ def ab_verdict(experiment: Experiment, arms: list[ArmResult], control: ArmResult
     if better:
         arm = max(better, key=lambda pair: pair[0])[1]
         c = arm.comparisons[metric]
-        return arm.variant, (f"{arm.variant.name} beats {control.variant.name} on {metric}: "
-                             f"{c.difference:+.4f} ({c.relative:+.1%}), {c.method} p = {c.p_value:.2g}.")  # fmt: skip
+        return arm.variant, (
+            f"{arm.variant.name} beats {control.variant.name} on {metric}: "
+            f"{c.difference:+.4f} ({c.relative:+.1%}), {c.method} p = {c.p_value:.2g}."
+        )
     worse = [a for a in arms if a.comparisons.get(metric) and a.comparisons[metric].p_value < ALPHA]
     if worse and len(worse) == len(arms) - 1:
         return control.variant, f"Every other arm is significantly worse on {metric}: keep {control.variant.name}."
@@ -277,13 +282,26 @@ def interleaving_result(experiment: Experiment, variants: list[Variant]) -> Inte
     if experiment.statistics == Experiment.Statistics.SEQUENTIAL:
         index = {key: i for i, key in enumerate(per_user)}
         values = np.array(credits, dtype=float)
-        path = ratio_path(np.ones(len(values), bool), np.array([index[k] for k in keys], dtype=np.int64), values,
-                          np.ones(len(values)))  # fmt: skip
+        path = ratio_path(
+            np.ones(len(values), bool), np.array([index[k] for k in keys], dtype=np.int64), values, np.ones(len(values))
+        )
         decided = np.cumsum(np.abs(values)) / np.arange(1, len(values) + 1)
         test = preference_test(path, decided, experiment.expected_effect, start_users(experiment), ALPHA)
         p_value, interval, method = test.p_value, test.interval, "always-valid"
-    return InterleavingResult(a, b, len(users), len(credits), wins_a, wins_b, ties, preference, p_value, method,
-                              interval, sign_test(wins_a, wins_b))  # fmt: skip
+    return InterleavingResult(
+        a,
+        b,
+        len(users),
+        len(credits),
+        wins_a,
+        wins_b,
+        ties,
+        preference,
+        p_value,
+        method,
+        interval,
+        sign_test(wins_a, wins_b),
+    )
 
 
 def interleaving_verdict(experiment: Experiment, variants: list[Variant], result: InterleavingResult | None):
@@ -294,8 +312,10 @@ def interleaving_verdict(experiment: Experiment, variants: list[Variant], result
     if np.isnan(result.p_value) or result.p_value >= ALPHA:
         return None, f"No significant preference yet ({result.method} p = {result.p_value:.2g})."
     winner = variants[0] if result.preference.value > 0 else variants[1]
-    return winner, (f"{winner.name} wins {max(result.wins_a, result.wins_b)} of {result.wins_a + result.wins_b} "
-                    f"decided searches, {result.method} p = {result.p_value:.2g}.")  # fmt: skip
+    return winner, (
+        f"{winner.name} wins {max(result.wins_a, result.wins_b)} of {result.wins_a + result.wins_b} "
+        f"decided searches, {result.method} p = {result.p_value:.2g}."
+    )
 
 
 def method_label(experiment: Experiment) -> str:

@@ -149,8 +149,9 @@ def ratio_path(in_arm, user, numerators, denominators) -> RatioPath:
     return RatioPath(np.where(users > 0, value, np.nan), variance, users)
 
 
-def compare_paths(control: RatioPath, treatment: RatioPath, expected_effect: float, start_users: int,
-                  alpha: float) -> AlwaysValid:  # fmt: skip
+def compare_paths(
+    control: RatioPath, treatment: RatioPath, expected_effect: float, start_users: int, alpha: float
+) -> AlwaysValid:
     """Always-valid test of treatment minus control along the experiment's history."""
     difference = treatment.value - control.value
     variance = control.variance + treatment.variance
@@ -159,8 +160,9 @@ def compare_paths(control: RatioPath, treatment: RatioPath, expected_effect: flo
     return always_valid(np.nan_to_num(difference), np.nan_to_num(variance), np.nan_to_num(tau), monitored, alpha)
 
 
-def preference_test(path: RatioPath, decided_share, expected_effect: float, start_users: int,
-                    alpha: float) -> AlwaysValid:  # fmt: skip
+def preference_test(
+    path: RatioPath, decided_share, expected_effect: float, start_users: int, alpha: float
+) -> AlwaysValid:
     """Always-valid test that an interleaving preference (wins A − wins B per search) is zero."""
     tau = expected_effect * np.asarray(decided_share, dtype=np.float64)
     monitored = (path.users >= start_users) & np.isfinite(path.value)

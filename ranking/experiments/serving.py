@@ -79,8 +79,9 @@ def plan_search(viewer: Viewer | None, *, rerank_allowed: bool) -> ServingPlan:
     teams = None
     if assignment is not None and assignment.variant is None and rerank_allowed:
         first, second = assignment.variants
-        teams = tuple(Team(v.name, _ranker(v) if v.use_reranker and settings.LOUPE_RERANK else None)
-                      for v in (first, second))  # fmt: skip
+        teams = tuple(
+            Team(v.name, _ranker(v) if v.use_reranker and settings.LOUPE_RERANK else None) for v in (first, second)
+        )
     return ServingPlan(
         experiment_id=assignment.experiment.pk if assignment else None,
         arm=assignment.arm if assignment else "",

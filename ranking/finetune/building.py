@@ -66,16 +66,28 @@ def write_version(
     encoder.tokenizer.save_pretrained(partial)
     encoder.image_processor.save_pretrained(partial)
     root_name = base.name.split(" fine-tuned (")[0]  # a fine-tune of a fine-tune keeps the root's name
-    card = {"name": f"{root_name} fine-tuned (run {run.pk}, from v{base.pk})", "demo": base.is_demo, "parent": base.pk,
-            "fine_tune_run": run.pk, "trained": sorted({name.split(".")[0] for name in state})}  # fmt: skip
+    card = {
+        "name": f"{root_name} fine-tuned (run {run.pk}, from v{base.pk})",
+        "demo": base.is_demo,
+        "parent": base.pk,
+        "fine_tune_run": run.pk,
+        "trained": sorted({name.split(".")[0] for name in state}),
+    }
     (partial / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     version, _ = EncoderVersion.objects.get_or_create(
-        model_ref=str(folder), fingerprint=fingerprint,
-        defaults={"name": card["name"], "dimension": base.dimension, "is_demo": base.is_demo, "parent": base,
-                  "status": EncoderVersion.Status.BUILDING, "kind": base.kind},
-    )  # fmt: skip
+        model_ref=str(folder),
+        fingerprint=fingerprint,
+        defaults={
+            "name": card["name"],
+            "dimension": base.dimension,
+            "is_demo": base.is_demo,
+            "parent": base,
+            "status": EncoderVersion.Status.BUILDING,
+            "kind": base.kind,
+        },
+    )
     return version, vision_tower
 
 
@@ -87,8 +99,9 @@ def reproject_collection(version: EncoderVersion, image_ids: np.ndarray, pooled:
         chunk = zip(image_ids[start : start + BATCH], vectors[start : start + BATCH], strict=True)
         rows = [ImageEmbedding(image_id=int(pk), encoder_version=version, vector=vec) for pk, vec in chunk]
         with transaction.atomic():
-            ImageEmbedding.objects.bulk_create(rows, update_conflicts=True, unique_fields=["encoder_version", "image"],
-                                               update_fields=["vector"])  # fmt: skip
+            ImageEmbedding.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["encoder_version", "image"], update_fields=["vector"]
+            )
         done += len(rows)
     return done
 

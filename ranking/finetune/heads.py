@@ -78,8 +78,12 @@ def run_block_at(layer, hidden: torch.Tensor, index: torch.Tensor, key_mask: tor
     return out + layer.mlp(layer.layer_norm2(out))
 
 
-FIXED_NAMES = {"text_norm": "text_model.final_layer_norm.", "vision_norm": "vision_model.post_layernorm.",
-               "text_projection": "text_projection.", "visual_projection": "visual_projection."}  # fmt: skip
+FIXED_NAMES = {
+    "text_norm": "text_model.final_layer_norm.",
+    "vision_norm": "vision_model.post_layernorm.",
+    "text_projection": "text_projection.",
+    "visual_projection": "visual_projection.",
+}
 
 
 class TowerHeads(nn.Module):
@@ -93,8 +97,9 @@ class TowerHeads(nn.Module):
         """``layers`` blocks of the vision tower, and of the text tower unless ``text_layers`` says otherwise."""
         super().__init__()
         text_layers = layers if text_layers is None else text_layers
-        if not all(hasattr(model, name) for name in ("text_model", "vision_model", "text_projection",
-                                                      "visual_projection")):  # fmt: skip
+        if not all(
+            hasattr(model, name) for name in ("text_model", "vision_model", "text_projection", "visual_projection")
+        ):
             raise UnsupportedModel("Fine-tuning needs a CLIP-style model (two towers with projections).")
         text_blocks, vision_blocks = model.text_model.encoder.layers, model.vision_model.encoder.layers
         for n, blocks in ((layers, vision_blocks), (text_layers, text_blocks)):

@@ -113,8 +113,10 @@ def _shown_above(clicks: list[tuple]) -> dict:
     shown: dict = defaultdict(list)
     with connection.cursor() as cursor:
         for start in range(0, len(events), 5000):
-            cursor.execute(f"SELECT event_id, position, image_id FROM {IMPRESSION_TABLE} WHERE event_id = ANY(%s)",
-                           [events[start : start + 5000]])  # fmt: skip
+            cursor.execute(
+                f"SELECT event_id, position, image_id FROM {IMPRESSION_TABLE} WHERE event_id = ANY(%s)",
+                [events[start : start + 5000]],
+            )
             for event_id, position, image_id in cursor.fetchall():
                 shown[event_id].append((position, image_id))
     return shown
@@ -151,8 +153,11 @@ def feedback_pairs(
     for event_id, query, image_id, position in clicks:
         pair = pairs.get((query, image_id))
         if pair is not None:
-            pair.skipped |= {i for p, i in shown[event_id] if p < position and i not in clicked_by_event[event_id]
-                             and i not in positives[query]}  # fmt: skip
+            pair.skipped |= {
+                i
+                for p, i in shown[event_id]
+                if p < position and i not in clicked_by_event[event_id] and i not in positives[query]
+            }
     return [pairs[key] for key in sorted(pairs)]
 
 

@@ -59,5 +59,7 @@ def reference_split(image_row: dict[int, int], limit: int, anchor_limit: int, se
         return [rows[i] for i in sorted(rng.choice(len(rows), size=cap, replace=False))]
 
     reference = sample(parts["reference"], limit)
-    return ReferenceSplit(CaptionSet([t for t, _ in reference], [{image_row[i]} for _, i in reference]),
-                          [t for t, _ in sample(parts["anchor"], anchor_limit)])  # fmt: skip
+    return ReferenceSplit(
+        CaptionSet([t for t, _ in reference], [{image_row[i]} for _, i in reference]),
+        [t for t, _ in sample(parts["anchor"], anchor_limit)],
+    )

@@ -100,12 +100,15 @@ def encoder_gate(
     if after_held - before_held < options.margin:
         reasons.append(f"held-out Recall@10 {before_held:.3f} → {after_held:.3f} does not rise by {options.margin}")
     if before_reference - after_reference > options.tolerance:
-        reasons.append(f"reference Recall@10 {before_reference:.3f} → {after_reference:.3f} drops more than "
-                       f"{options.tolerance}")  # fmt: skip
+        reasons.append(
+            f"reference Recall@10 {before_reference:.3f} → {after_reference:.3f} drops more than {options.tolerance}"
+        )
     if reasons:
         return False, "; ".join(reasons)
-    return True, (f"held-out Recall@10 {before_held:.3f} → {after_held:.3f}, reference {before_reference:.3f} → "
-                  f"{after_reference:.3f}")  # fmt: skip
+    return True, (
+        f"held-out Recall@10 {before_held:.3f} → {after_held:.3f}, reference {before_reference:.3f} → "
+        f"{after_reference:.3f}"
+    )
 
 
 def load_encoder(version: EncoderVersion) -> Encoder:
@@ -147,8 +150,10 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         propensity = estimated_propensity(None, settings.LOUPE_MAX_CANDIDATES, settings.LOUPE_SWAP_MAX_POSITION)
         windows = windowed_pairs(timezone.now(), propensity, options.relevance, options.held_out_share)
         if len(windows.train) < options.min_pairs or not windows.validation or not windows.test:
-            why = (f"{len(windows.train)} training, {len(windows.validation)} validation and {len(windows.test)} test "
-                   f"pairs; need {options.min_pairs} training pairs and some of each.")  # fmt: skip
+            why = (
+                f"{len(windows.train)} training, {len(windows.validation)} validation and {len(windows.test)} test "
+                f"pairs; need {options.min_pairs} training pairs and some of each."
+            )
             return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
         encoder = load_encoder(base)
         heads = TowerHeads(encoder.model, options.layers, options.text_layers)
@@ -157,9 +162,11 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         for part in (heads.visual_projection, heads.vision_blocks, heads.vision_norm):
             part.requires_grad_(options.train_image)
         _update(run, "caching image tower inputs")
-        image_ids, images = image_inputs(encoder, heads.vision_layers,
-                                         lambda done, total: _update(run, "caching image tower inputs",
-                                                                     done / max(total, 1)))  # fmt: skip
+        image_ids, images = image_inputs(
+            encoder,
+            heads.vision_layers,
+            lambda done, total: _update(run, "caching image tower inputs", done / max(total, 1)),
+        )
         image_row = {int(pk): row for row, pk in enumerate(image_ids)}
         timings["image_inputs_s"] = time.perf_counter() - started
         _update(run, "encoding queries and captions")
@@ -167,16 +174,21 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         queries = sorted({p.query for p in every})
         query_row = {q: i for i, q in enumerate(queries)}
         query_states = text_inputs(encoder, queries, heads.text_layers)
-        train, valid, test = (_pair_set(w, query_row, image_row) for w in (windows.train, windows.validation,
-                                                                            windows.test))  # fmt: skip
+        train, valid, test = (
+            _pair_set(w, query_row, image_row) for w in (windows.train, windows.validation, windows.test)
+        )
         split = reference_split(image_row, options.reference_captions, options.anchor_captions, options.seed)
         reference_states = text_inputs(encoder, split.reference.texts, heads.text_layers)
         start = heads.model_state()
         anchor = None
         if options.anchor_weight > 0:
             anchor_states = text_inputs(encoder, split.anchor_texts, heads.text_layers)
-            anchor = Anchor(collection_vectors(heads, images), anchor_states, text_vectors(heads, anchor_states),
-                            options.anchor_weight)  # fmt: skip
+            anchor = Anchor(
+                collection_vectors(heads, images),
+                anchor_states,
+                text_vectors(heads, anchor_states),
+                options.anchor_weight,
+            )
         logit_scale = float(encoder.model.logit_scale.detach().exp())
         timings["prepare_s"] = time.perf_counter() - started
 
@@ -192,11 +204,22 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         _update(run, "training")
         trained_at = time.perf_counter()
         tuned = fine_tune_heads(
-            heads, train, valid, query_states, images, logit_scale, anchor=anchor,
-            learning_rate=options.learning_rate, epochs=options.epochs, batch_size=options.batch_size,
-            patience=options.patience, negatives=options.negatives, early_stopping=options.early_stopping,
-            guard=guard, seed=options.seed,
-        )  # fmt: skip
+            heads,
+            train,
+            valid,
+            query_states,
+            images,
+            logit_scale,
+            anchor=anchor,
+            learning_rate=options.learning_rate,
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            patience=options.patience,
+            negatives=options.negatives,
+            early_stopping=options.early_stopping,
+            guard=guard,
+            seed=options.seed,
+        )
         timings["train_s"] = time.perf_counter() - trained_at
 
         scored: dict[float, Scores] = {}  # each alpha is scored once: the table, the floor and the pick share them
@@ -206,9 +229,11 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 heads.load_model_state(interpolate(start, tuned.state, alpha))
                 image_vectors = collection_vectors(heads, images).numpy()
                 query_vectors = text_vectors(heads, query_states).numpy()
-                scored[alpha] = Scores(recall_of_pairs(valid, query_vectors, image_vectors),
-                                       recall_of_pairs(test, query_vectors, image_vectors),
-                                       reference_recall(image_vectors))  # fmt: skip
+                scored[alpha] = Scores(
+                    recall_of_pairs(valid, query_vectors, image_vectors),
+                    recall_of_pairs(test, query_vectors, image_vectors),
+                    reference_recall(image_vectors),
+                )
             return scored[alpha]
 
         before = scores(0.0)
@@ -222,12 +247,21 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             "pairs": {"train": len(train), "validation": len(valid), "test": len(test), "queries": len(queries)},
             "held_out_recall@10": {"before": before.test, "after": after.test},
             "validation_recall@10": {"before": before.validation, "after": after.validation},
-            "reference_recall@10": {"before": before.reference, "after": after.reference,
-                                    "captions": len(split.reference), "floor": floor},
-            "anchor_captions": len(split.anchor_texts), "trained": _trained(heads),
-            "windows": [str(b) for b in windows.boundaries], "alpha": alpha, "wise_ft": table,
-            "history": tuned.history, "best_epoch": tuned.best_epoch, "timings": timings,
-        }  # fmt: skip
+            "reference_recall@10": {
+                "before": before.reference,
+                "after": after.reference,
+                "captions": len(split.reference),
+                "floor": floor,
+            },
+            "anchor_captions": len(split.anchor_texts),
+            "trained": _trained(heads),
+            "windows": [str(b) for b in windows.boundaries],
+            "alpha": alpha,
+            "wise_ft": table,
+            "history": tuned.history,
+            "best_epoch": tuned.best_epoch,
+            "timings": timings,
+        }
         run.metrics = metrics
         passed, why = encoder_gate(before.test, after.test, before.reference, after.reference, options)
         if not split.reference.texts:
@@ -236,8 +270,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             return _finish(run, FineTuneRun.Outcome.REFUSED, f"Refused: {why}.", metrics)
         heads.load_model_state(interpolate(start, tuned.state, alpha))
         version = _build_version(run, base, encoder, heads, image_ids, images, timings)
-        return _finish(run, FineTuneRun.Outcome.PROMOTED,
-                       f"{version} ready: {why}, alpha {alpha}.", metrics)  # fmt: skip
+        return _finish(run, FineTuneRun.Outcome.PROMOTED, f"{version} ready: {why}, alpha {alpha}.", metrics)
     except Exception as exc:
         logger.exception("Fine-tuning failed")
         return _finish(run, FineTuneRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}")

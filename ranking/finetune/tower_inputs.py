@@ -43,8 +43,11 @@ def text_inputs(encoder, texts: Sequence[str], layers: int, batch_size: int = 25
     out = []
     for start in range(0, len(ids), batch_size):
         with torch.inference_mode():
-            result = model(input_ids=ids[start : start + batch_size], attention_mask=mask[start : start + batch_size],
-                           output_hidden_states=bool(layers))  # fmt: skip
+            result = model(
+                input_ids=ids[start : start + batch_size],
+                attention_mask=mask[start : start + batch_size],
+                output_hidden_states=bool(layers),
+            )
         out.append((result.hidden_states[-(layers + 1)] if layers else result.pooler_output).float().clone())
     states = torch.cat(out)
     if not layers:
@@ -61,8 +64,9 @@ def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
 
 def image_states(encoder, images: Sequence[PILImage.Image], layers: int) -> np.ndarray:
     """(n, tokens, width) float16: the vision tower's hidden states entering its last ``layers`` blocks."""
-    inputs = encoder.image_processor(images=[i.convert("RGB") for i in images], return_tensors="pt",
-                                     input_data_format="channels_last")  # fmt: skip
+    inputs = encoder.image_processor(
+        images=[i.convert("RGB") for i in images], return_tensors="pt", input_data_format="channels_last"
+    )
     with torch.inference_mode():
         result = encoder.model.vision_model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
     return result.hidden_states[-(layers + 1)].to(torch.float16).numpy()
@@ -103,8 +107,9 @@ def fill_state_cache(encoder, layers: int, progress: Callable[[int, int], None] 
     for done in range(0, len(missing), CHUNK):
         kept, opened = open_stored(missing[done : done + CHUNK])
         if opened:
-            states = np.concatenate([image_states(encoder, opened[i : i + 32], layers)
-                                     for i in range(0, len(opened), 32)])  # fmt: skip
+            states = np.concatenate(
+                [image_states(encoder, opened[i : i + 32], layers) for i in range(0, len(opened), 32)]
+            )
             partial = folder / f".part-{kept[0]:012d}-{len(kept)}.tmp.npz"
             np.savez(partial, ids=np.asarray(kept, dtype=np.int64), states=states)
             os.replace(partial, folder / f"part-{kept[0]:012d}-{len(kept)}.npz")  # whole, or not there at all

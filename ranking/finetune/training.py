@@ -144,8 +144,9 @@ def fine_tune_heads(
     the tuned end of that line is one that kept what the model knew.
     """
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW([p for p in heads.parameters() if p.requires_grad], lr=learning_rate,
-                                  weight_decay=0.0)  # fmt: skip
+    optimiser = torch.optim.AdamW(
+        [p for p in heads.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0.0
+    )
     weights = torch.as_tensor(train.weights, dtype=torch.float32)
     start, reference = _evaluate(heads, valid, queries, images, guard)
     best = {"recall": start, "epoch": 0, "state": heads.model_state()}
@@ -189,15 +190,21 @@ def _pairs_loss(heads, train: PairSet, batch, weights, queries, images, logit_sc
         extra |= set(torch.randint(0, len(images), (negatives,), generator=generator).tolist())
     extra -= set(rows.tolist())  # an image that is some pair's positive here is not a negative
     extra_vectors = heads.image(images[sorted(extra)]) if extra else None
-    return info_nce(heads.text(queries[train.query_rows[batch]]), heads.image(images[rows]), logit_scale,
-                    weights[batch], extra_vectors)  # fmt: skip
+    return info_nce(
+        heads.text(queries[train.query_rows[batch]]),
+        heads.image(images[rows]),
+        logit_scale,
+        weights[batch],
+        extra_vectors,
+    )
 
 
 def _anchor_loss(heads: TowerHeads, anchor: Anchor, images: torch.Tensor, generator) -> torch.Tensor:
     rows = torch.randint(0, len(images), (min(anchor.images_per_step, len(images)),), generator=generator)
     loss = (1 - (heads.image(images[rows]) * anchor.image_vectors[rows]).sum(-1)).mean()
     if anchor.texts is not None and len(anchor.texts):
-        picked = torch.randint(0, len(anchor.texts), (min(anchor.texts_per_step, len(anchor.texts)),),
-                               generator=generator)  # fmt: skip
+        picked = torch.randint(
+            0, len(anchor.texts), (min(anchor.texts_per_step, len(anchor.texts)),), generator=generator
+        )
         loss = loss + (1 - (heads.text(anchor.texts[picked]) * anchor.text_vectors[picked]).sum(-1)).mean()
     return loss

@@ -56,9 +56,20 @@ class ImageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Image
         fields = [
-            "id", "url", "thumbnail_url", "page_url", "width", "height", "format", "byte_size",
-            "captions", "tags", "licence", "attribution", "created_at",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "thumbnail_url",
+            "page_url",
+            "width",
+            "height",
+            "format",
+            "byte_size",
+            "captions",
+            "tags",
+            "licence",
+            "attribution",
+            "created_at",
+        ]
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")

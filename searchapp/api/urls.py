@@ -20,7 +20,7 @@ urlpatterns = [
         "experiments/<int:experiment_id>/results",
         ranking_api.ExperimentResultsView.as_view(),
         name="api-experiment-results",
-    ),  # fmt: skip
+    ),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

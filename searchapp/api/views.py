@@ -31,8 +31,14 @@ from searchapp.api.serializers import (
 )
 from searchapp.search import InvalidQuery, SearchRequest, SearchService
 
-ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
-          409: ErrorSerializer, 429: ErrorSerializer}  # fmt: skip
+ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    409: ErrorSerializer,
+    429: ErrorSerializer,
+}
 
 
 def api_viewer(request: Request, data: dict) -> Viewer:

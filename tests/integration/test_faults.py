@@ -32,8 +32,18 @@ from searchapp.processes import BEAT, WEB, WORKER
 
 ROOT = Path(settings.BASE_DIR)
 DEMO_SET = ROOT / "demo" / "demo.jsonl"
-QUERIES = ["a kitchen", "a dog on a sofa", "people at the beach", "a red bus", "food on a plate", "a cat", "a street",
-           "a train station", "a bedroom", "a laptop on a desk"]  # fmt: skip
+QUERIES = [
+    "a kitchen",
+    "a dog on a sofa",
+    "people at the beach",
+    "a red bus",
+    "food on a plate",
+    "a cat",
+    "a street",
+    "a train station",
+    "a bedroom",
+    "a laptop on a desk",
+]
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -66,15 +76,22 @@ class Stack:
 
     # --- processes -----------------------------------------------------------------------------------
     def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = (self.var_dir / f"{name}.log").open("a")
-        process = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env=self.env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes[name] = process
         return process
 
@@ -117,13 +134,22 @@ class Stack:
 
     def click(self, found: dict, position: int = 1, client_id: str | None = None):
         hit = found["results"][position - 1]
-        item = {"event_id": found["event_id"], "image_id": hit["image"]["id"], "position": position,
-                "client_id": client_id or uuid.uuid4().hex[:20]}  # fmt: skip
+        item = {
+            "event_id": found["event_id"],
+            "image_id": hit["image"]["id"],
+            "position": position,
+            "client_id": client_id or uuid.uuid4().hex[:20],
+        }
         return self.request("POST", "/api/v1/feedback/clicks", item)
 
     def rate(self, found: dict, user: str, value: int = 1):
-        item = {"image_id": found["results"][0]["image"]["id"], "value": value, "scale": "thumbs",
-                "client_id": uuid.uuid4().hex[:20], "event_id": found["event_id"]}  # fmt: skip
+        item = {
+            "image_id": found["results"][0]["image"]["id"],
+            "value": value,
+            "scale": "thumbs",
+            "client_id": uuid.uuid4().hex[:20],
+            "event_id": found["event_id"],
+        }
         return self.request("POST", "/api/v1/feedback/ratings", item)
 
     # --- database ------------------------------------------------------------------------------------
@@ -260,10 +286,12 @@ def test_a_worker_killed_mid_training_leaves_no_partial_model_and_the_next_run_c
         started_before = stack.query("SELECT coalesce(max(id), 0) FROM ranking_trainingrun")[0][0]
         sender.send_task("loupe.retrain_ranker", kwargs={"force": True})
         seen = wait_for(
-            lambda after=started_before: stack.query("SELECT count(*) FROM ranking_trainingrun WHERE id > %s",
-                                                     (after,))[0][0],
-            120, interval=0.005,
-        )  # fmt: skip
+            lambda after=started_before: stack.query(
+                "SELECT count(*) FROM ranking_trainingrun WHERE id > %s", (after,)
+            )[0][0],
+            120,
+            interval=0.005,
+        )
         assert seen, stack.log("worker")[-3000:]
         time.sleep(delay)
         stack.stop("worker", signal.SIGKILL)
@@ -277,15 +305,15 @@ def test_a_worker_killed_mid_training_leaves_no_partial_model_and_the_next_run_c
     last = stack.query("SELECT max(id) FROM ranking_trainingrun")[0][0]
     sender.send_task("loupe.retrain_ranker", kwargs={"force": True})
     finished = wait_for(
-        lambda: stack.query("SELECT outcome FROM ranking_trainingrun WHERE id > %s AND outcome <> 'running'",
-                            (last,)),
+        lambda: stack.query("SELECT outcome FROM ranking_trainingrun WHERE id > %s AND outcome <> 'running'", (last,)),
         120,
-    )  # fmt: skip
+    )
     assert finished, stack.log("worker")[-3000:]
     outcome = stack.query("SELECT outcome, message FROM ranking_trainingrun WHERE id > %s", (last,))[0]
     assert outcome[0] in ("promoted", "kept"), outcome
-    leftovers = stack.query("SELECT outcome, message FROM ranking_trainingrun WHERE id <= %s AND outcome = 'running'",
-                            (last,))  # fmt: skip
+    leftovers = stack.query(
+        "SELECT outcome, message FROM ranking_trainingrun WHERE id <= %s AND outcome = 'running'", (last,)
+    )
     assert leftovers == []  # the killed runs were closed as interrupted by the next one
     closed = stack.query("SELECT count(*) FROM ranking_trainingrun WHERE message LIKE 'interrupted%%'")[0][0]
     assert closed == interrupted

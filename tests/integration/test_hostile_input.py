@@ -87,8 +87,12 @@ def test_hostile_uploads_are_refused_everywhere_and_store_nothing(api, client, c
 
     search = api.post("/api/v1/search", {"image": SimpleUploadedFile(name, data)}, format="multipart", **bearer(key))
     assert error_of(search, 400)["code"] in {"invalid_image", "invalid_request"}
-    ingest = api.post("/api/v1/images", {"image": SimpleUploadedFile(name, data), "captions": SCRIPT},
-                      format="multipart", **bearer(key))  # fmt: skip
+    ingest = api.post(
+        "/api/v1/images",
+        {"image": SimpleUploadedFile(name, data), "captions": SCRIPT},
+        format="multipart",
+        **bearer(key),
+    )
     assert error_of(ingest, 400)["code"] in {"invalid_image", "invalid_request"}
     page = client.post("/", {"image": SimpleUploadedFile(name, data)})
     assert page.status_code == 400 and b"<script>fetch" not in page.content
@@ -97,9 +101,16 @@ def test_hostile_uploads_are_refused_everywhere_and_store_nothing(api, client, c
 
 @pytest.mark.parametrize(
     "query",
-    ["' OR 1=1; DROP TABLE searchapp_image; --", "dog\x00cat", "\x1b[31mred\x1b[0m", "tag:\"unclosed",
-     "tag:'; DELETE FROM feedback_click; --", "x" * 513, "tag:" + "a" * 300],
-)  # fmt: skip
+    [
+        "' OR 1=1; DROP TABLE searchapp_image; --",
+        "dog\x00cat",
+        "\x1b[31mred\x1b[0m",
+        'tag:"unclosed',
+        "tag:'; DELETE FROM feedback_click; --",
+        "x" * 513,
+        "tag:" + "a" * 300,
+    ],
+)
 def test_hostile_queries_are_answered_or_refused_cleanly(api, collection, counts, query):
     before = counts()
     response = api.get("/api/v1/search", {"q": query, "page_size": 3})
@@ -113,10 +124,16 @@ def test_hostile_queries_are_answered_or_refused_cleanly(api, collection, counts
 
 @pytest.mark.parametrize(
     "params",
-    [{"q": "dog", "page": "9" * 40}, {"q": "dog", "page_size": "-1"}, {"q": "dog", "min_score": "nan"},
-     {"q": "dog", "max_drop": "inf"}, {"q": "dog", "tags": ",".join(f"t{i}" for i in range(500))},
-     {"q": "dog", "page": "1e309"}, {"q": "dog", "user": "u" * 500}],
-)  # fmt: skip
+    [
+        {"q": "dog", "page": "9" * 40},
+        {"q": "dog", "page_size": "-1"},
+        {"q": "dog", "min_score": "nan"},
+        {"q": "dog", "max_drop": "inf"},
+        {"q": "dog", "tags": ",".join(f"t{i}" for i in range(500))},
+        {"q": "dog", "page": "1e309"},
+        {"q": "dog", "user": "u" * 500},
+    ],
+)
 def test_over_long_and_non_numeric_parameters_are_400(api, collection, params):
     key = key_with("search")
     error_of(api.get("/api/v1/search", params, **bearer(key)), 400)
@@ -131,8 +148,12 @@ def test_control_characters_and_huge_bodies_in_feedback_are_400(api, collection,
     for client_id in ["id\x00zero", "<script>", "x" * 65, ""]:
         sent = api.post("/api/v1/feedback/clicks", {**base, "client_id": client_id}, format="json", **bearer(key))
         error_of(sent, 400)
-    error_of(api.post("/api/v1/feedback/clicks", {**base, "client_id": "c", "event_id": "'; --"}, format="json",
-                      **bearer(key)), 400)  # fmt: skip
+    error_of(
+        api.post(
+            "/api/v1/feedback/clicks", {**base, "client_id": "c", "event_id": "'; --"}, format="json", **bearer(key)
+        ),
+        400,
+    )
     too_many = {"items": [{**base, "client_id": f"b{i}"} for i in range(501)]}
     error_of(api.post("/api/v1/feedback/clicks/batch", too_many, format="json", **bearer(key)), 400)
     broken = api.post("/api/v1/feedback/clicks", b'{"event_id": ', content_type="application/json", **bearer(key))
@@ -153,8 +174,12 @@ def test_a_script_in_a_query_or_caption_is_stored_as_text_and_shown_escaped(clie
     detail = client.get(f"/images/{image.pk}/")
     assert SCRIPT.encode() not in detail.content and b"<b>bold</b>" not in detail.content
     event = SearchEvent.objects.get(query_text=f"caption {SCRIPT}")  # stored exactly as typed
-    for url in ["/admin/feedback/searchevent/", f"/admin/feedback/searchevent/{event.pk}/change/",
-                f"/admin/searchapp/image/{image.pk}/change/", "/admin/searchapp/image/"]:  # fmt: skip
+    for url in [
+        "/admin/feedback/searchevent/",
+        f"/admin/feedback/searchevent/{event.pk}/change/",
+        f"/admin/searchapp/image/{image.pk}/change/",
+        "/admin/searchapp/image/",
+    ]:
         shown = admin_client.get(url)
         assert shown.status_code == 200, url
         assert SCRIPT.encode() not in shown.content, url
@@ -162,8 +187,15 @@ def test_a_script_in_a_query_or_caption_is_stored_as_text_and_shown_escaped(clie
     assert api_body["Content-Type"].startswith("application/json")
 
 
-ADMIN_URLS = ["/admin/", "/admin/feedback/searchevent/", "/admin/feedback/apikey/", "/admin/ranking/experiment/",
-              "/admin/ranking/rankerversion/", "/admin/searchapp/encoderversion/", "/admin/auth/user/"]  # fmt: skip
+ADMIN_URLS = [
+    "/admin/",
+    "/admin/feedback/searchevent/",
+    "/admin/feedback/apikey/",
+    "/admin/ranking/experiment/",
+    "/admin/ranking/rankerversion/",
+    "/admin/searchapp/encoderversion/",
+    "/admin/auth/user/",
+]
 
 
 def test_admin_is_closed_to_visitors_and_to_non_staff_accounts(client, collection):
@@ -188,9 +220,13 @@ def test_staff_without_permissions_see_nothing_they_were_not_given(client, colle
 
 @pytest.mark.parametrize(
     ("method", "path", "scope"),
-    [("post", "/api/v1/images", "ingest"), ("post", "/api/v1/feedback/clicks", "feedback"),
-     ("post", "/api/v1/feedback/ratings/batch", "feedback"), ("get", "/api/v1/experiments", "experiments")],
-)  # fmt: skip
+    [
+        ("post", "/api/v1/images", "ingest"),
+        ("post", "/api/v1/feedback/clicks", "feedback"),
+        ("post", "/api/v1/feedback/ratings/batch", "feedback"),
+        ("get", "/api/v1/experiments", "experiments"),
+    ],
+)
 def test_api_scopes_are_enforced(api, collection, method, path, scope):
     assert error_of(getattr(api, method)(path, {}, format="json"), 401)["code"]
     other = key_with(*({"search", "feedback", "ingest", "experiments"} - {scope}))

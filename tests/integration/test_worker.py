@@ -42,10 +42,28 @@ def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
         LOUPE_MEDIA_ROOT=str(media_root),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "solo", "--loglevel", "WARNING",
-         "-Q", queue, "-n", f"{queue}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=Path(settings.BASE_DIR), env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=Path(settings.BASE_DIR),
+        env=env,
+    )
 
 
 @pytest.fixture

@@ -59,13 +59,17 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         python = sys.executable
-        self._spawn("web", [python, "-m", *WEB, "--bind", f"{opts['host']}:{opts['port']}",
-                            "--workers", str(opts["web_workers"])], child_env)  # fmt: skip
+        self._spawn(
+            "web",
+            [python, "-m", *WEB, "--bind", f"{opts['host']}:{opts['port']}", "--workers", str(opts["web_workers"])],
+            child_env,
+        )
         if not opts["no_worker"]:
             self._spawn("worker", [python, "-m", *WORKER, "--concurrency", "1"], child_env)
             self._spawn("trainer", [python, "-m", *TRAINER, "--concurrency", "1"], child_env)
-            self._spawn("beat", [python, "-m", *BEAT, "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
-                        child_env)  # fmt: skip
+            self._spawn(
+                "beat", [python, "-m", *BEAT, "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")], child_env
+            )
         url = f"http://{'localhost' if opts['host'] in ('127.0.0.1', '0.0.0.0') else opts['host']}:{opts['port']}/"
         self.stdout.write(
             self.style.SUCCESS(f"\nLoupe is running at {url}  (admin: {url}admin/, API: {url}api/v1/docs)")

@@ -22,11 +22,17 @@ def vectors_in_db():
     version = EncoderVersion.objects.create(name="synthetic", model_ref="synthetic", fingerprint="0", dimension=D)
     images = Image.objects.bulk_create(
         Image(
-            sha256=f"{i:064x}", file=f"x/{i}.png", thumbnail=f"t/{i}.jpg", width=1, height=1, format="png",
-            byte_size=1, tags=(["rare"] if i % 50 == 0 else []) + (["common"] if i % 3 == 0 else []),
+            sha256=f"{i:064x}",
+            file=f"x/{i}.png",
+            thumbnail=f"t/{i}.jpg",
+            width=1,
+            height=1,
+            format="png",
+            byte_size=1,
+            tags=(["rare"] if i % 50 == 0 else []) + (["common"] if i % 3 == 0 else []),
         )
         for i in range(N)
-    )  # fmt: skip
+    )
     ImageEmbedding.objects.bulk_create(
         ImageEmbedding(image=image, encoder_version=version, vector=vec)
         for image, vec in zip(images, data, strict=True)

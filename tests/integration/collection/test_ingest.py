@@ -26,8 +26,10 @@ def test_folder_names_become_tags_and_files_are_content_addressed(tmp_path, medi
     out, _ = run_ingest(tmp_path)
     assert "3 added" in out and "Embedded 3 images" in out
     assert sorted(map(sorted, Image.objects.values_list("tags", flat=True))) == [
-        ["car side"], ["car side"], ["dogs", "puppies"],
-    ]  # fmt: skip
+        ["car side"],
+        ["car side"],
+        ["dogs", "puppies"],
+    ]
     image = Image.objects.first()
     assert (media_root / image.file.name).read_bytes()[:4] == b"\x89PNG"
     assert image.sha256 in image.file.name and (media_root / image.thumbnail.name).exists()
@@ -86,9 +88,11 @@ def test_csv_and_jsonl_tables(tmp_path):
     write_images(tmp_path, [1, 2, 3])
     (tmp_path / "t.csv").write_text('file,caption,tags\nimg_1.png,"A red, square thing","Red, square"\n')
     (tmp_path / "t.jsonl").write_text(
-        json.dumps({"file": "img_2.png", "captions": ["one", "two"], "tags": ["A", "b"]}) + "\n\n"
-        + json.dumps({"file": "img_3.png", "caption": "three", "tags": "c"}) + "\n"
-    )  # fmt: skip
+        json.dumps({"file": "img_2.png", "captions": ["one", "two"], "tags": ["A", "b"]})
+        + "\n\n"
+        + json.dumps({"file": "img_3.png", "caption": "three", "tags": "c"})
+        + "\n"
+    )
     run_ingest(tmp_path / "t.csv", tmp_path / "t.jsonl")
     assert Caption.objects.filter(text="A red, square thing", image__tags=["red", "square"]).exists()
     assert list(Caption.objects.filter(text__in=["one", "two"]).values_list("position", flat=True)) == [0, 1]

@@ -22,8 +22,9 @@ def reversing_ranker(settings, tmp_path):
         y[g * 10 + int(np.argmin(cosine[block]))] = 1
     trained = train_ranker(RankingData(X, y, [10] * groups, feature_names=NAMES), rounds=40)
     now = timezone.now()
-    return save_candidate(trained, trained_from=now, trained_until=now, train_searches=groups, validation_searches=0,
-                          metrics={})  # fmt: skip
+    return save_candidate(
+        trained, trained_from=now, trained_until=now, train_searches=groups, validation_searches=0, metrics={}
+    )
 
 
 def make_experiment(name="ranker test", mode=Experiment.Mode.AB, surface=Experiment.Surface.ALL, arms=(), **fields):

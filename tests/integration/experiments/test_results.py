@@ -28,9 +28,13 @@ def search_as(service, n: int):
 
 
 def test_metrics_per_arm_match_a_hand_count(service, collection):
-    experiment = make_experiment(statistics=Experiment.Statistics.FIXED, arms=[
-        {"name": "control", "is_control": True}, {"name": "treatment"},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        statistics=Experiment.Statistics.FIXED,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "treatment"},
+        ],
+    )
     start(experiment)
     per_user = {"control": {}, "treatment": {}}  # user -> [searches, clicked searches]
     expected = {"control": [0, 0, 0, 0.0, 0, []], "treatment": [0, 0, 0, 0.0, 0, []]}  # searches, clicked, clicks,
@@ -69,13 +73,16 @@ def test_metrics_per_arm_match_a_hand_count(service, collection):
             assert arm.metrics["mean_rating"].value == pytest.approx(sum(ratings) / len(ratings))
         assert arm.metrics["time_to_first_click"].value < 5  # clicked right after the search
     # The fixed-horizon comparison is the delta method over the hand-counted per-user pairs.
-    by_hand = {arm: ratio(np.array([c for _, c in u.values()], float), np.array([s for s, _ in u.values()], float))
-               for arm, u in per_user.items()}  # fmt: skip
+    by_hand = {
+        arm: ratio(np.array([c for _, c in u.values()], float), np.array([s for s, _ in u.values()], float))
+        for arm, u in per_user.items()
+    }
     expected_ctr = compare(by_hand["control"], by_hand["treatment"])
     treatment = found["treatment"].comparisons["ctr"]
     assert treatment.method == "fixed-horizon"
     assert (treatment.p_value, treatment.low, treatment.high) == pytest.approx(
-        (expected_ctr.p_value, expected_ctr.low, expected_ctr.high))
+        (expected_ctr.p_value, expected_ctr.low, expected_ctr.high)
+    )
     # The same logs read with the always-valid statistics: 24 users are below the monitored minimum (30
     # per arm), so no look has counted yet: p stays 1 and there is no interval.
     Experiment.objects.filter(pk=experiment.pk).update(statistics=Experiment.Statistics.SEQUENTIAL)
@@ -96,9 +103,13 @@ def test_time_to_first_click_is_measured_from_the_search(service, collection):
 
 
 def test_no_winner_before_the_minimum_sample_and_a_winner_after(service, collection):
-    experiment = make_experiment(min_users_per_arm=30, arms=[
-        {"name": "control", "is_control": True}, {"name": "treatment"},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        min_users_per_arm=30,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "treatment"},
+        ],
+    )
     start(experiment)
     for n in range(120):
         viewer, response = search_as(service, n)
@@ -118,9 +129,13 @@ def test_no_winner_before_the_minimum_sample_and_a_winner_after(service, collect
 
 
 def test_a_sample_ratio_mismatch_blocks_the_verdict(service, collection):
-    experiment = make_experiment(min_users_per_arm=5, arms=[
-        {"name": "control", "is_control": True}, {"name": "treatment"},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        min_users_per_arm=5,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "treatment"},
+        ],
+    )
     start(experiment)
     for n in range(80):
         search_as(service, n)
@@ -132,9 +147,14 @@ def test_a_sample_ratio_mismatch_blocks_the_verdict(service, collection):
 
 
 def test_interleaving_credits_clicks_to_teams(service, collection, reversing_ranker):
-    experiment = make_experiment(mode=Experiment.Mode.INTERLEAVE, min_users_per_arm=20, arms=[
-        {"name": "embedding", "use_reranker": False}, {"name": "reversed", "ranker": reversing_ranker},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        mode=Experiment.Mode.INTERLEAVE,
+        min_users_per_arm=20,
+        arms=[
+            {"name": "embedding", "use_reranker": False},
+            {"name": "reversed", "ranker": reversing_ranker},
+        ],
+    )
     start(experiment)
     clicked_teams = []
     for n in range(60):
@@ -157,10 +177,12 @@ def test_interleaving_credits_clicks_to_teams(service, collection, reversing_ran
 
 def test_promoting_an_arm_changes_production_with_an_audit_trail(service, collection, reversing_ranker, settings):
     settings.LOUPE_TEXT_CHANNEL, settings.LOUPE_RANKER_CHECK_SECONDS = False, 0
-    experiment = make_experiment(arms=[
-        {"name": "control", "is_control": True, "use_reranker": False},
-        {"name": "winner", "ranker": reversing_ranker, "rerank_depth": 50},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        arms=[
+            {"name": "control", "is_control": True, "use_reranker": False},
+            {"name": "winner", "ranker": reversing_ranker, "rerank_depth": 50},
+        ]
+    )
     start(experiment, "alice")
     before = service.search(SearchRequest(text=QUERY, page_size=12))
     assert before.ranker == "embedding"
@@ -171,15 +193,22 @@ def test_promoting_an_arm_changes_production_with_an_audit_trail(service, collec
     assert RankerVersion.objects.get(status="active") == reversing_ranker
     assert ServingConfig.objects.first() == config and config.rerank_depth == 50 and config.created_by == "alice"
     assert list(ExperimentAudit.objects.filter(experiment=experiment).order_by("at").values_list("action", "user")) == [
-        ("start", "alice"), ("stop", "alice"), ("promote", "alice")]  # fmt: skip
+        ("start", "alice"),
+        ("stop", "alice"),
+        ("promote", "alice"),
+    ]
     after = service.search(SearchRequest(text=QUERY, page_size=12), Viewer(user_key="anon:someone-else-000000"))
     assert after.ranker == reversing_ranker.label and after.arm == ""
 
 
 def test_admin_pages_show_results_and_confirm_actions(admin_client, service, collection):
-    experiment = make_experiment(min_users_per_arm=1, arms=[
-        {"name": "control", "is_control": True}, {"name": "treatment"},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        min_users_per_arm=1,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "treatment"},
+        ],
+    )
     page = admin_client.get(f"/admin/ranking/experiment/{experiment.pk}/start/")
     assert page.status_code == 200 and b"Start" in page.content
     assert Experiment.objects.get(pk=experiment.pk).status == "draft"  # a GET only asks
@@ -206,9 +235,13 @@ def test_admin_pages_show_results_and_confirm_actions(admin_client, service, col
 
 
 def test_running_experiments_arms_are_frozen_in_admin(admin_client, collection):
-    experiment = make_experiment(statistics=Experiment.Statistics.FIXED, arms=[
-        {"name": "control", "is_control": True}, {"name": "treatment"},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        statistics=Experiment.Statistics.FIXED,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "treatment"},
+        ],
+    )
     start(experiment)
     html = admin_client.get(f"/admin/ranking/experiment/{experiment.pk}/change/").content.decode()
     assert 'name="variants-0-weight"' not in html  # read-only once users see the arms
@@ -231,11 +264,14 @@ def test_partner_api_reads_results_with_the_experiments_scope(service, collectio
     assert [a["name"] for a in body["arms"]] == ["control", "treatment"]
     assert sum(a["searches"] for a in body["arms"]) == 6 and "ctr" in body["arms"][1]["versus_control"]
     assert body["statistics"]["method"] == "sequential" and body["arms"][1]["versus_control"]["ctr"]["method"] == (
-        "always-valid")
+        "always-valid"
+    )
     listed = api.get("/api/v1/experiments", HTTP_AUTHORIZATION=f"Bearer {reader}").json()
     assert listed[0]["name"] == experiment.name
-    assert api.get(f"/api/v1/experiments/{experiment.pk}/results",
-                   HTTP_AUTHORIZATION=f"Bearer {searcher}").status_code == 403  # fmt: skip
+    assert (
+        api.get(f"/api/v1/experiments/{experiment.pk}/results", HTTP_AUTHORIZATION=f"Bearer {searcher}").status_code
+        == 403
+    )
     assert api.get(f"/api/v1/experiments/{experiment.pk}/results").status_code == 401
     missing = api.get("/api/v1/experiments/999999/results", HTTP_AUTHORIZATION=f"Bearer {reader}")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -25,10 +25,12 @@ def plain_order(service) -> list[int]:
 
 
 def test_users_stay_in_their_arm_and_every_search_logs_it(service, collection, reversing_ranker):
-    experiment = make_experiment(arms=[
-        {"name": "control", "is_control": True, "use_reranker": False},
-        {"name": "reversed", "ranker": reversing_ranker},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        arms=[
+            {"name": "control", "is_control": True, "use_reranker": False},
+            {"name": "reversed", "ranker": reversing_ranker},
+        ]
+    )
     start(experiment, "tester")
     embedding = plain_order(service)
     arms = {}
@@ -53,9 +55,13 @@ def test_users_stay_in_their_arm_and_every_search_logs_it(service, collection, r
 
 def test_outside_the_traffic_share_users_get_production(service, collection, settings):
     settings.LOUPE_TEXT_CHANNEL = False  # thresholds cut the CLIP channel; keep it the only one
-    experiment = make_experiment(traffic_share=0.3, arms=[
-        {"name": "control", "is_control": True}, {"name": "strict", "min_score": 1.0},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        traffic_share=0.3,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "strict", "min_score": 1.0},
+        ],
+    )
     start(experiment)
     salt = Experiment.objects.get(pk=experiment.pk).salt
     outcomes = Counter()
@@ -76,9 +82,13 @@ def test_outside_the_traffic_share_users_get_production(service, collection, set
 
 
 def test_an_experiment_only_applies_to_its_surface(service, collection):
-    experiment = make_experiment(surface=Experiment.Surface.API, arms=[
-        {"name": "control", "is_control": True}, {"name": "other", "is_control": False},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        surface=Experiment.Surface.API,
+        arms=[
+            {"name": "control", "is_control": True},
+            {"name": "other", "is_control": False},
+        ],
+    )
     start(experiment)
     assert service.search(SearchRequest(text=QUERY), viewer(1, "web")).arm == ""
     assert service.search(SearchRequest(text=QUERY), viewer(1, "api")).arm in {"control", "other"}
@@ -111,12 +121,15 @@ def test_an_arm_can_serve_another_encoder_version(service, collection, tmp_path,
     other_version = version_for(EncoderChoice(other, str(other_dir)))
     assert other_version.pk != service.version.pk
     embed_collection(other, other_version)
-    missing = EncoderVersion.objects.create(name="gone", model_ref=str(tmp_path / "nowhere"), fingerprint="x",
-                                            dimension=other_version.dimension)  # fmt: skip
-    experiment = make_experiment(arms=[
-        {"name": "control", "is_control": True, "encoder_version": missing},
-        {"name": "new-encoder", "encoder_version": other_version},
-    ])  # fmt: skip
+    missing = EncoderVersion.objects.create(
+        name="gone", model_ref=str(tmp_path / "nowhere"), fingerprint="x", dimension=other_version.dimension
+    )
+    experiment = make_experiment(
+        arms=[
+            {"name": "control", "is_control": True, "encoder_version": missing},
+            {"name": "new-encoder", "encoder_version": other_version},
+        ]
+    )
     start(experiment)
     seen = set()
     for n in range(20):
@@ -132,9 +145,13 @@ def test_an_arm_can_serve_another_encoder_version(service, collection, tmp_path,
 
 
 def test_interleaving_mixes_both_rankers_and_logs_each_items_team(service, collection, reversing_ranker):
-    experiment = make_experiment(mode=Experiment.Mode.INTERLEAVE, arms=[
-        {"name": "embedding", "use_reranker": False}, {"name": "reversed", "ranker": reversing_ranker},
-    ])  # fmt: skip
+    experiment = make_experiment(
+        mode=Experiment.Mode.INTERLEAVE,
+        arms=[
+            {"name": "embedding", "use_reranker": False},
+            {"name": "reversed", "ranker": reversing_ranker},
+        ],
+    )
     start(experiment)
     embedding = plain_order(service)
     firsts = Counter()

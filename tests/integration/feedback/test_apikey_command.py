@@ -27,8 +27,15 @@ def test_create_list_revoke():
     assert authenticated_use(plaintext) is None and ApiKey.objects.get().revoked_at is not None
 
 
-@pytest.mark.parametrize("args", [("create", "x", "--scopes", "admin"), ("create", "x", "--scopes", ""),
-                                  ("create", "x", "--per-minute", "0"), ("revoke", "nope")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create", "x", "--scopes", "admin"),
+        ("create", "x", "--scopes", ""),
+        ("create", "x", "--per-minute", "0"),
+        ("revoke", "nope"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(args):
     with pytest.raises(CommandError):
         run(*args)

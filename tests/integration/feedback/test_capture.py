@@ -117,8 +117,11 @@ def test_ratings_thumbs_and_stars_validated_and_idempotent(logged_search, collec
     assert not record_rating(ALICE, RatingInput(hit.image.pk, 1, "r1", event_id=str(logged_search.event_id))).created
     stars = record_rating(ALICE, RatingInput(collection[0].pk, 4, "r2", scale="stars", query_text="cats"))
     assert stars.item.utility == 0.75 and stars.item.event is None
-    for bad in (RatingInput(hit.image.pk, 0, "r3"), RatingInput(hit.image.pk, 6, "r4", scale="stars"),
-                RatingInput(hit.image.pk, 1, "r5", scale="likes")):  # fmt: skip
+    for bad in (
+        RatingInput(hit.image.pk, 0, "r3"),
+        RatingInput(hit.image.pk, 6, "r4", scale="stars"),
+        RatingInput(hit.image.pk, 1, "r5", scale="likes"),
+    ):
         with pytest.raises(FeedbackError):
             record_rating(ALICE, bad)
     with pytest.raises(UnknownImage):
@@ -162,8 +165,5 @@ def test_feedback_reaches_the_next_searchs_features(logged_search, service):
     by_image = {hit.image.pk: hit.features for hit in again.hits}
     other = next(hit for hit in logged_search.hits if hit.image.pk != clicked.image.pk)
     assert by_image[clicked.image.pk][column["ctr_debiased"]] > by_image[other.image.pk][column["ctr_debiased"]]
-    assert (
-        by_image[clicked.image.pk][column["query_ctr"]]
-        > by_image[other.image.pk][column["query_ctr"]]
-    )
+    assert by_image[clicked.image.pk][column["query_ctr"]] > by_image[other.image.pk][column["query_ctr"]]
     assert by_image[clicked.image.pk][column["query_impressions_log"]] == pytest.approx(math.log1p(1))

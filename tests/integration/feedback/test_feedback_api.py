@@ -97,8 +97,12 @@ def test_partner_search_click_and_rating_for_an_end_user(api, collection):
 def test_another_partner_cannot_send_feedback_on_my_searches(api, collection):
     mine, theirs = key_with("search", "feedback"), key_with("feedback")
     body = partner_search(api, mine)
-    click = {"event_id": body["event_id"], "image_id": body["results"][0]["image"]["id"], "position": 1,
-             "client_id": "x"}  # fmt: skip
+    click = {
+        "event_id": body["event_id"],
+        "image_id": body["results"][0]["image"]["id"],
+        "position": 1,
+        "client_id": "x",
+    }
     refused = api.post("/api/v1/feedback/clicks", click, format="json", **bearer(theirs))
     assert refused.status_code == 404 and error_code(refused) == "unknown_event"
 

@@ -65,10 +65,21 @@ def test_summaries_count_impressions_clicks_and_ratings(client, collection):
     event, _ = searched(client)
     first = event.impressions.get(position=1).image_id
     token = client.cookies["csrftoken"].value
-    client.post("/feedback/click", {"event_id": str(event.pk), "image_id": first, "position": 1, "client_id": "c",
-                                    "csrfmiddlewaretoken": token})  # fmt: skip
-    client.post("/feedback/rate", {"image_id": first, "value": 5, "scale": "stars", "client_id": "r",
-                                   "event_id": str(event.pk), "csrfmiddlewaretoken": token})  # fmt: skip
+    client.post(
+        "/feedback/click",
+        {"event_id": str(event.pk), "image_id": first, "position": 1, "client_id": "c", "csrfmiddlewaretoken": token},
+    )
+    client.post(
+        "/feedback/rate",
+        {
+            "image_id": first,
+            "value": 5,
+            "scale": "stars",
+            "client_id": "r",
+            "event_id": str(event.pk),
+            "csrfmiddlewaretoken": token,
+        },
+    )
     searched(client)  # the same query again, no click
     refresh_summaries()
     from feedback.models import ImageFeedbackSummary, QueryFeedbackSummary
@@ -84,10 +95,16 @@ def test_summaries_count_impressions_clicks_and_ratings(client, collection):
 def test_admin_browses_feedback_and_summaries(admin_client, collection):
     event, _ = searched(admin_client)
     refresh_summaries()
-    for url in ("/admin/feedback/searchevent/", f"/admin/feedback/searchevent/{event.pk}/change/",
-                "/admin/feedback/click/", "/admin/feedback/rating/", "/admin/feedback/imagefeedbacksummary/",
-                "/admin/feedback/queryfeedbacksummary/", "/admin/feedback/searchevent/?surface=web&kind=text",
-                "/admin/feedback/searchevent/?q=picture"):  # fmt: skip
+    for url in (
+        "/admin/feedback/searchevent/",
+        f"/admin/feedback/searchevent/{event.pk}/change/",
+        "/admin/feedback/click/",
+        "/admin/feedback/rating/",
+        "/admin/feedback/imagefeedbacksummary/",
+        "/admin/feedback/queryfeedbacksummary/",
+        "/admin/feedback/searchevent/?surface=web&kind=text",
+        "/admin/feedback/searchevent/?q=picture",
+    ):
         assert admin_client.get(url).status_code == 200, url
     detail = admin_client.get(f"/admin/feedback/searchevent/{event.pk}/change/").content.decode()
     assert "a test picture" in detail and detail.count("<img") >= event.result_count
@@ -101,8 +118,10 @@ def test_admin_browses_feedback_and_summaries(admin_client, collection):
 
 def test_admin_creates_a_key_shown_once_and_revokes_it(admin_client, collection):
     response = admin_client.post(
-        "/admin/feedback/apikey/add/", {"name": "Acme", "scopes": ["search", "feedback"],
-                                        "requests_per_minute": 100}, follow=True)  # fmt: skip
+        "/admin/feedback/apikey/add/",
+        {"name": "Acme", "scopes": ["search", "feedback"], "requests_per_minute": 100},
+        follow=True,
+    )
     plaintext = re.search(r'data-testid="new-api-key">([^<]+)<', response.content.decode()).group(1)
     stored = ApiKey.objects.get()
     assert stored.scopes == ["search", "feedback"] and plaintext.startswith(f"loupe_{stored.prefix}_")

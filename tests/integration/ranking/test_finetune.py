@@ -20,8 +20,14 @@ from searchapp.search import SearchRequest
 
 pytestmark = pytest.mark.django_db
 AN_HOUR_AGO = timezone.now() - timedelta(hours=1)
-COLOURS = {"red": (200, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 200), "yellow": (220, 210, 30),
-           "purple": (140, 30, 160), "grey": (128, 128, 128)}  # fmt: skip
+COLOURS = {
+    "red": (200, 30, 30),
+    "green": (30, 190, 40),
+    "blue": (30, 40, 200),
+    "yellow": (220, 210, 30),
+    "purple": (140, 30, 160),
+    "grey": (128, 128, 128),
+}
 PER_CLASS = 12
 
 
@@ -59,8 +65,16 @@ def classes(service, settings, tmp_path):
 
 def small_run(**changes) -> FineTuneSettings:
     """Settings for 72 images and ~100 pairs: the last two click rounds (held-out images) are validation and test."""
-    options = {"learning_rate": 0.02, "epochs": 60, "batch_size": 32, "patience": 10, "margin": 0.05,
-               "tolerance": 0.2, "min_pairs": 20, "held_out_share": 0.4}  # fmt: skip
+    options = {
+        "learning_rate": 0.02,
+        "epochs": 60,
+        "batch_size": 32,
+        "patience": 10,
+        "margin": 0.05,
+        "tolerance": 0.2,
+        "min_pairs": 20,
+        "held_out_share": 0.4,
+    }
     return FineTuneSettings(**{**options, **changes})
 
 
@@ -126,8 +140,9 @@ def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
     experiment = Experiment.objects.get()
     assert response.status_code == 302 and f"/admin/ranking/experiment/{experiment.pk}/" in response["Location"]
     assert experiment.variants.get(is_control=False).encoder_version == version
-    admin_client.post("/admin/searchapp/encoderversion/", {"action": "promote_to_production",
-                                                           "_selected_action": [version.pk]})  # fmt: skip
+    admin_client.post(
+        "/admin/searchapp/encoderversion/", {"action": "promote_to_production", "_selected_action": [version.pk]}
+    )
     assert ServingConfig.objects.get().encoder_version == version
     served = service.search(SearchRequest(text="red picture"), Viewer(user_key="anon:after-promotion-0000000"))
     assert served.encoder.version_id == version.pk  # production now searches the new version's vectors

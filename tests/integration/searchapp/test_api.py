@@ -57,9 +57,15 @@ def test_image_detail_and_captions(api, collection):
 
 @pytest.mark.parametrize(
     "params, field",
-    [({}, "q"), ({"q": ""}, "q"), ({"q": "x" * 600}, "q"), ({"q": "dog", "page": "two"}, "page"),
-     ({"q": "dog", "page_size": 0}, "page_size"), ({"q": "dog", "max_drop": 2}, "max_drop")],
-)  # fmt: skip
+    [
+        ({}, "q"),
+        ({"q": ""}, "q"),
+        ({"q": "x" * 600}, "q"),
+        ({"q": "dog", "page": "two"}, "page"),
+        ({"q": "dog", "page_size": 0}, "page_size"),
+        ({"q": "dog", "max_drop": 2}, "max_drop"),
+    ],
+)
 def test_bad_text_searches_are_400_with_the_field(api, collection, params, field):
     error = assert_error(api.get("/api/v1/search", params), 400, "invalid_request")
     assert field in error["fields"]

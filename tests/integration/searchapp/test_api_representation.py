@@ -13,10 +13,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize(
     "request_for",
-    [lambda images: SearchRequest(text="a test picture", page_size=7),
-     lambda images: SearchRequest(text="caption tag:even", page_size=3),
-     lambda images: SearchRequest(image_id=images[2].pk, page_size=5)],
-)  # fmt: skip
+    [
+        lambda images: SearchRequest(text="a test picture", page_size=7),
+        lambda images: SearchRequest(text="caption tag:even", page_size=3),
+        lambda images: SearchRequest(image_id=images[2].pk, page_size=5),
+    ],
+)
 def test_fast_json_equals_the_serializer(service, collection, request_for, settings):
     settings.ALLOWED_HOSTS = ["photos.example.com"]
     request = APIRequestFactory().get("/api/v1/search", HTTP_HOST="photos.example.com")

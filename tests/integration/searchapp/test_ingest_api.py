@@ -61,8 +61,9 @@ def test_path_ingest_only_inside_allowed_folders(api, service, settings, tmp_pat
 
 def test_not_an_image_is_a_clear_400_and_stores_nothing(api, service):
     key = key_with("ingest")
-    response = api.post("/api/v1/images", {"image": SimpleUploadedFile("x.png", b"<svg onload=alert(1)>")},
-                        **bearer(key))  # fmt: skip
+    response = api.post(
+        "/api/v1/images", {"image": SimpleUploadedFile("x.png", b"<svg onload=alert(1)>")}, **bearer(key)
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
     assert not Image.objects.exists()
     neither = api.post("/api/v1/images", {"tags": "x"}, format="json", **bearer(key))

@@ -34,8 +34,10 @@ def test_a_repeated_query_reuses_the_order_and_is_logged_again(service, collecti
     assert ids(again) == ids(first) and [h.score for h in again.hits] == [h.score for h in first.hits]
     assert again.event_id != first.event_id
     assert SearchEvent.objects.filter(pk__in=[first.event_id, again.event_id]).count() == 2
-    logged = [list(Impression.objects.filter(event_id=e).order_by("position").values_list("image_id", "features"))
-              for e in (first.event_id, again.event_id)]  # fmt: skip
+    logged = [
+        list(Impression.objects.filter(event_id=e).order_by("position").values_list("image_id", "features"))
+        for e in (first.event_id, again.event_id)
+    ]
     assert logged[0] == logged[1]  # the same list with the same serve-time features
     assert again.timings_ms["encode"] == 0 < first.timings_ms["encode"]  # the query was not encoded again
 
@@ -78,7 +80,8 @@ def test_page_images_come_from_memory_within_the_time_to_live(service, collectio
     wanted = [image.pk for image in collection[:4]]
     first = page_images(wanted, Image.with_caption_texts)
     assert sorted(first) == sorted(wanted) and first[wanted[0]].caption_texts() == list(
-        Caption.objects.filter(image_id=wanted[0]).order_by("position").values_list("text", flat=True))  # fmt: skip
+        Caption.objects.filter(image_id=wanted[0]).order_by("position").values_list("text", flat=True)
+    )
     with django_assert_num_queries(0):
         again = page_images(wanted, Image.with_caption_texts)  # all four from memory
     assert again[wanted[0]] is first[wanted[0]]

@@ -43,8 +43,11 @@ def test_run_starts_everything_with_demo_data_and_stops_cleanly(tmp_path):
     log = (tmp_path / "run.log").open("w+")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run", "--port", str(port), "--web-workers", "1"],
-        cwd=Path(settings.BASE_DIR), env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=Path(settings.BASE_DIR),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         started = f"running at http://localhost:{port}/"
         assert _wait_for(lambda: started in Path(log.name).read_text() or process.poll() is not None, 180)

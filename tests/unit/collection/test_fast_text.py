@@ -62,15 +62,20 @@ def test_int8_that_misses_the_bar_falls_back_to_fp32(tmp_path, monkeypatch):
     encoder = Encoder(str(settings.LOUPE_CLIP_MODEL))
     assert encoder.accelerate_text(tmp_path, int8=True) is True
     assert encoder.text_runtime == "onnxruntime"
-    assert np.min(np.sum(encoder.encode_texts(TEXTS) * Encoder(str(settings.LOUPE_CLIP_MODEL)).encode_texts(TEXTS),
-                         axis=1)) > 0.999  # fmt: skip
+    assert (
+        np.min(
+            np.sum(encoder.encode_texts(TEXTS) * Encoder(str(settings.LOUPE_CLIP_MODEL)).encode_texts(TEXTS), axis=1)
+        )
+        > 0.999
+    )
 
 
 ONE_TEXTS = [*TEXTS, "Café crème, naïve façade — 東京 🐶", "   spaced    out   ", "NOT a CAT!!!", "word " * 300]
 
 
-@pytest.mark.parametrize("load", [lambda: Encoder(str(settings.LOUPE_CLIP_MODEL)),
-                                  lambda: SentenceEncoder(settings.LOUPE_TEXT_MODEL)])  # fmt: skip
+@pytest.mark.parametrize(
+    "load", [lambda: Encoder(str(settings.LOUPE_CLIP_MODEL)), lambda: SentenceEncoder(settings.LOUPE_TEXT_MODEL)]
+)
 def test_the_one_text_tokenizer_gives_what_transformers_gives(load):
     encoder = load()
     assert encoder._one_text is not None

@@ -73,9 +73,14 @@ def test_unsupported_formats_are_refused():
 
 @pytest.mark.parametrize(
     "payload",
-    [b"<script>alert(1)</script>", b"<HTML><body onload=x()>", b"<?php system($_GET['c']); ?>",
-     b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", b"<a href='JavaScript:alert(1)'>"],
-)  # fmt: skip
+    [
+        b"<script>alert(1)</script>",
+        b"<HTML><body onload=x()>",
+        b"<?php system($_GET['c']); ?>",
+        b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+        b"<a href='JavaScript:alert(1)'>",
+    ],
+)
 def test_polyglots_with_markup_after_or_inside_the_image_are_refused(payload):
     # A valid PNG that is also a page or a script: refused whatever the serving headers would do.
     with pytest.raises(InvalidImage, match="polyglot"):
@@ -90,10 +95,12 @@ def test_polyglots_with_markup_after_or_inside_the_image_are_refused(payload):
 
 @pytest.mark.parametrize(
     "metadata",
-    [b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>',
-     b'<?xml version="1.0"?><!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN">',  # Photoshop's print info
-     b"\x9d<Svg\xba,\xc0<BODYx"],  # tag-like bytes without what follows a tag name: chance, not markup
-)  # fmt: skip
+    [
+        b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>',
+        b'<?xml version="1.0"?><!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN">',  # Photoshop's print info
+        b"\x9d<Svg\xba,\xc0<BODYx",
+    ],  # tag-like bytes without what follows a tag name: chance, not markup
+)
 def test_metadata_and_chance_bytes_are_not_mistaken_for_markup(metadata):
     checked = read_image(image_bytes(7) + metadata)
     assert checked.format == "PNG"

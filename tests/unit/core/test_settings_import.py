@@ -28,6 +28,7 @@ def test_importing_settings_creates_nothing_and_starts_nothing(tmp_path):
 
 def test_the_layers_contract_is_kept():
     """bin/test runs the same contract; this says which import broke it when it fails in pytest."""
-    done = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-3000:]

@@ -109,8 +109,19 @@ def test_fine_tuning_raises_held_out_recall(tiny_model):
     train = PairSet(rows[:60], targets[:60], np.ones(60))
     valid = PairSet(rows[60:], targets[60:], np.ones(20))
     before = recall_with(heads, valid, queries, images)
-    result = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01,
-                             epochs=60, batch_size=32, patience=15, negatives=64)  # fmt: skip
+    result = fine_tune_heads(
+        heads,
+        train,
+        valid,
+        queries,
+        images,
+        logit_scale=10.0,
+        learning_rate=0.01,
+        epochs=60,
+        batch_size=32,
+        patience=15,
+        negatives=64,
+    )
     heads.load_model_state(result.state)
     after = recall_with(heads, valid, queries, images)
     assert after >= before + 0.2, (before, after)
@@ -126,12 +137,23 @@ def test_early_stopping_keeps_the_start_when_nothing_helps_and_without_it_the_la
     valid = PairSet(rows[60:], targets[60:], np.ones(20))
     heads = TowerHeads(tiny_model, 0)
     before = recall_with(heads, valid, queries, images)
-    kept = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01, epochs=20,
-                           batch_size=32, patience=3)  # fmt: skip
+    kept = fine_tune_heads(
+        heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01, epochs=20, batch_size=32, patience=3
+    )
     heads.load_model_state(kept.state)
     assert recall_with(heads, valid, queries, images) >= before  # never worse than the start
-    last = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images, logit_scale=10.0,
-                           learning_rate=0.01, epochs=5, batch_size=32, early_stopping=False)  # fmt: skip
+    last = fine_tune_heads(
+        TowerHeads(tiny_model, 0),
+        train,
+        valid,
+        queries,
+        images,
+        logit_scale=10.0,
+        learning_rate=0.01,
+        epochs=5,
+        batch_size=32,
+        early_stopping=False,
+    )
     assert last.best_epoch == 5 and len(last.history) == 6  # kept the last epoch, whatever it scored
 
 
@@ -148,14 +170,16 @@ def test_the_reference_guard_keeps_only_epochs_that_hold_the_floor(tiny_model):
         epochs_seen.append(len(epochs_seen))
         return 1.0 - 0.1 * epochs_seen[-1]
 
-    guarded = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images,
-                              guard=ReferenceGuard(score, floor=0.7), **options)  # fmt: skip
+    guarded = fine_tune_heads(
+        TowerHeads(tiny_model, 0), train, valid, queries, images, guard=ReferenceGuard(score, floor=0.7), **options
+    )
     assert guarded.best_epoch <= 3
     assert [h["reference"] for h in guarded.history][:4] == pytest.approx([1.0, 0.9, 0.8, 0.7])
     free = fine_tune_heads(TowerHeads(tiny_model, 0), train, valid, queries, images, **options)
     assert free.best_epoch > 3  # the same run without the guard goes on improving past epoch 3
-    assert free.history[free.best_epoch]["held_out_recall@10"] > guarded.history[guarded.best_epoch][
-        "held_out_recall@10"]  # fmt: skip
+    assert (
+        free.history[free.best_epoch]["held_out_recall@10"] > guarded.history[guarded.best_epoch]["held_out_recall@10"]
+    )
 
 
 def test_the_anchor_keeps_what_feedback_is_not_about_in_place(tiny_model):
@@ -169,8 +193,19 @@ def test_the_anchor_keeps_what_feedback_is_not_about_in_place(tiny_model):
         heads = TowerHeads(tiny_model, 0)
         start = collection_vectors(heads, images)
         anchor = Anchor(start, weight=anchor_weight) if anchor_weight else None
-        result = fine_tune_heads(heads, train, valid, queries, images, logit_scale=10.0, learning_rate=0.01,
-                                 epochs=15, batch_size=32, early_stopping=False, anchor=anchor)  # fmt: skip
+        result = fine_tune_heads(
+            heads,
+            train,
+            valid,
+            queries,
+            images,
+            logit_scale=10.0,
+            learning_rate=0.01,
+            epochs=15,
+            batch_size=32,
+            early_stopping=False,
+            anchor=anchor,
+        )
         heads.load_model_state(result.state)
         moved = (collection_vectors(heads, images) * start).sum(-1)[untouched]
         return float(1 - moved.mean())

@@ -47,6 +47,15 @@ def test_a_query_with_no_history_carries_no_signal_in_its_click_rate():
     features = [row(Candidate(1, 0.5, 1, {"clip": 1}), {1: facts}, ctr=0.1) for facts in (popular, unknown)]
     assert features[0][COLUMN["ctr_debiased"]] > features[1][COLUMN["ctr_debiased"]]
     assert features[0][COLUMN["query_ctr"]] == features[1][COLUMN["query_ctr"]] == pytest.approx(0.1)
-    repeated = ImageFacts(10, 10, 0.2, impressions=100, examinations=50.0, clicks=25, query_impressions=30,
-                          query_examinations=30.0, query_clicks=30)  # fmt: skip
+    repeated = ImageFacts(
+        10,
+        10,
+        0.2,
+        impressions=100,
+        examinations=50.0,
+        clicks=25,
+        query_impressions=30,
+        query_examinations=30.0,
+        query_clicks=30,
+    )
     assert row(Candidate(1, 0.5, 1, {"clip": 1}), {1: repeated})[COLUMN["query_ctr"]] > 0.6

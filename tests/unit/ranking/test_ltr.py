@@ -80,8 +80,9 @@ def test_early_stopping_keeps_the_best_iteration():
     propensity = np.ones(20)
     X, clicks, relevance, _, groups = simulated_logs(300, seed=3, propensity=propensity)
     X_v, _, relevance_v, _, groups_v = simulated_logs(100, seed=4, propensity=propensity)
-    ranker = train_ranker(RankingData(X, relevance, groups), RankingData(X_v, relevance_v, groups_v), rounds=200,
-                          early_stopping=10)  # fmt: skip
+    ranker = train_ranker(
+        RankingData(X, relevance, groups), RankingData(X_v, relevance_v, groups_v), rounds=200, early_stopping=10
+    )
     assert 1 <= ranker.best_iteration < 200 and ranker.metrics["ndcg@10"] > 0.8
 
 

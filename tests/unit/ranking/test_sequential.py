@@ -36,8 +36,9 @@ def test_always_valid_p_value_is_the_running_minimum_and_never_rises():
 
 
 def test_looks_before_monitoring_starts_do_not_count():
-    found = always_valid(np.array([5.0, 0.0]), np.array([0.01, 0.01]), np.array([0.1, 0.1]),
-                         np.array([False, True]), 0.05)  # fmt: skip
+    found = always_valid(
+        np.array([5.0, 0.0]), np.array([0.01, 0.01]), np.array([0.1, 0.1]), np.array([False, True]), 0.05
+    )
     assert found.p_values[0] == 1.0 and found.p_value > 0.5
 
 
@@ -90,8 +91,13 @@ def test_fixed_comparison_at_the_end_agrees_with_the_path():
     clicks = rng.poisson(0.4, 500).astype(float)
     arm = user % 2 == 1
     a, b = ratio_path(~arm, user, clicks, np.ones(500)), ratio_path(arm, user, clicks, np.ones(500))
-    per = lambda mask: ratio(np.bincount(user[mask], clicks[mask], 100)[np.unique(user[mask])],  # noqa: E731
-                             np.bincount(user[mask], None, 100)[np.unique(user[mask])].astype(float))  # fmt: skip
+
+    def per(mask):
+        return ratio(
+            np.bincount(user[mask], clicks[mask], 100)[np.unique(user[mask])],
+            np.bincount(user[mask], None, 100)[np.unique(user[mask])].astype(float),
+        )
+
     fixed = compare(per(~arm), per(arm))
     assert b.value[-1] - a.value[-1] == pytest.approx(fixed.difference)
     assert a.variance[-1] + b.variance[-1] == pytest.approx(((fixed.high - fixed.low) / (2 * 1.959964)) ** 2, rel=1e-4)
