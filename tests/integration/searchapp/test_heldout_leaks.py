@@ -10,7 +10,7 @@ image first every time.
 
 import pytest
 
-from ranking import evaluation
+from searchapp import evaluation
 from searchapp.search import SearchRequest, SearchService
 
 IMAGES = 12
