@@ -17,7 +17,14 @@ ROOT = Path(settings.BASE_DIR)
 def _python(code: str, var_dir: Path, **env) -> subprocess.Popen:
     environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     environment.update(LOUPE_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="config.settings", **env)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=environment, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _postgres_running(var_dir: Path) -> bool:
@@ -41,28 +48,34 @@ def _wait_for(predicate, timeout=30.0) -> bool:
     return predicate()
 
 
-def hold_db(seconds: float) -> str:
-    """Code for a process that opens the database, writes a row, says ready, then holds on."""
+def hold_db(until_released: bool) -> str:
+    """Code for a process that opens the database, writes a row, says ready, then holds on.
+
+    A holder waits for its stdin to close rather than for a fixed time: on a loaded CI machine a
+    second interpreter took longer to start than an 8 s hold, and the test then failed for the timing.
+    """
     return f"""
-import time, django; django.setup()
+import sys, django; django.setup()
 from django.db import connection
 with connection.cursor() as c:
     c.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     c.execute("CREATE TABLE IF NOT EXISTS kept (v int)"); c.execute("INSERT INTO kept VALUES (1)")
 print("ready", flush=True)
-time.sleep({seconds})
+if {until_released}:
+    sys.stdin.read()
 """
 
 
 def test_embedded_postgres_is_shared_and_stops_with_its_last_holder(tmp_path):
     var_dir = tmp_path / "var"
-    holder = _python(hold_db(8), var_dir)
+    holder = _python(hold_db(until_released=True), var_dir)
     assert holder.stdout.readline().startswith("ready")
     assert _postgres_running(var_dir)
     # A second process reuses the running server (no second postmaster) and sees the first's data.
-    second = _python(hold_db(0), var_dir)
+    second = _python(hold_db(until_released=False), var_dir)
     assert second.stdout.readline().startswith("ready") and second.wait(60) == 0
     assert _postgres_running(var_dir), "the first holder still runs: the server must stay up"
+    holder.stdin.close()
     holder.wait(60)
     assert _wait_for(lambda: not _postgres_running(var_dir)), "the last holder left: the server must stop"
     # Data survives the stop: a new start sees both rows.
@@ -104,13 +117,13 @@ def test_tuning_settings_scale_with_memory():
 
 def test_a_killed_holder_does_not_keep_postgres_alive(tmp_path):
     var_dir = tmp_path / "var"
-    victim = _python(hold_db(60), var_dir)
+    victim = _python(hold_db(until_released=True), var_dir)
     assert victim.stdout.readline().startswith("ready")
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert _postgres_running(var_dir), "nobody stopped it yet"
     # The next process prunes the dead holder and, as the last live holder, stops the server on exit.
-    follower = _python(hold_db(0), var_dir)
+    follower = _python(hold_db(until_released=False), var_dir)
     assert follower.stdout.readline().startswith("ready") and follower.wait(60) == 0
     assert _wait_for(lambda: not _postgres_running(var_dir))
 
