@@ -1,0 +1,88 @@
+"""The served order of a search (retrieve → fuse → features and rerank), through the result cache.
+
+What is cached is the whole order before the logged slice and paging, so every search still draws
+its own slice and is logged with its own event (``searchapp.result_cache``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from collection.encoders import Encoder
+from collection.models import EncoderVersion
+from collection.text_channels import channel_weights
+from feedback.identity import Viewer
+from feedback.impressions import query_key
+from ranking.experiments.serving import ServingPlan
+from searchapp.pipeline.fuse import first_stage
+from searchapp.pipeline.plan import Depths, OrderKey
+from searchapp.pipeline.request import ValidSearch
+from searchapp.pipeline.rerank import Reranked, RerankInput, rank
+from searchapp.pipeline.retrieve import retrieve
+from searchapp.result_cache import result_cache
+
+
+@dataclass(frozen=True)
+class RankedOrder:
+    """A search's whole served order and how long each stage took to make it (0 when it came cached)."""
+
+    order: Reranked
+    query: RerankInput  # what the page's features are computed against
+    weights: dict[str, float]  # the channels that took part, with their fusion weights
+    encode_seconds: float
+    retrieve_seconds: float
+    rank_seconds: float = 0.0  # fusion and reranking (or interleaving)
+    cached: bool = False
+
+
+def served_order(
+    encoder: Encoder,
+    version: EncoderVersion,
+    search: ValidSearch,
+    depths: Depths,
+    plan: ServingPlan,
+    viewer: Viewer | None,
+) -> RankedOrder:
+    key = order_key(version, search, depths, plan)
+    found = result_cache.get(key) if key is not None else None
+    if found is not None:
+        return found
+    retrieved = retrieve(encoder, version, search, depths, plan)
+    ranking_started = time.perf_counter()
+    query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
+    order = rank(first_stage(retrieved), plan, query, kind=search.kind, viewer=viewer)
+    made = RankedOrder(
+        order=order,
+        query=query,
+        weights=retrieved.weights,
+        encode_seconds=retrieved.encode_seconds,
+        retrieve_seconds=retrieved.retrieve_seconds,
+        rank_seconds=time.perf_counter() - ranking_started,
+    )
+    if key is not None:
+        result_cache.put(key, made)
+    return made
+
+
+def order_key(version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan) -> OrderKey | None:
+    """The cache key, or None where the order is not shared: interleaved lists are drawn per user, and deep
+    pages are rare and their orders large."""
+    if search.kind != "text" or plan.teams is not None or depths.candidates > result_cache.max_depth:
+        return None
+    request = search.request
+    return OrderKey(
+        encoder_version_id=version.pk,
+        query=query_key(search.text),
+        tags=search.tags,
+        depth=depths.candidates,
+        text_depth=depths.text,
+        # The weights the fusion will use: a calibration that changes them is a new key at once.
+        fusion_weights=(version.channel_weight, *channel_weights()) if depths.fusing else (),
+        rerank_depth=plan.rerank_depth,
+        ranker_version_id=plan.ranker.version.pk if plan.ranker is not None else None,
+        min_score=request.min_score,
+        max_relative_drop=request.max_relative_drop,
+        plan_min_score=plan.min_score,
+        plan_max_relative_drop=plan.max_relative_drop,
+    )

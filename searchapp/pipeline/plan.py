@@ -1,0 +1,71 @@
+"""Plan: how deep each channel goes, which logged slice the search falls in, and the key of its order.
+
+The serving configuration itself (production's, or the user's experiment arm) comes from
+``ranking.experiments.serving.plan_search``; this stage turns it and the validated request into
+the depths retrieval needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from ranking.experiments.serving import ServingPlan
+from searchapp.pipeline.request import ValidSearch
+from searchapp.slices import Slice, draw_slice
+
+
+@dataclass(frozen=True)
+class Depths:
+    """How many candidates the served order holds, and how deep each text channel goes (0: none run)."""
+
+    candidates: int
+    text: int
+    slice: Slice
+
+    @property
+    def fusing(self) -> bool:
+        return self.text > 0
+
+
+def plan_depths(search: ValidSearch, plan: ServingPlan, *, logged: bool) -> Depths:
+    """The depths for ``search`` under ``plan``; a ``logged`` first page of text may fall into a slice.
+
+    One result past the page tells whether a next page exists without counting them all. With text
+    channels every channel goes LOUPE_CHANNEL_DEPTH deep (whole multiples of it), so that the fused
+    order of the first pages does not change from page to page. Reranking takes CLIP deeper (its top
+    ``rerank_depth``), not the text channels: they bring their best matches for the page's depth (50
+    on a first page), whose fusion weight beats CLIP's deep ranks anyway.
+    """
+    text_search = search.kind == "text"
+    depth = min(settings.LOUPE_MAX_CANDIDATES, search.page * search.page_size + 1)
+    text_depth = depth
+    fusing = text_search and settings.LOUPE_TEXT_CHANNEL
+    if (text_search and plan.ranker is not None) or plan.teams is not None:
+        depth = max(depth, plan.rerank_depth)
+    sliced = logged and text_search and search.page == 1 and plan.teams is None
+    logged_slice = draw_slice() if sliced else Slice()
+    depth = min(settings.LOUPE_MAX_CANDIDATES, max(depth, logged_slice.needs_depth))
+    if not fusing:
+        return Depths(depth, 0, logged_slice)
+    step = settings.LOUPE_CHANNEL_DEPTH
+    return Depths(max(depth, step * -(-depth // step)), step * -(-text_depth // step), logged_slice)
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """Everything a served order depends on (``searchapp.result_cache``): a change to any is a new key."""
+
+    encoder_version_id: int
+    query: str  # normalised (feedback.impressions.query_key)
+    tags: tuple[str, ...]
+    depth: int
+    text_depth: int
+    fusion_weights: tuple[float, ...]  # () without text channels
+    rerank_depth: int
+    ranker_version_id: int | None
+    min_score: float | None  # the request's thresholds, then the serving configuration's
+    max_relative_drop: float | None
+    plan_min_score: float | None
+    plan_max_relative_drop: float | None
