@@ -1,16 +1,29 @@
-"""Reciprocal-rank fusion of the search channels (Cormack, Clarke & Büttcher, SIGIR 2009).
+"""Fusing the search channels' lists into one order: reciprocal-rank or convex score fusion.
 
-Each channel ranks candidates; an image's fused score is the weighted mean, over the channels
-that *could* have found it, of ``1 / (k + rank)`` (0 when the channel could but did not). An image
-without captions or tags is judged by CLIP alone, so it is not penalised for lacking text, and a
-channel with weight 0 (measured useless) changes nothing. Scores are scaled so that being first in
-every eligible channel scores 1.0.
+**Reciprocal rank** (Cormack, Clarke & Büttcher, SIGIR 2009): an image's fused score is the weighted
+mean, over the channels that *could* have found it, of ``1 / (k + rank)`` (0 when the channel could
+but did not), scaled so that being first in every eligible channel scores 1.0. It throws the scores
+away: on coco_mini's held-out captions it fell below its best channel (docs/retrieval.md).
+
+**Convex** (Bruch, Gai & Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS
+2023): each channel's scores are min-max normalised over the list it returned, and an image's fused
+score is the weighted mean of its normalised scores over the channels that could have found it (0
+where a channel could but did not). The paper found it beats RRF in and out of domain and needs few
+labelled queries to fit its weights; Loupe fits them on the collection's own held-out captions
+(``searchapp.evaluation``).
+
+In both, an image without captions or tags is judged by CLIP alone, so it is not penalised for
+lacking text, and a channel with weight 0 changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+RRF = "rrf"
+CONVEX = "convex"
+METHODS = (RRF, CONVEX)
 
 
 @dataclass
@@ -54,3 +67,49 @@ def reciprocal_rank_fusion(
     first = next(iter(rankings.values()), [])
     order = {image_id: i for i, image_id in enumerate(first)}
     return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
+
+
+def convex_fusion(
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    weights: Mapping[str, float],
+    *,
+    eligible: Callable[[str, int], bool] = lambda channel, image_id: True,
+) -> list[FusedCandidate]:
+    """Fuse ranked (id, score) lists by a convex combination of min-max normalised scores; best first, ties
+    broken by the first channel's order, then id."""
+    candidates: dict[int, FusedCandidate] = {}
+    normalised: dict[str, dict[int, float]] = {}
+    for channel, ranking in rankings.items():
+        normalised[channel] = _min_max(ranking)
+        for rank, (image_id, _) in enumerate(ranking, 1):
+            candidate = candidates.get(image_id)
+            if candidate is None:
+                candidate = candidates[image_id] = FusedCandidate(image_id, 0.0)
+            candidate.ranks.setdefault(channel, rank)
+    used = [(channel, weights.get(channel, 0.0)) for channel in rankings if weights.get(channel, 0.0) > 0]
+    for candidate in candidates.values():
+        total_weight = numerator = 0.0
+        for channel, weight in used:
+            if not eligible(channel, candidate.image_id):
+                continue
+            total_weight += weight
+            numerator += weight * normalised[channel].get(candidate.image_id, 0.0)
+        candidate.score = numerator / total_weight if total_weight else 0.0
+    first = next(iter(rankings.values()), [])
+    order = {image_id: i for i, (image_id, _) in enumerate(first)}
+    return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
+
+
+def _min_max(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Scores mapped to [0, 1] over the list (the best one of a tie-only list scores 1); an id listed
+    twice keeps its best score."""
+    if not ranking:
+        return {}
+    scores = [score for _, score in ranking]
+    low, high = min(scores), max(scores)
+    spread = high - low
+    result: dict[int, float] = {}
+    for image_id, score in ranking:
+        value = (score - low) / spread if spread > 0 else 1.0
+        result[image_id] = max(result.get(image_id, 0.0), value)
+    return result

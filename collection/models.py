@@ -173,3 +173,32 @@ class ImageTowerOutput(models.Model):
 
     def __str__(self) -> str:
         return f"tower {self.tower[:12]} output of image {self.image_id}"
+
+
+class FusionSetting(models.Model):
+    """How text searches fuse their channels, fitted for one CLIP version: the newest row for the serving
+    version serves (``collection.fusion_setting``). None: reciprocal rank with the channels' own weights."""
+
+    class Method(models.TextChoices):
+        RRF = "rrf", "reciprocal rank"
+        CONVEX = "convex", "convex combination of normalised scores"
+
+    method = models.CharField(max_length=8, choices=Method.choices)
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="fusion_settings")
+    clip_weight = models.FloatField()
+    fts_weight = models.FloatField()
+    caption_weight = models.FloatField()
+    fitted = models.JSONField(
+        default=dict, blank=True, help_text="How the weights were fitted: queries, rotations, metrics."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.method} fusion for encoder v{self.encoder_version_id}"
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {"clip": self.clip_weight, "fts": self.fts_weight, "caption": self.caption_weight}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 
 from collection.encoders import EncoderChoice
+from collection.fusion_setting import Fusion, serving_fusion
 from collection.index import nearest_captions
 from collection.models import Caption, EncoderVersion
 from collection.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version, version_for
@@ -58,7 +59,9 @@ class CaptionHit:
 class SearchService:
     """Runs searches with the serving encoder (or the one given, for tests and benchmarks)."""
 
-    def __init__(self, choice: EncoderChoice | None = None, version: EncoderVersion | None = None) -> None:
+    def __init__(
+        self, choice: EncoderChoice | None = None, version: EncoderVersion | None = None, fusion: Fusion | None = None
+    ) -> None:
         if choice is None:
             choice, version = serving_version()
         elif version is None:
@@ -66,6 +69,7 @@ class SearchService:
         self.choice = choice
         self.encoder = choice.encoder
         self.version = version
+        self.fusion = fusion  # None: the fitted setting for the version (collection.fusion_setting)
 
     @property
     def info(self) -> EncoderInfo:
@@ -93,7 +97,8 @@ class SearchService:
     def serve(self, search: ValidSearch, viewer: Viewer | None, plan: ServingPlan, started: float) -> SearchResponse:
         """Run a search ``validate`` accepted, with ``plan`` (production's configuration or the user's arm)."""
         depths = plan_depths(search, plan, logged=viewer is not None)
-        made = served_order(self.encoder, self.version, search, depths, plan, viewer)
+        fusion = self.fusion or serving_fusion(self.version)
+        made = served_order(self.encoder, self.version, search, depths, plan, fusion, viewer)
         if made.cached:  # nothing was encoded or retrieved: the lookup counts as retrieval
             encoded = started
             retrieved = ranked = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Fuse: one first-stage order from the channels' lists (weighted reciprocal rank fusion).
+"""Fuse: one first-stage order from the channels' lists, by the serving ``Fusion`` (reciprocal rank,
+or a convex combination of normalised scores: ``collection.fusion``).
 
 With CLIP alone its order is the first stage, unchanged. An image a text channel cannot find (no
 caption, no text document) is not penalised for missing from that channel's list: each channel's
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from collection.fusion import reciprocal_rank_fusion
+from collection.fusion import CONVEX, convex_fusion, reciprocal_rank_fusion
+from collection.fusion_setting import Fusion
 from ranking.features import Candidate
 from searchapp.pipeline.retrieve import Retrieved
 
@@ -24,16 +26,23 @@ class Ranked:
     score: float
 
 
-def first_stage(retrieved: Retrieved) -> list[Ranked]:
+def first_stage(retrieved: Retrieved, fusion: Fusion) -> list[Ranked]:
     clip = retrieved.clip
     if len(retrieved.rankings) == 1:
         candidates = [Candidate(n.id, n.score, i, {"clip": i}, n.score) for i, n in enumerate(clip, 1)]
     else:
-        candidates = fused(retrieved, {n.id: n.score for n in clip})
+        candidates = fused(retrieved, fusion, {n.id: n.score for n in clip})
     return [Ranked(c, c.first_stage_score) for c in candidates]
 
 
-def fused(retrieved: Retrieved, clip_cosines: dict[int, float]) -> list[Candidate]:
+def fused_weights(retrieved: Retrieved, fusion: Fusion) -> dict[str, float]:
+    """The weight of each channel that took part: the fitted fusion's, else the channel's own."""
+    if fusion.weights is None:
+        return dict(retrieved.weights)
+    return {name: fusion.weights.get(name, 0.0) for name in retrieved.rankings}
+
+
+def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) -> list[Candidate]:
     has_document: dict[int, bool] = {}
     has_captions: dict[int, bool] = {}
     for ranking in retrieved.rankings.values():
@@ -46,8 +55,13 @@ def fused(retrieved: Retrieved, clip_cosines: dict[int, float]) -> list[Candidat
             return has_document[image_id]
         return has_captions[image_id] if channel == "caption" else True
 
-    ids = {name: [n.id for n in ranking] for name, ranking in retrieved.rankings.items()}
-    order = reciprocal_rank_fusion(ids, retrieved.weights, eligible=eligible, k=settings.LOUPE_RRF_K)
+    weights = fused_weights(retrieved, fusion)
+    if fusion.method == CONVEX:
+        scored = {name: [(n.id, n.score) for n in ranking] for name, ranking in retrieved.rankings.items()}
+        order = convex_fusion(scored, weights, eligible=eligible)
+    else:
+        ids = {name: [n.id for n in ranking] for name, ranking in retrieved.rankings.items()}
+        order = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
     return [
         Candidate(c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id))
         for position, c in enumerate(order, 1)

@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass
 
 from collection.encoders import Encoder
+from collection.fusion_setting import Fusion
 from collection.models import EncoderVersion
 from collection.text_channels import channel_weights
 from feedback.identity import Viewer
 from feedback.impressions import query_key
 from ranking.experiments.serving import ServingPlan
-from searchapp.pipeline.fuse import first_stage
+from searchapp.pipeline.fuse import first_stage, fused_weights
 from searchapp.pipeline.plan import Depths, OrderKey
 from searchapp.pipeline.request import ValidSearch
 from searchapp.pipeline.rerank import Reranked, RerankInput, rank
@@ -29,7 +30,7 @@ class RankedOrder:
 
     order: Reranked
     query: RerankInput  # what the page's features are computed against
-    weights: dict[str, float]  # the channels that took part, with their fusion weights
+    weights: dict[str, float]  # the channels that took part, with the weights their fusion used
     encode_seconds: float
     retrieve_seconds: float
     rank_seconds: float = 0.0  # fusion and reranking (or interleaving)
@@ -42,20 +43,21 @@ def served_order(
     search: ValidSearch,
     depths: Depths,
     plan: ServingPlan,
+    fusion: Fusion,
     viewer: Viewer | None,
 ) -> RankedOrder:
-    key = order_key(version, search, depths, plan)
+    key = order_key(version, search, depths, plan, fusion)
     found = result_cache.get(key) if key is not None else None
     if found is not None:
         return found
     retrieved = retrieve(encoder, version, search, depths, plan)
     ranking_started = time.perf_counter()
     query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
-    order = rank(first_stage(retrieved), plan, query, kind=search.kind, viewer=viewer)
+    order = rank(first_stage(retrieved, fusion), plan, query, kind=search.kind, viewer=viewer)
     made = RankedOrder(
         order=order,
         query=query,
-        weights=retrieved.weights,
+        weights=fused_weights(retrieved, fusion),
         encode_seconds=retrieved.encode_seconds,
         retrieve_seconds=retrieved.retrieve_seconds,
         rank_seconds=time.perf_counter() - ranking_started,
@@ -65,7 +67,9 @@ def served_order(
     return made
 
 
-def order_key(version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan) -> OrderKey | None:
+def order_key(
+    version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan, fusion: Fusion
+) -> OrderKey | None:
     """The cache key, or None where the order is not shared: interleaved lists are drawn per user, and deep
     pages are rare and their orders large."""
     if search.kind != "text" or plan.teams is not None or depths.candidates > result_cache.max_depth:
@@ -77,7 +81,8 @@ def order_key(version: EncoderVersion, search: ValidSearch, depths: Depths, plan
         tags=search.tags,
         depth=depths.candidates,
         text_depth=depths.text,
-        # The weights the fusion will use: a calibration that changes them is a new key at once.
+        # The fusion and the weights it will use: a calibration that changes them is a new key at once.
+        fusion=fusion.key if depths.fusing else (),
         fusion_weights=(version.channel_weight, *channel_weights()) if depths.fusing else (),
         rerank_depth=plan.rerank_depth,
         ranker_version_id=plan.ranker.version.pk if plan.ranker is not None else None,

@@ -62,7 +62,8 @@ class OrderKey:
     tags: tuple[str, ...]
     depth: int
     text_depth: int
-    fusion_weights: tuple[float, ...]  # () without text channels
+    fusion: tuple  # (method, weights) of collection.fusion_setting.Fusion; () without text channels
+    fusion_weights: tuple[float, ...]  # the channels' own weights; () without text channels
     rerank_depth: int
     ranker_version_id: int | None
     min_score: float | None  # the request's thresholds, then the serving configuration's

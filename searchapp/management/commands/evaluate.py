@@ -10,9 +10,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from collection.models import Caption, Image
+from collection.fusion import CONVEX, RRF
+from collection.models import Caption, FusionSetting, Image
 from collection.versions import sentence_version
 from searchapp import evaluation
+from searchapp.fusion_fit import fit_weights
 from searchapp.search import SearchService
 
 
@@ -28,7 +30,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--calibrate",
             action="store_true",
-            help="heldout-captions: store the measured fusion weights of the CLIP and caption-vector channels.",
+            help="heldout-captions: store the fusion (convex or RRF, whichever scored better) and its weights.",
+        )
+        parser.add_argument(
+            "--noisy-truth",
+            type=float,
+            default=None,
+            metavar="SIGMA",
+            help="heldout-captions: also score the fusions with CLIP replaced by relevance plus N(0, SIGMA) noise "
+            "(a simulated useful CLIP; the demo CLIP has random weights).",
         )
         parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10])
         parser.add_argument("--template", default="a photo of a {}", help="How a tag becomes a query.")
@@ -70,40 +80,66 @@ class Command(BaseCommand):
         self.stdout.write(f"Saved {output}")
 
     def _held_out(self, service: SearchService, results: dict, opts: dict) -> None:
-        if not 1 <= opts["rotations"] <= 10:
-            raise CommandError("--rotations must be between 1 and 10.")
+        if not 2 <= opts["rotations"] <= 10:
+            raise CommandError("--rotations must be between 2 and 10 (weights are fitted on the other rotations).")
         held = Caption.objects.filter(position__lt=opts["rotations"]).count()
         if not held:
             raise CommandError("The collection has no captions to hold out.")
-        with tqdm(total=held, desc="held-out captions", disable=None) as bar:
-            channels = evaluation.held_out_captions(
-                service, rotations=opts["rotations"], ks=opts["k"], progress=bar.update
-            )
-        for name, metrics in channels.items():
+        if opts["noisy_truth"] is not None and opts["noisy_truth"] <= 0:
+            raise CommandError("--noisy-truth must be a positive noise level (e.g. 0.5).")
+        try:
+            with tqdm(total=held, desc="held-out captions (served pass)", disable=None) as bar:
+                measured = evaluation.held_out_captions(
+                    service,
+                    rotations=opts["rotations"],
+                    ks=opts["k"],
+                    progress=bar.update,
+                    noisy_truth_sigma=opts["noisy_truth"],
+                )
+        except evaluation.EvaluationRefused as exc:
+            raise CommandError(str(exc)) from None
+        for name, metrics in measured["metrics"].items():
             results[f"heldout_{name}"] = metrics
-        weights = evaluation.calibrated_weights(channels, Image.objects.count())
-        results["calibrated_weights"] = weights
-        self.stdout.write(f"Measured fusion weights (MRR above chance, best = 1): {weights}")
+        results["heldout_weights_by_rotation"] = measured["weights"]
+        results["heldout_served_differs_from_offline"] = measured["served_differs_from_offline"]
+        if "noisy_truth" in measured:
+            results["noisy_truth"] = measured["noisy_truth"]
         if opts["calibrate"]:
-            service.version.fusion_weight = weights.get("clip", 0.0)
-            service.version.save(update_fields=["fusion_weight"])
-            _, text_version = sentence_version()
-            if text_version is not None and "caption" in weights:
-                text_version.fusion_weight = weights["caption"]
-                text_version.save(update_fields=["fusion_weight"])
-            self.stdout.write(
-                f"Stored: CLIP v{service.version.pk} weight {weights.get('clip', 0.0)}, caption vectors "
-                f"{weights.get('caption')}. The full-text weight is a setting: LOUPE_FTS_WEIGHT={weights.get('fts')}"
-            )
+            self._calibrate(service, measured)
+
+    def _calibrate(self, service: SearchService, measured: dict) -> None:
+        """Store the fusion that did better on the cross-fitted figures, refitted on every held-out caption."""
+        metrics = measured["metrics"]
+        method = CONVEX if metrics["convex_fitted"]["mrr"] >= metrics["rrf_fitted"]["mrr"] else RRF
+        labelled = measured["labelled"]
+        channels = [c for c in evaluation.HELD_OUT_CHANNELS if any(c in q.rankings for q in labelled)]
+        fit = fit_weights(labelled, method, channels)
+        row = FusionSetting.objects.create(
+            method=method,
+            encoder_version=service.version,
+            clip_weight=fit.weights.get("clip", 0.0),
+            fts_weight=fit.weights.get("fts", 0.0),
+            caption_weight=fit.weights.get("caption", 0.0),
+            fitted={
+                "queries": fit.queries,
+                "fitted_mrr": fit.mrr,
+                "cross_fitted": {name: metrics[name] for name in ("rrf_fitted", "convex_fitted") if name in metrics},
+                "command": "manage.py evaluate --by heldout-captions --calibrate",
+            },
+        )
+        self.stdout.write(
+            f"Stored {row}: weights {fit.weights} (fitted on all {fit.queries} held-out captions; the figures above "
+            "are cross-fitted: each rotation scored with weights fitted on the others)."
+        )
 
     def _print(self, results: dict) -> None:
         enc = results["encoder"]
         self.stdout.write(f"Encoder v{enc['version']} {enc['name']}{' (DEMO: random weights)' if enc['demo'] else ''}")
         sections = ["text_to_image", "image_to_text", "tags"] + [k for k in results if k.startswith("heldout_")]
         for section in sections:
-            if section not in results:
+            metrics = results.get(section)
+            if not isinstance(metrics, dict) or "queries" not in metrics:
                 continue
-            metrics = results[section]
             self.stdout.write(f"\n{section}  ({metrics['queries']} queries)")
             wanted = [f"{m}@{k}" for m in ("recall", "hit", "ndcg", "precision") for k in results["ks"]] + ["mrr"]
             for name in wanted:

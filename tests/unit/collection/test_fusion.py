@@ -1,8 +1,8 @@
-"""Reciprocal-rank fusion on known cases."""
+"""Reciprocal-rank and convex score fusion on known cases."""
 
 import pytest
 
-from collection.fusion import reciprocal_rank_fusion
+from collection.fusion import convex_fusion, reciprocal_rank_fusion
 
 
 def ids(fused):
@@ -50,3 +50,43 @@ def test_weights_shift_the_order():
 
 def test_ties_follow_the_first_channel():
     assert ids(reciprocal_rank_fusion({"clip": [5, 4], "text": [4, 5]}, {"clip": 1, "text": 1})) == [5, 4]
+
+
+# Convex fusion of min-max normalised scores (Bruch, Gai & Ingber 2023).
+
+
+def test_convex_fusion_uses_the_score_gap_that_ranks_throw_away():
+    # CLIP is confident about 1 (0.9 against 0.2 and 0.1); full text barely prefers 2 over 1. RRF sees two
+    # first places and ties them (broken by CLIP's order); the convex fusion ranks 1 far ahead.
+    clip = [(1, 0.9), (2, 0.2), (3, 0.1)]
+    fts = [(2, 0.51), (1, 0.50), (3, 0.0)]
+    fused = convex_fusion({"clip": clip, "fts": fts}, {"clip": 0.5, "fts": 0.5})
+    assert [c.image_id for c in fused] == [1, 2, 3]
+    assert fused[0].score == pytest.approx(0.5 * 1.0 + 0.5 * (0.50 / 0.51))
+    assert fused[1].score == pytest.approx(0.5 * (0.1 / 0.8) + 0.5 * 1.0)
+
+
+def test_convex_fusion_judges_images_without_text_by_clip_alone():
+    clip = [(1, 0.9), (2, 0.5), (3, 0.1)]
+    fts = [(3, 2.0), (2, 0.0)]
+    has_text = {2, 3}
+    fused = convex_fusion(
+        {"clip": clip, "fts": fts},
+        {"clip": 0.5, "fts": 0.5},
+        eligible=lambda channel, image_id: channel == "clip" or image_id in has_text,
+    )
+    by_id = {c.image_id: c.score for c in fused}
+    assert by_id[1] == pytest.approx(1.0)  # no text: CLIP's normalised score alone, not halved
+    assert by_id[2] == pytest.approx(0.5 * 0.5)  # has text, ranked last by it: 0 there
+
+
+def test_convex_fusion_with_one_weighted_channel_keeps_its_order():
+    clip = [(5, 0.3), (4, 0.2), (9, 0.1)]
+    fts = [(9, 3.0), (4, 1.0)]
+    fused = convex_fusion({"clip": clip, "fts": fts}, {"clip": 1.0, "fts": 0.0})
+    assert [c.image_id for c in fused][:3] == [5, 4, 9]
+
+
+def test_a_list_of_equal_scores_normalises_to_one():
+    fused = convex_fusion({"fts": [(1, 0.4), (2, 0.4)]}, {"fts": 1.0})
+    assert [c.score for c in fused] == [1.0, 1.0]

@@ -1,0 +1,47 @@
+"""Fitting fusion weights on labelled queries: the grid, the choice, and the served fusion's equal."""
+
+import pytest
+
+from collection.fusion import CONVEX, RRF
+from searchapp.fusion_fit import LabelledQuery, fit_weights, fused_ids, weight_grid
+
+
+def query(relevant: int, clip, fts, group=0) -> LabelledQuery:
+    ids = {i for i, _ in clip} | {i for i, _ in fts}
+    return LabelledQuery(
+        text=f"q{relevant}",
+        relevant=frozenset({relevant}),
+        rankings={"clip": clip, "fts": fts},
+        has_document=dict.fromkeys(ids, True),
+        has_captions=dict.fromkeys(ids, True),
+        group=group,
+        own_weights={"clip": 1.0, "fts": 1.0},
+    )
+
+
+def test_the_grid_covers_the_simplex():
+    grid = weight_grid(["clip", "fts", "caption"], 0.1)
+    assert len(grid) == 66
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
+    assert {"clip": 1.0, "fts": 0.0, "caption": 0.0} in grid
+
+
+def test_the_fit_weighs_the_channel_that_finds_the_answers():
+    # Full text puts the right image first every time, CLIP second: the fit must lean on full text.
+    queries = [query(i, clip=[(i + 100, 0.9), (i, 0.8)], fts=[(i, 3.0), (i + 100, 1.0)]) for i in range(5)]
+    fit = fit_weights(queries, CONVEX, ["clip", "fts"])
+    assert fit.mrr == 1.0 and fit.weights["fts"] > fit.weights["clip"]
+    flipped = [query(i, clip=[(i, 0.9), (i + 100, 0.8)], fts=[(i + 100, 3.0), (i, 1.0)]) for i in range(5)]
+    refit = fit_weights(flipped, CONVEX, ["clip", "fts"])  # an even tie breaks by CLIP's order: enough here
+    assert refit.mrr == 1.0 and refit.weights["clip"] >= refit.weights["fts"]
+
+
+def test_ties_go_to_the_more_even_weights():
+    # Both channels agree: every weighting scores MRR 1, and the fit keeps them even.
+    queries = [query(i, clip=[(i, 0.9), (i + 100, 0.1)], fts=[(i, 3.0), (i + 100, 1.0)]) for i in range(3)]
+    assert fit_weights(queries, RRF, ["clip", "fts"]).weights == {"clip": 0.5, "fts": 0.5}
+
+
+def test_a_query_with_clip_alone_keeps_clips_order():
+    only_clip = LabelledQuery("q", frozenset({2}), {"clip": [(3, 0.9), (2, 0.5)]}, {}, {})
+    assert fused_ids(only_clip, CONVEX, {"clip": 0.0, "fts": 1.0}) == [3, 2]
