@@ -57,8 +57,24 @@ class CheckedImage:
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
+def check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    """Refuse sizes whose decode or model input would be huge: pixel count, each side, aspect ratio."""
+    if width < 1 or height < 1:
+        raise InvalidImage(f"The image is {width}x{height} pixels; it has no pixels.")
+    if width * height > max_pixels:
+        raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
+    max_side = settings.LOUPE_MAX_IMAGE_SIDE
+    if max(width, height) > max_side:
+        raise InvalidImage(f"The image is {width}x{height} pixels; each side may be at most {max_side:,} pixels.")
+    max_ratio = settings.LOUPE_MAX_ASPECT_RATIO
+    if max(width, height) / min(width, height) > max_ratio:
+        raise InvalidImage(
+            f"The image is {width}x{height} pixels; its long side may be at most {max_ratio:g} times its short side."
+        )
+
+
 def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CheckedImage:
-    """Validate image bytes: size, format, pixel count (decompression bombs) and a full decode."""
+    """Validate image bytes: size, format, dimensions (decompression bombs, thin strips) and a full decode."""
     max_bytes = max_bytes or settings.LOUPE_MAX_UPLOAD_BYTES
     max_pixels = max_pixels or settings.LOUPE_MAX_IMAGE_PIXELS
     if not data:
@@ -76,8 +92,7 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
                         f"Unsupported image format {image_format or 'unknown'!r}; "
                         f"accepted: {', '.join(sorted(ALLOWED_FORMATS))}."
                     )
-                if width * height > max_pixels:
-                    raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
+                check_dimensions(width, height, max_pixels)  # from the header, before any decode
                 probe.load()  # a full decode: truncated or corrupt data fails here
     except InvalidImage:
         raise

@@ -210,6 +210,11 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 LOUPE_CACHE_TOWER_OUTPUTS = env.bool("LOUPE_CACHE_TOWER_OUTPUTS", default=True)
 LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
 LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=60_000_000)
+# Each side and the aspect ratio are bounded too: a 60,000 x 1 strip passes the pixel count in 138 bytes,
+# and the processor's scale-up of its short side to the model's size would allocate gigabytes. 20:1 is
+# beyond any panorama we serve; 20,000 px beyond any camera's side (docs/security.md).
+LOUPE_MAX_IMAGE_SIDE = env.int("LOUPE_MAX_IMAGE_SIDE", default=20_000)
+LOUPE_MAX_ASPECT_RATIO = env.float("LOUPE_MAX_ASPECT_RATIO", default=20.0)
 LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=320)
 FILE_UPLOAD_MAX_MEMORY_SIZE = LOUPE_MAX_UPLOAD_BYTES
 LOUPE_HNSW_EF_SEARCH = env.int("LOUPE_HNSW_EF_SEARCH", default=100)
