@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,10 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from collection.polyglots import polyglot_reason
 from core.errors import Refused
 
 ALLOWED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
-# Markup that makes a file a polyglot: an image that is also a page, a script or PHP when a browser,
-# a misconfigured server or a CDN sniffs it. A tag counts only with what must follow its name (space,
-# '/' or '>'): short names alone turn up by chance in compressed pixel data ("<Svg" did, in one COCO
-# photo), and metadata carries other markup (XMP's <x:xmpmeta, Photoshop's Apple plist <!DOCTYPE).
-# tests/integration/collection/test_datasets_not_polyglots.py checks every shared dataset image passes.
-ACTIVE_CONTENT = re.compile(rb"<(?:script|html|body|iframe|svg|object|embed)[\s/>]|<\?php|javascript:", re.IGNORECASE)
 
 
 class InvalidImage(Refused):
@@ -102,8 +96,8 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
         raise InvalidImage("The file is not an image Loupe can read.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"The image is damaged or truncated: {exc}.") from None
-    if ACTIVE_CONTENT.search(data):
-        raise InvalidImage("The file carries markup or script besides the image (a polyglot file); refused.")
+    if reason := polyglot_reason(data, image_format):
+        raise InvalidImage(reason)
     return CheckedImage(data, hashlib.sha256(data).hexdigest(), image_format, width, height)
 
 

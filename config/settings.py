@@ -180,6 +180,12 @@ REST_FRAMEWORK = {
         "feedback.api_keys.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # JSON bodies bounded in size and depth (core.api_parsers); the others as DRF's defaults.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.api_parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": ["feedback.api_keys.ApiKeyThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
