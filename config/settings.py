@@ -38,6 +38,8 @@ SECRET_KEY_FROM_ENV = bool(env.str("DJANGO_SECRET_KEY", default=""))
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# The beacons and the API get the JSON error shape for a failed check; pages get Django's.
+CSRF_FAILURE_VIEW = "core.csrf.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -131,7 +133,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "plain": {"class": "core.logs.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "json": {"()": "core.logs.JsonFormatter"},
     },
     "handlers": {
