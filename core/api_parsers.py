@@ -41,7 +41,7 @@ class BoundedJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        raw = stream.read(limit + 1) if stream is not None else b""
+        raw = (stream.read() if limit is None else stream.read(limit + 1)) if stream is not None else b""
         if limit is not None and len(raw) > limit:
             raise BodyTooLarge(f"The JSON body is over the {limit:,}-byte limit.")
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
