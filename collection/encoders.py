@@ -27,6 +27,7 @@ from PIL import Image as PILImage
 from collection.demo_model import build_demo_model
 from collection.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower, accelerate
 from collection.model_card import MODEL_CARD_FILE
+from collection.processor_input import bounded_for_processor
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Encoder(AcceleratedText):
         """Unit vectors and, for CLIP-style models, the vision tower's pooled outputs from the same pass."""
         out, pooled_out = [], []
         for start in range(0, len(images), batch_size):
-            batch = [image.convert("RGB") for image in images[start : start + batch_size]]
+            batch = [bounded_for_processor(image, self.image_processor) for image in images[start : start + batch_size]]
             # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
             # tiny images (a 3-pixel-high image looks channels-first to it).
             inputs = self.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")

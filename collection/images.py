@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,10 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from collection.polyglots import polyglot_reason
 from core.errors import Refused
 
 ALLOWED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
-# Markup that makes a file a polyglot: an image that is also a page, a script or PHP when a browser,
-# a misconfigured server or a CDN sniffs it. A tag counts only with what must follow its name (space,
-# '/' or '>'): short names alone turn up by chance in compressed pixel data ("<Svg" did, in one COCO
-# photo), and metadata carries other markup (XMP's <x:xmpmeta, Photoshop's Apple plist <!DOCTYPE).
-# tests/integration/collection/test_datasets_not_polyglots.py checks every shared dataset image passes.
-ACTIVE_CONTENT = re.compile(rb"<(?:script|html|body|iframe|svg|object|embed)[\s/>]|<\?php|javascript:", re.IGNORECASE)
 
 
 class InvalidImage(Refused):
@@ -57,8 +51,24 @@ class CheckedImage:
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
+def check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    """Refuse sizes whose decode or model input would be huge: pixel count, each side, aspect ratio."""
+    if width < 1 or height < 1:
+        raise InvalidImage(f"The image is {width}x{height} pixels; it has no pixels.")
+    if width * height > max_pixels:
+        raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
+    max_side = settings.LOUPE_MAX_IMAGE_SIDE
+    if max(width, height) > max_side:
+        raise InvalidImage(f"The image is {width}x{height} pixels; each side may be at most {max_side:,} pixels.")
+    max_ratio = settings.LOUPE_MAX_ASPECT_RATIO
+    if max(width, height) / min(width, height) > max_ratio:
+        raise InvalidImage(
+            f"The image is {width}x{height} pixels; its long side may be at most {max_ratio:g} times its short side."
+        )
+
+
 def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CheckedImage:
-    """Validate image bytes: size, format, pixel count (decompression bombs) and a full decode."""
+    """Validate image bytes: size, format, dimensions (decompression bombs, thin strips) and a full decode."""
     max_bytes = max_bytes or settings.LOUPE_MAX_UPLOAD_BYTES
     max_pixels = max_pixels or settings.LOUPE_MAX_IMAGE_PIXELS
     if not data:
@@ -76,8 +86,7 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
                         f"Unsupported image format {image_format or 'unknown'!r}; "
                         f"accepted: {', '.join(sorted(ALLOWED_FORMATS))}."
                     )
-                if width * height > max_pixels:
-                    raise InvalidImage(f"The image is {width}x{height} pixels; the limit is {max_pixels:,} pixels.")
+                check_dimensions(width, height, max_pixels)  # from the header, before any decode
                 probe.load()  # a full decode: truncated or corrupt data fails here
     except InvalidImage:
         raise
@@ -87,8 +96,8 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
         raise InvalidImage("The file is not an image Loupe can read.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"The image is damaged or truncated: {exc}.") from None
-    if ACTIVE_CONTENT.search(data):
-        raise InvalidImage("The file carries markup or script besides the image (a polyglot file); refused.")
+    if reason := polyglot_reason(data, image_format):
+        raise InvalidImage(reason)
     return CheckedImage(data, hashlib.sha256(data).hexdigest(), image_format, width, height)
 
 

@@ -124,13 +124,19 @@ def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> 
     return _run_nearest(sql, [vector_literal(vector), version.pk, int(k)], k=k, exact=False, filtered=False)
 
 
+# pgvector refuses a larger hnsw.ef_search ("outside the valid range ... (1 .. 1000)"): a deep page
+# whose scan asked for more answered 500 (issue 19, finding 5).
+HNSW_MAX_EF_SEARCH = 1000
+
+
 def _run_nearest(
     sql: str, params: list, *, k: int, exact: bool, filtered: bool, ef_search: int | None = None
 ) -> list[Neighbour]:
     """Run a nearest-neighbour query with its planner settings, all set in one round trip.
 
     ``ef_search`` defaults to ``LOUPE_HNSW_EF_SEARCH``; it is never below ``k``, since an HNSW scan
-    returns at most ``ef_search`` rows.
+    returns at most ``ef_search`` rows, and never above pgvector's maximum: deeper than that, the
+    iterative scan goes on past the first ``ef_search`` candidates until ``k`` rows are found.
     """
     if exact:
         # Without plain index scans the planner scans (or bitmap-scans the tag index) and sorts.
@@ -139,8 +145,9 @@ def _run_nearest(
         # The planner underestimates distance computations and may prefer scanning the version's rows
         # and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
         knobs = "set_config('hnsw.ef_search', %s, true), set_config('enable_sort', 'off', true)"
-        knob_params = [str(max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k))]
-        if filtered:
+        wanted = max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k)
+        knob_params = [str(min(wanted, HNSW_MAX_EF_SEARCH))]
+        if filtered or wanted > HNSW_MAX_EF_SEARCH:
             knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
     if connection.in_atomic_block:
         with transaction.atomic(), connection.cursor() as cursor:

@@ -38,6 +38,8 @@ SECRET_KEY_FROM_ENV = bool(env.str("DJANGO_SECRET_KEY", default=""))
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# The beacons and the API get the JSON error shape for a failed check; pages get Django's.
+CSRF_FAILURE_VIEW = "core.csrf.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -131,7 +133,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "plain": {"class": "core.logs.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "json": {"()": "core.logs.JsonFormatter"},
     },
     "handlers": {
@@ -180,6 +182,12 @@ REST_FRAMEWORK = {
         "feedback.api_keys.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # JSON bodies bounded in size and depth (core.api_parsers); the others as DRF's defaults.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.api_parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": ["feedback.api_keys.ApiKeyThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -210,6 +218,11 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=32)
 LOUPE_CACHE_TOWER_OUTPUTS = env.bool("LOUPE_CACHE_TOWER_OUTPUTS", default=True)
 LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
 LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=60_000_000)
+# Each side and the aspect ratio are bounded too: a 60,000 x 1 strip passes the pixel count in 138 bytes,
+# and the processor's scale-up of its short side to the model's size would allocate gigabytes. 20:1 is
+# beyond any panorama we serve; 20,000 px beyond any camera's side (docs/security.md).
+LOUPE_MAX_IMAGE_SIDE = env.int("LOUPE_MAX_IMAGE_SIDE", default=20_000)
+LOUPE_MAX_ASPECT_RATIO = env.float("LOUPE_MAX_ASPECT_RATIO", default=20.0)
 LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=320)
 FILE_UPLOAD_MAX_MEMORY_SIZE = LOUPE_MAX_UPLOAD_BYTES
 LOUPE_HNSW_EF_SEARCH = env.int("LOUPE_HNSW_EF_SEARCH", default=100)

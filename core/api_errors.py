@@ -13,12 +13,23 @@ def error_response(code: str, message: str, http_status: int, fields: dict | Non
     return Response(error_body(code, message, fields), status=http_status)
 
 
-def _flatten(detail) -> dict:
-    if isinstance(detail, dict):
-        return {
-            key: " ".join(map(str, value)) if isinstance(value, list) else str(value) for key, value in detail.items()
-        }
-    return {}
+def flatten_errors(detail, prefix: str = "") -> dict:
+    """``{field: message}`` in plain words; nested errors (a list's items) keyed ``items.0``.
+
+    ``str()`` of a nested dict of ``ErrorDetail`` printed Python's repr to API clients (issue 19, finding 9).
+    """
+    if not isinstance(detail, dict):
+        return {}
+    fields: dict = {}
+    for key, value in detail.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            fields.update(flatten_errors(value, name))
+        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            fields.update(flatten_errors({str(i): v for i, v in enumerate(value) if v}, name))
+        else:
+            fields[name] = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return fields
 
 
 def exception_handler(exc, context):
@@ -31,7 +42,7 @@ def exception_handler(exc, context):
     if response is None:
         return None  # a real server error: Django's 500 handling and logging take over
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
+        fields = flatten_errors(exc.detail)
         message = "; ".join(f"{k}: {v}" for k, v in fields.items()) or "Invalid request."
         code = "invalid_request"
     else:

@@ -24,6 +24,27 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 request_logger = logging.getLogger("loupe.requests")
 
 
+# C0 and C1 control characters and the Unicode line and paragraph separators: any of them in a logged
+# value (a URL's %0a, a header) would start a forged line in a terminal or a line-based log shipper.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: each control character as its ``\\xNN`` / ``\\uNNNN`` escape."""
+    return CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class PlainFormatter(logging.Formatter):
+    """The terminal format, one record per line: the message's control characters escaped.
+
+    A traceback, appended after the message, keeps its own lines: only the record's text is untrusted.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api_errors import ErrorSerializer
+from core.api_errors import ErrorSerializer, flatten_errors
 from feedback.api_keys import scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer
@@ -71,7 +71,7 @@ def _record_batch(request: Request, batch_class, serializer_class) -> Response:
 
 
 def _describe(errors: dict) -> str:
-    return "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in errors.items())
+    return "; ".join(f"{name}: {message}" for name, message in flatten_errors(errors).items())
 
 
 class FeedbackView(APIView):

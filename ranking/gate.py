@@ -15,6 +15,7 @@ wins about half of the searches and loses the other half, and must not replace i
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,13 +26,24 @@ class GateDecision:
     promote: bool
     candidate: float  # mean counterfactual DCG@10 per gate-window search
     serving: float
-    relative_gain: float  # candidate / serving - 1 (inf when the serving order scores 0)
+    relative_gain: float  # candidate / serving - 1 (inf when the serving order scores 0; null in as_dict)
     lower_bound: float  # one-sided lower confidence bound of the mean paired difference
     searches: int
     reason: str
 
     def as_dict(self) -> dict:
-        return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in asdict(self).items()}
+        """JSON-ready: a value that is not a finite number (the gain over a serving order scoring 0) is None.
+
+        PostgreSQL's jsonb refuses ``Infinity``; storing it failed the whole retraining, so no ranker
+        could ever be trained while the serving order scored 0 on the gate window (issue 19, finding 8).
+        """
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+def _json_number(value):
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def decide(
@@ -56,7 +68,9 @@ def decide(
     means = difference[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
     lower = float(np.quantile(means, 1.0 - confidence))
     gain = mean_c / mean_s - 1.0 if mean_s > 0 else (float("inf") if mean_c > 0 else 0.0)
-    if gain < margin:
+    if math.isinf(gain) and lower > 0:
+        reason = f"the serving order scores 0, the candidate {mean_c:.4f}; lower bound {lower:+.4f} at {confidence:.0%}"
+    elif gain < margin:
         reason = f"gain {gain:+.1%} is below the margin {margin:.1%}"
     elif lower <= 0:
         reason = f"gain {gain:+.1%} is not significant (lower bound {lower:+.4f} at {confidence:.0%})"

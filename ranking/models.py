@@ -266,6 +266,11 @@ class Variant(ArmConfig):
     def __str__(self) -> str:
         return f"{self.experiment.name} / {self.name}"
 
+    def clean(self) -> None:
+        super().clean()
+        if self.weight is not None and self.weight < 1:
+            raise ValidationError({"weight": "At least 1: an arm of weight 0 gets no users."})
+
 
 class ExperimentAudit(models.Model):
     """Who started, stopped or promoted what, and when."""

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
-from collection.images import InvalidImage, read_image
+from collection.images import InvalidImage, read_upload
 from collection.models import Image
 from collection.tag_stats import tag_suggestions
 from core.errors import error_body
@@ -38,7 +38,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
             image_form = ImageSearchForm(request.POST, request.FILES)
             context["image_form"] = image_form
             if image_form.is_valid():
-                checked = read_image(image_form.cleaned_data["image"].read())
+                checked = read_upload(image_form.cleaned_data["image"])  # its size first: nothing big is read
                 context["response"] = SearchService().search(SearchRequest(image=checked), web_viewer(request))
             else:
                 context["error"] = "Choose an image file to search with."

@@ -69,7 +69,7 @@ def coco_items(captions_json: Path, images_dir: Path | None = None) -> Iterator[
     for info in sorted(data["images"], key=lambda i: i["id"]):
         lic = licences.get(info.get("license"), {})
         yield IngestItem(
-            path=images_dir / info["file_name"],
+            path=inside(images_dir, str(info["file_name"]), str(captions_json)),
             captions=captions.get(info["id"], []),
             tags=clean_tags(categories.get(info["id"], [])),
             licence=f"{lic.get('name', '')} ({lic.get('url', '')})" if lic else "",
@@ -88,6 +88,18 @@ def _coco_categories(instances_json: Path) -> dict[int, list[str]]:
     return per_image
 
 
+def inside(base: Path, file_name: str, where: str) -> Path:
+    """``base / file_name``, refused unless it resolves (symlinks followed) inside ``base``.
+
+    A table or an annotation file names images beside it; "../../etc/..." or an absolute path would read
+    any file the process may read into the collection (issue 19, finding 9).
+    """
+    path = (base / file_name).resolve()
+    if not path.is_relative_to(base.resolve()):
+        raise SourceError(f"{where}: {file_name!r} is outside the folder {base}; refused.")
+    return path
+
+
 def _row_item(row: dict, base: Path, where: str) -> IngestItem:
     file_name = str(row.get("file") or row.get("path") or "").strip()
     if not file_name:
@@ -100,7 +112,7 @@ def _row_item(row: dict, base: Path, where: str) -> IngestItem:
     tags = row.get("tags") or []
     tags = split_tag_list(tags) if isinstance(tags, str) else clean_tags(tags)
     return IngestItem(
-        path=(base / file_name),
+        path=inside(base, file_name, where),
         captions=[" ".join(str(c).split()) for c in captions if str(c).strip()],
         tags=tags,
         licence=str(row.get("licence") or row.get("license") or ""),
@@ -140,7 +152,7 @@ def labels_items(path: Path, images_dir: Path | None = None) -> Iterator[IngestI
     base = images_dir or path.parent
     for file_name, labels in sorted(data.items()):
         tags = split_tag_list(labels) if isinstance(labels, str) else clean_tags(labels or [])
-        yield IngestItem(path=base / file_name, tags=tags)
+        yield IngestItem(path=inside(base, file_name, str(path)), tags=tags)
 
 
 def detect_items(source: Path, *, images_dir: Path | None = None, folder_tags: bool = True) -> Iterator[IngestItem]:

@@ -25,6 +25,10 @@ def start(experiment: Experiment, user: str = "") -> Experiment:
         raise ExperimentError("Interleaving compares exactly two arms.")
     if experiment.mode == Experiment.Mode.AB and sum(v.is_control for v in variants) != 1:
         raise ExperimentError("Mark exactly one arm as the control.")
+    if zero := [v.name for v in variants if v.weight < 1]:
+        # A weight-0 arm gets no users; all of them at 0 sent everyone to the last arm, and the sample-ratio
+        # check divided by the total weight: the admin showed nan and the results API answered 500.
+        raise ExperimentError(f"Every arm needs a weight of at least 1: {', '.join(zero)} weighs 0.")
     if not 0 < experiment.traffic_share <= 1:
         raise ExperimentError("The traffic share must be above 0 and at most 1.")
     with transaction.atomic():

@@ -95,11 +95,18 @@ class SampleRatio:
 def sample_ratio_check(users_per_arm: list[int], weights: list[float], threshold: float = 0.001) -> SampleRatio:
     """Chi-square goodness of fit; p below ``threshold`` means the split is broken (assignment or logging bug)."""
     total = sum(users_per_arm)
-    shares = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+    weight = float(sum(weights))
+    shares = np.asarray(weights, dtype=np.float64) / weight if weight > 0 else np.zeros(len(weights))
     expected = (shares * total).tolist()
     if total == 0 or len(users_per_arm) < 2:
         return SampleRatio(list(users_per_arm), expected, 1.0, False)
-    p_value = float(stats.chisquare(users_per_arm, expected).pvalue)
+    observed = np.asarray(users_per_arm, dtype=np.float64)
+    if np.any((shares == 0) & (observed > 0)):
+        # Users in an arm that should have none (weight 0; refused at start, but rows from before remain):
+        # a certain mismatch, where chi-square would divide by zero.
+        return SampleRatio(list(users_per_arm), expected, 0.0, True)
+    kept = shares > 0
+    p_value = float(stats.chisquare(observed[kept], np.asarray(expected)[kept]).pvalue) if kept.sum() > 1 else 1.0
     return SampleRatio(list(users_per_arm), expected, p_value, p_value < threshold)
 
 

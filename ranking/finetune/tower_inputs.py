@@ -24,6 +24,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 
 from collection.models import Image
+from collection.processor_input import bounded_for_processor
 from ranking.finetune.heads import TextStates
 from ranking.finetune.towers import cached_image_pooled, fill_image_cache, open_stored
 
@@ -65,7 +66,9 @@ def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
 def image_states(encoder, images: Sequence[PILImage.Image], layers: int) -> np.ndarray:
     """(n, tokens, width) float16: the vision tower's hidden states entering its last ``layers`` blocks."""
     inputs = encoder.image_processor(
-        images=[i.convert("RGB") for i in images], return_tensors="pt", input_data_format="channels_last"
+        images=[bounded_for_processor(i, encoder.image_processor) for i in images],
+        return_tensors="pt",
+        input_data_format="channels_last",
     )
     with torch.inference_mode():
         result = encoder.model.vision_model(pixel_values=inputs["pixel_values"], output_hidden_states=True)

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +25,7 @@ from collection.images import InvalidImage, read_image, read_upload
 from collection.ingestion.service import add_image
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
+from core.api_parsers import BoundedJSONParser
 from feedback.api_keys import scope_required
 from searchapp.api.serializers import ImageSerializer
 
@@ -69,7 +70,10 @@ def allowed_path(raw: str) -> Path:
     path = Path(raw)
     if not path.is_absolute():
         raise InvalidImage("Give an absolute path.")
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, a name too long
+        raise InvalidImage("That path cannot be resolved.") from None
     if not any(resolved.is_relative_to(root) for root in settings.LOUPE_INGEST_ROOTS):
         raise InvalidImage("That path is outside the folders this server may ingest from.")
     if not resolved.is_file():
@@ -77,11 +81,21 @@ def allowed_path(raw: str) -> Path:
     return resolved
 
 
+def read_path(path: Path) -> bytes:
+    """The file's bytes, its size checked first; a file the server may not read is the partner's 400."""
+    try:
+        if path.stat().st_size > settings.LOUPE_MAX_UPLOAD_BYTES:
+            raise InvalidImage(f"The file is over the {settings.LOUPE_MAX_UPLOAD_BYTES:,}-byte limit.")
+        return path.read_bytes()
+    except OSError as exc:  # permissions, a folder's race, an I/O error: once a 500 (issue 19, finding 9)
+        raise InvalidImage(f"The server cannot read that file ({exc.strerror or type(exc).__name__}).") from None
+
+
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}
 
 
 class AddImageView(APIView):
-    parser_classes = [MultiPartParser, JSONParser]
+    parser_classes = [MultiPartParser, BoundedJSONParser]
     permission_classes = [scope_required("ingest")]
 
     @extend_schema(
@@ -102,9 +116,7 @@ class AddImageView(APIView):
             source = f"api upload by {request.auth.prefix}: {data['image'].name}"[:2000]
         else:
             path = allowed_path(data["path"])
-            if path.stat().st_size > settings.LOUPE_MAX_UPLOAD_BYTES:
-                raise InvalidImage(f"The file is over the {settings.LOUPE_MAX_UPLOAD_BYTES:,}-byte limit.")
-            checked, source = read_image(path.read_bytes()), str(path)
+            checked, source = read_image(read_path(path)), str(path)
         image, created = add_image(
             checked,
             captions=data.get("captions", []),

@@ -6,7 +6,7 @@ import hashlib
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +16,7 @@ from collection.models import Image
 from collection.tag_stats import tag_suggestions
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
+from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
 from feedback.api_keys import scope_required
 from feedback.identity import Viewer, partner_viewer
@@ -63,7 +64,7 @@ def _search_request(data: dict, **query) -> SearchRequest:
 
 
 class SearchView(APIView):
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [BoundedJSONParser, MultiPartParser, FormParser]
     permission_classes = [scope_required("search", anonymous_allowed=lambda: settings.LOUPE_API_ANONYMOUS_SEARCH)]
 
     @extend_schema(

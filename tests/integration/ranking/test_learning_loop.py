@@ -117,6 +117,31 @@ def test_a_ranker_no_better_than_the_serving_order_is_not_promoted(service, coll
     assert RankerVersion.objects.get().status == "rejected"
 
 
+def click_the_last(service, searches: int, start: int = 0) -> None:
+    """Each user clicks only the image the first stage puts 12th, below DCG@10's cut-off."""
+    for n in range(start, start + searches):
+        viewer = Viewer(user_key=f"anon:user-{n:04d}-222222222222")
+        response = service.search(SearchRequest(text=QUERY, page_size=12), viewer)
+        last = max(response.hits, key=lambda hit: hit.position)
+        assert last.position == 12
+        record_click(viewer, ClickInput(str(response.event_id), last.image.pk, last.position, f"c{n}"))
+
+
+def test_retraining_completes_when_the_serving_order_scores_zero(service, collection):
+    """Finding 8 of issue 19: the infinite gain was stored as ``Infinity``, which jsonb refuses, so the
+    run failed and no ranker could ever be trained while the serving order scored 0 on the gate window."""
+    click_the_last(service, 60)
+    refresh_summaries()
+    click_the_last(service, 60, start=60)
+    run = retrain(force=True)
+    assert run.outcome in (TrainingRun.Outcome.PROMOTED, TrainingRun.Outcome.KEPT), run.message
+    run.refresh_from_db()  # what jsonb stored
+    gate = run.metrics["gate"]
+    assert gate["serving"] == 0 and gate["candidate"] > 0
+    assert gate["relative_gain"] is None
+    assert RankerVersion.objects.get().metrics["gate"]["relative_gain"] is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_retrain_task_never_runs_twice_at_once(settings, tmp_path):
     """Another connection holds the lock (another worker training): the task steps aside."""

@@ -1,9 +1,13 @@
 """The encoder wrapper, on the tiny demo model loaded through the same path as any model folder."""
 
+import io
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from django.conf import settings
 from PIL import Image as PILImage
 
@@ -14,7 +18,10 @@ from collection.encoders import (
     configure_torch_threads,
     load_configured_encoder,
     normalise_query,
+    unit_rows,
 )
+from collection.processor_input import bounded_for_processor
+from tests.conftest import image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +114,29 @@ def test_tiny_images_encode(encoder, size):
     """Found by the API fuzz: the processor took a 3-pixel-high image for channels-first and failed."""
     vectors = encoder.encode_images([PILImage.new("RGB", size, (200, 10, 10)), PILImage.new("L", size, 128)])
     assert vectors.shape == (2, encoder.dimension) and np.isfinite(vectors).all()
+
+
+def test_a_thin_strip_reaches_the_model_without_a_huge_intermediate(encoder):
+    """Finding 2 of issue 19: the processor would scale the strip's 1-pixel side up to the model's size."""
+    strip = PILImage.new("RGB", (20_000, 1), (10, 200, 30))
+    tracemalloc.start()
+    started = time.perf_counter()
+    vector = encoder.encode_images([strip])
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert vector.shape == (1, encoder.dimension)
+    assert peak < 20 * 2**20 and elapsed < 2.0, (peak, elapsed)
+
+
+def test_bounding_for_the_processor_does_not_change_vectors(encoder):
+    """What the processor's centre crop uses is kept: a wide image's vector is the same as unbounded (up to
+    the sub-pixel shift of rounding the resized size)."""
+    wide = PILImage.open(io.BytesIO(image_bytes(5, size=(600, 90)))).convert("RGB")
+    unbounded = encoder.image_processor(images=[wide], return_tensors="pt", input_data_format="channels_last")
+    with torch.inference_mode():
+        expected = unit_rows(encoder.model.get_image_features(pixel_values=unbounded["pixel_values"]))
+    assert bounded_for_processor(wide, encoder.image_processor).size == (180, 90)
+    assert float(encoder.encode_images([wide])[0] @ expected[0]) > 0.9999
+    square = PILImage.new("RGB", (64, 48))
+    assert bounded_for_processor(square, encoder.image_processor).size == (64, 48)

@@ -1,5 +1,7 @@
 """The promotion gate and the counterfactual DCG it compares with, on small known cases."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,12 @@ def test_mismatched_or_empty_inputs():
     with pytest.raises(ValueError):
         decide(np.ones(3), np.ones(4), margin=0.0)
     assert not decide(np.array([]), np.array([]), margin=0.0).promote
+
+
+def test_a_serving_order_that_scores_0_gives_a_decision_that_is_valid_json():
+    """Finding 8 of issue 19: the infinite gain was stored as ``Infinity``, which jsonb refuses."""
+    decision = decide(np.array([1.0, 0.5, 1.0, 0.8]), np.zeros(4), margin=0.02)
+    assert decision.promote and decision.relative_gain == float("inf")
+    stored = json.loads(json.dumps(decision.as_dict(), allow_nan=False))
+    assert stored["relative_gain"] is None and stored["candidate"] == pytest.approx(0.825)
+    assert "serving order scores 0" in stored["reason"]
