@@ -6,7 +6,7 @@ but did not), scaled so that being first in every eligible channel scores 1.0. I
 away: on coco_mini's held-out captions it fell below its best channel (docs/retrieval.md).
 
 **Convex** (Bruch, Gai & Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS
-2023): each channel's scores are min-max normalised over the list it returned, and an image's fused
+2023): each channel's scores are normalised over the list it returned (``max_normalised``), and an image's fused
 score is the weighted mean of its normalised scores over the channels that could have found it (0
 where a channel could but did not). The paper found it beats RRF in and out of domain and needs few
 labelled queries to fit its weights; Loupe fits them on the collection's own held-out captions
@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 RRF = "rrf"
 CONVEX = "convex"
 METHODS = (RRF, CONVEX)
+# Fused scores are rounded: sums that differ only in the order of their terms' rounding are ties, broken by
+# CLIP's order, so a vectorised re-computation (searchapp.fusion_fit) orders candidates exactly alike.
+TIE_DECIMALS = 12
 
 
 @dataclass
@@ -63,7 +66,7 @@ def reciprocal_rank_fusion(
             rank = candidate.ranks.get(channel)
             if rank is not None:
                 numerator += weight / (k + rank)
-        candidate.score = numerator / total_weight / best if total_weight else 0.0
+        candidate.score = round(numerator / total_weight / best, TIE_DECIMALS) if total_weight else 0.0
     first = next(iter(rankings.values()), [])
     order = {image_id: i for i, image_id in enumerate(first)}
     return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
@@ -75,12 +78,12 @@ def convex_fusion(
     *,
     eligible: Callable[[str, int], bool] = lambda channel, image_id: True,
 ) -> list[FusedCandidate]:
-    """Fuse ranked (id, score) lists by a convex combination of min-max normalised scores; best first, ties
+    """Fuse ranked (id, score) lists by a convex combination of normalised scores; best first, ties
     broken by the first channel's order, then id."""
     candidates: dict[int, FusedCandidate] = {}
     normalised: dict[str, dict[int, float]] = {}
     for channel, ranking in rankings.items():
-        normalised[channel] = _min_max(ranking)
+        normalised[channel] = max_normalised(ranking)
         for rank, (image_id, _) in enumerate(ranking, 1):
             candidate = candidates.get(image_id)
             if candidate is None:
@@ -94,22 +97,25 @@ def convex_fusion(
                 continue
             total_weight += weight
             numerator += weight * normalised[channel].get(candidate.image_id, 0.0)
-        candidate.score = numerator / total_weight if total_weight else 0.0
+        candidate.score = round(numerator / total_weight, TIE_DECIMALS) if total_weight else 0.0
     first = next(iter(rankings.values()), [])
     order = {image_id: i for i, (image_id, _) in enumerate(first)}
     return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
 
 
-def _min_max(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
-    """Scores mapped to [0, 1] over the list (the best one of a tie-only list scores 1); an id listed
-    twice keeps its best score."""
+def max_normalised(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Scores over the list's best, floored at 0: Bruch et al.'s theoretical min-max with a minimum of 0
+    (ts_rank_cd is never below it; a cosine below 0 is no match). A list whose best is not above 0 scores
+    1 throughout; an id listed twice keeps its best score.
+
+    On coco_mini's held-out captions (cross-fitted, 795 queries) it beat min-max over the list (R@1 0.825
+    against 0.811), a z-score (0.818) and floors of -1 (0.814) or 0.5 (0.818): docs/retrieval.md.
+    """
     if not ranking:
         return {}
-    scores = [score for _, score in ranking]
-    low, high = min(scores), max(scores)
-    spread = high - low
+    high = max(score for _, score in ranking)
     result: dict[int, float] = {}
     for image_id, score in ranking:
-        value = (score - low) / spread if spread > 0 else 1.0
+        value = max(score, 0.0) / high if high > 0 else 1.0
         result[image_id] = max(result.get(image_id, 0.0), value)
     return result

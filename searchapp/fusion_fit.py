@@ -14,9 +14,10 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
 
-from collection.fusion import CONVEX, convex_fusion, reciprocal_rank_fusion
+from collection.fusion import CONVEX, TIE_DECIMALS, convex_fusion, max_normalised, reciprocal_rank_fusion
 from ranking.metrics import reciprocal_rank
 
 
@@ -69,13 +70,69 @@ class Fit:
     queries: int
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One query as arrays, so that a weighting costs a matrix product: row i is candidate ``ids[i]``."""
+
+    ids: np.ndarray
+    scores: np.ndarray  # (candidates, channels): normalised score (convex) or (k + 1) / (k + rank) (RRF); 0: absent
+    eligible: np.ndarray  # (candidates, channels): the channel could have found the candidate
+    tie_order: np.ndarray  # position in the first channel's list (len(list) if absent), then the id
+    relevant: np.ndarray  # (candidates,) bool
+
+
+def prepare(query: LabelledQuery, method: str, channels: Sequence[str]) -> Prepared:
+    ids = sorted({image_id for ranking in query.rankings.values() for image_id, _ in ranking})
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    scores = np.zeros((len(ids), len(channels)))
+    eligible = np.ones((len(ids), len(channels)), dtype=bool)
+    for j, channel in enumerate(channels):
+        ranking = query.rankings.get(channel)
+        if ranking is None:
+            eligible[:, j] = False  # the channel did not run: fused as if its weight were 0
+            continue
+        if method == CONVEX:
+            for image_id, value in max_normalised(ranking).items():
+                scores[row[image_id], j] = value
+        else:
+            for rank, (image_id, _) in reversed(list(enumerate(ranking, 1))):  # the first rank wins
+                # Scaled as collection.fusion scales it (first everywhere = 1), so the rounding matches.
+                scores[row[image_id], j] = (settings.LOUPE_RRF_K + 1) / (settings.LOUPE_RRF_K + rank)
+        if channel == "fts":
+            eligible[:, j] = [query.has_document.get(i, False) for i in ids]
+        elif channel == "caption":
+            eligible[:, j] = [query.has_captions.get(i, False) for i in ids]
+    first = next(iter(query.rankings.values()), [])
+    position = {image_id: p for p, (image_id, _) in reversed(list(enumerate(first)))}
+    tie_order = np.array([position.get(i, len(position)) for i in ids])
+    relevant = np.array([i in query.relevant for i in ids], dtype=bool)
+    return Prepared(np.array(ids), scores, eligible, tie_order, relevant)
+
+
+def prepared_reciprocal_rank(query: Prepared, weights: np.ndarray) -> float:
+    """The reciprocal rank of the first relevant candidate under ``weights`` (channel order of ``prepare``)."""
+    if not query.relevant.any():
+        return 0.0
+    used = query.eligible * (weights > 0)
+    total = used @ weights
+    numerator = (query.scores * used) @ weights
+    fused = np.divide(numerator, total, out=np.zeros_like(numerator), where=total > 0)
+    fused = np.round(fused, TIE_DECIMALS)  # as collection.fusion rounds: the same ties
+    order = np.lexsort((query.ids, query.tie_order, -fused))
+    return 1.0 / (1 + int(np.flatnonzero(query.relevant[order])[0]))
+
+
 def fit_weights(queries: Sequence[LabelledQuery], method: str, channels: Sequence[str], step: float = 0.1) -> Fit:
     """The grid weights with the best mean reciprocal rank on ``queries``; ties go to the more even weights."""
     if not queries:
         raise ValueError("No labelled queries to fit fusion weights on.")
+    prepared = [prepare(q, method, channels) for q in queries if len(q.rankings) > 1]
+    # With one channel the weights change nothing: those queries score the same under every weighting.
+    fixed = sum(reciprocal_rank(fused_ids(q, method, {}), q.relevant) for q in queries if len(q.rankings) == 1)
     best: tuple[float, float, dict[str, float]] | None = None
     for weights in weight_grid(channels, step):
-        mrr = sum(reciprocal_rank(fused_ids(q, method, weights), q.relevant) for q in queries) / len(queries)
+        vector = np.array([weights[c] for c in channels])
+        mrr = (fixed + sum(prepared_reciprocal_rank(q, vector) for q in prepared)) / len(queries)
         evenness = -max(weights.values())
         if best is None or (round(mrr, 9), evenness) > (round(best[0], 9), best[1]):
             best = (mrr, evenness, weights)

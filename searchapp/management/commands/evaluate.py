@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 from collection.fusion import CONVEX, RRF
 from collection.models import Caption, FusionSetting, Image
-from collection.versions import sentence_version
 from searchapp import evaluation
 from searchapp.fusion_fit import fit_weights
 from searchapp.search import SearchService

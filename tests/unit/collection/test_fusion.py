@@ -62,8 +62,9 @@ def test_convex_fusion_uses_the_score_gap_that_ranks_throw_away():
     fts = [(2, 0.51), (1, 0.50), (3, 0.0)]
     fused = convex_fusion({"clip": clip, "fts": fts}, {"clip": 0.5, "fts": 0.5})
     assert [c.image_id for c in fused] == [1, 2, 3]
+    # Each list's scores over its best (floored at 0).
     assert fused[0].score == pytest.approx(0.5 * 1.0 + 0.5 * (0.50 / 0.51))
-    assert fused[1].score == pytest.approx(0.5 * (0.1 / 0.8) + 0.5 * 1.0)
+    assert fused[1].score == pytest.approx(0.5 * (0.2 / 0.9) + 0.5 * 1.0)
 
 
 def test_convex_fusion_judges_images_without_text_by_clip_alone():
@@ -77,7 +78,7 @@ def test_convex_fusion_judges_images_without_text_by_clip_alone():
     )
     by_id = {c.image_id: c.score for c in fused}
     assert by_id[1] == pytest.approx(1.0)  # no text: CLIP's normalised score alone, not halved
-    assert by_id[2] == pytest.approx(0.5 * 0.5)  # has text, ranked last by it: 0 there
+    assert by_id[2] == pytest.approx(0.5 * (0.5 / 0.9))  # has text, scored 0 by it
 
 
 def test_convex_fusion_with_one_weighted_channel_keeps_its_order():
@@ -90,3 +91,8 @@ def test_convex_fusion_with_one_weighted_channel_keeps_its_order():
 def test_a_list_of_equal_scores_normalises_to_one():
     fused = convex_fusion({"fts": [(1, 0.4), (2, 0.4)]}, {"fts": 1.0})
     assert [c.score for c in fused] == [1.0, 1.0]
+
+
+def test_negative_scores_count_as_no_match():
+    fused = convex_fusion({"clip": [(1, 0.5), (2, -0.3)]}, {"clip": 1.0})
+    assert [(c.image_id, c.score) for c in fused] == [(1, 1.0), (2, 0.0)]

@@ -1,9 +1,20 @@
 """Fitting fusion weights on labelled queries: the grid, the choice, and the served fusion's equal."""
 
+import random
+
+import numpy as np
 import pytest
 
 from collection.fusion import CONVEX, RRF
-from searchapp.fusion_fit import LabelledQuery, fit_weights, fused_ids, weight_grid
+from ranking.metrics import reciprocal_rank
+from searchapp.fusion_fit import (
+    LabelledQuery,
+    fit_weights,
+    fused_ids,
+    prepare,
+    prepared_reciprocal_rank,
+    weight_grid,
+)
 
 
 def query(relevant: int, clip, fts, group=0) -> LabelledQuery:
@@ -28,10 +39,10 @@ def test_the_grid_covers_the_simplex():
 
 def test_the_fit_weighs_the_channel_that_finds_the_answers():
     # Full text puts the right image first every time, CLIP second: the fit must lean on full text.
-    queries = [query(i, clip=[(i + 100, 0.9), (i, 0.8)], fts=[(i, 3.0), (i + 100, 1.0)]) for i in range(5)]
+    queries = [query(i, clip=[(i + 100, 0.9), (i, 0.1)], fts=[(i, 3.0), (i + 100, 2.9)]) for i in range(5)]
     fit = fit_weights(queries, CONVEX, ["clip", "fts"])
     assert fit.mrr == 1.0 and fit.weights["fts"] > fit.weights["clip"]
-    flipped = [query(i, clip=[(i, 0.9), (i + 100, 0.8)], fts=[(i + 100, 3.0), (i, 1.0)]) for i in range(5)]
+    flipped = [query(i, clip=[(i, 0.9), (i + 100, 0.1)], fts=[(i + 100, 3.0), (i, 2.9)]) for i in range(5)]
     refit = fit_weights(flipped, CONVEX, ["clip", "fts"])  # an even tie breaks by CLIP's order: enough here
     assert refit.mrr == 1.0 and refit.weights["clip"] >= refit.weights["fts"]
 
@@ -45,3 +56,30 @@ def test_ties_go_to_the_more_even_weights():
 def test_a_query_with_clip_alone_keeps_clips_order():
     only_clip = LabelledQuery("q", frozenset({2}), {"clip": [(3, 0.9), (2, 0.5)]}, {}, {})
     assert fused_ids(only_clip, CONVEX, {"clip": 0.0, "fts": 1.0}) == [3, 2]
+
+
+@pytest.mark.parametrize("method", [RRF, CONVEX])
+def test_the_fast_fit_scores_every_weighting_as_the_served_fusion_does(method):
+    # Random lists with overlaps, ties, and images the text channels cannot see.
+    rng = random.Random(7)
+    channels = ["clip", "fts", "caption"]
+    for trial in range(40):
+        rankings = {
+            c: [(i, round(rng.random(), 1)) for i in rng.sample(range(30), rng.randint(0, 12))] for c in channels
+        }
+        for c in channels:
+            rankings[c].sort(key=lambda pair: -pair[1])
+        ids = {i for ranking in rankings.values() for i, _ in ranking}
+        relevant = rng.choice(sorted(ids)) if ids else 0
+        labelled = LabelledQuery(
+            "q",
+            frozenset({relevant}),
+            rankings,
+            has_document={i: rng.random() < 0.7 for i in ids},
+            has_captions={i: rng.random() < 0.7 for i in ids},
+        )
+        prepared = prepare(labelled, method, channels)
+        for weights in weight_grid(channels, 0.25):
+            exact = reciprocal_rank(fused_ids(labelled, method, weights), labelled.relevant)
+            fast = prepared_reciprocal_rank(prepared, np.array([weights[c] for c in channels]))
+            assert fast == pytest.approx(exact), (trial, weights)
