@@ -27,7 +27,7 @@ from feedback.summaries import refresh_summaries
 
 
 def thumbnail(image) -> str:
-    return format_html('<img src="{}" alt="" style="height:48px;border-radius:4px">', image.thumbnail.url)
+    return format_html('<img src="{}" alt="" class="loupe-thumb">', image.thumbnail.url)
 
 
 def percent(value: float | None) -> str:
