@@ -21,11 +21,10 @@ class CaptionInline(admin.TabularInline):
 
 
 class ImageForm(forms.ModelForm):
-    """The attribution is a link on the image page: the same http(s)-only rule as ingestion."""
+    """The attribution is a link on the image page: the same http(s)-only rule as ingestion.
 
-    class Meta:
-        model = Image
-        fields = "__all__"
+    No Meta: ImageAdmin's fields (and model) are filled in by the admin's form factory.
+    """
 
     def clean_attribution(self) -> str:
         try:

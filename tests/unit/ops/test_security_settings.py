@@ -83,7 +83,7 @@ def _settings_with(tmp_path, **env) -> dict:
         "SECURE_REFERRER_POLICY",
         "X_FRAME_OPTIONS",
     ]
-    code = "import json, config.settings as s; print(json.dumps({n: getattr(s, n, None) for n in %r}))" % names
+    code = f"import json, config.settings as s; print(json.dumps({{n: getattr(s, n, None) for n in {names!r}}}))"
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LOUPE_"))}
     run = subprocess.run(
         [sys.executable, "-c", code],
