@@ -1,9 +1,9 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from feedback import api as feedback_api
 from ranking import api as ranking_api
-from searchapp.api import ingest, views
+from searchapp.api import docs, ingest, views
 
 urlpatterns = [
     path("search", views.SearchView.as_view(), name="api-search"),
@@ -30,7 +30,7 @@ urlpatterns = [
     ),
     path(
         "redoc",
-        SpectacularRedocView.as_view(url_name="api-schema", template_name="api/redoc.html"),
+        docs.RedocView.as_view(url_name="api-schema"),
         name="api-redoc",
     ),
 ]

@@ -6,5 +6,6 @@
   if (!container || !window.Redoc) return;
   var settings = container.dataset.settings ? JSON.parse(container.dataset.settings) : {};
   settings.disableSearch = true;
+  settings.nonce = container.dataset.styleNonce; // put on the <style> elements Redoc writes
   window.Redoc.init(container.dataset.schemaUrl, settings, container);
 })();
