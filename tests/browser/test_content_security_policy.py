@@ -69,5 +69,5 @@ def test_pages_work_under_the_policy_without_violations(live_server, live_collec
 
     # The listener works: an inline script added now is blocked and reported.
     page.evaluate(INLINE_SCRIPT)
-    page.wait_for_function("window.__csp.length > 0")
+    page.wait_for_function("() => window.__csp.length > 0")
     assert page.evaluate("window.__ran") is None
