@@ -6,10 +6,12 @@ experiments, which live in the layers above this one.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
 from collection.models import Caption, Image
+from core.links import InvalidLink, checked_http_url
 
 
 class CaptionInline(admin.TabularInline):
@@ -18,8 +20,22 @@ class CaptionInline(admin.TabularInline):
     fields = ["position", "text"]
 
 
+class ImageForm(forms.ModelForm):
+    """The attribution is a link on the image page: the same http(s)-only rule as ingestion.
+
+    No Meta: ImageAdmin's fields (and model) are filled in by the admin's form factory.
+    """
+
+    def clean_attribution(self) -> str:
+        try:
+            return checked_http_url(self.cleaned_data["attribution"].strip(), field="attribution")
+        except InvalidLink as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
+    form = ImageForm
     list_display = ["id", "preview", "first_caption", "tag_list", "width", "height", "licence", "created_at"]
     search_fields = ["captions__text", "sha256", "source"]
     list_filter = ["format", "created_at"]
@@ -28,7 +44,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.display(description="image")
     def preview(self, image: Image) -> str:
-        return format_html('<img src="{}" alt="" style="height:60px;border-radius:4px">', image.thumbnail.url)
+        return format_html('<img src="{}" alt="" class="loupe-thumb loupe-thumb-large">', image.thumbnail.url)
 
     @admin.display(description="caption")
     def first_caption(self, image: Image) -> str:

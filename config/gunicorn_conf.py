@@ -7,12 +7,20 @@ import os
 
 from prometheus_client import multiprocess
 
+from config.settings import VAR_DIR
+from core.runtime import runtime_dir
+
 worker_class = "gthread"
 threads = int(os.environ.get("LOUPE_WEB_THREADS", "4"))
 timeout = 120
 graceful_timeout = 30
 # Requests are logged once, as structured lines, by core.logs.RequestLogMiddleware.
 accesslog = None
+# gunicorn's control socket (gunicornc: worker counts, reload, shutdown) defaults to one path per user
+# ($XDG_RUNTIME_DIR/gunicorn.ctl), so two instances on one machine would share it and one could steer the
+# other. Each instance gets its own, in its var folder's socket folder (core.runtime), owner-only.
+control_socket = str(runtime_dir(VAR_DIR) / "gunicorn.ctl")
+control_socket_mode = 0o600
 
 
 def child_exit(server, worker) -> None:

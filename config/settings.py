@@ -18,6 +18,7 @@ from pathlib import Path
 import environ
 
 from core.runtime import runtime_dir
+from core.security_headers import DEFAULT_POLICY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,30 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # The beacons and the API get the JSON error shape for a failed check; pages get Django's.
 CSRF_FAILURE_VIEW = "core.csrf.csrf_failure"
+
+# Security headers and TLS (docs/security.md). LOUPE_TLS: browsers reach Loupe over https only, so
+# cookies are Secure, plain http is redirected and HSTS is sent. LOUPE_BEHIND_PROXY: a proxy that
+# terminates TLS says so in X-Forwarded-Proto, which is trusted only then (a client could send it too).
+LOUPE_TLS = env.bool("LOUPE_TLS", default=False)
+LOUPE_BEHIND_PROXY = env.bool("LOUPE_BEHIND_PROXY", default=False)
+if LOUPE_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = LOUPE_TLS
+SESSION_COOKIE_SECURE = LOUPE_TLS
+CSRF_COOKIE_SECURE = LOUPE_TLS
+SECURE_HSTS_SECONDS = env.int("LOUPE_HSTS_SECONDS", default=365 * 24 * 3600 if LOUPE_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("LOUPE_HSTS_INCLUDE_SUBDOMAINS", default=LOUPE_TLS)
+SECURE_HSTS_PRELOAD = env.bool("LOUPE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Sent on every page by core.security_headers (empty: not sent). The default allows no inline script or style.
+LOUPE_CONTENT_SECURITY_POLICY = env.str("LOUPE_CONTENT_SECURITY_POLICY", default=DEFAULT_POLICY)
+# Hosts the probes (/healthz, /readyz, /metrics) answer besides ALLOWED_HOSTS: the container's own names.
+LOUPE_PROBE_HOSTS = env.list("LOUPE_PROBE_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "web"])
+# /readyz's per-check details (model names, error text) go to staff and to callers on the machine itself.
+LOUPE_READYZ_DETAIL_IPS = env.list("LOUPE_READYZ_DETAIL_IPS", default=["127.0.0.1", "::1"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -64,6 +89,7 @@ MIDDLEWARE = [
     "searchapp.health.ProbeMiddleware",
     "core.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "core.security_headers.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -199,6 +225,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No validator badge: Swagger UI would load it from validator.swagger.io, outside the CSP's img-src.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }

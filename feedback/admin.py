@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html
@@ -26,7 +27,7 @@ from feedback.summaries import refresh_summaries
 
 
 def thumbnail(image) -> str:
-    return format_html('<img src="{}" alt="" style="height:48px;border-radius:4px">', image.thumbnail.url)
+    return format_html('<img src="{}" alt="" class="loupe-thumb">', image.thumbnail.url)
 
 
 def percent(value: float | None) -> str:
@@ -138,7 +139,16 @@ class SummaryAdmin(ReadOnlyAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Recompute the summaries now (they refresh by themselves every few minutes)")
+    def has_refresh_permission(self, request) -> bool:
+        """Rows are read-only (has_change_permission is False), but recomputing is a write: it needs
+        the model's change permission, which view-only staff do not have."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.action(
+        description="Recompute the summaries now (they refresh by themselves every few minutes)",
+        permissions=["refresh"],
+    )
     def refresh_now(self, request, queryset) -> None:
         took = refresh_summaries()
         self.message_user(request, f"Summaries recomputed ({', '.join(f'{k} {v}s' for k, v in took.items())}).")
@@ -153,7 +163,11 @@ class SummaryAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request, extra_context=None):
         # The refresh action must work on an empty summary too, where Django would ask to select rows first.
-        if request.method == "POST" and request.POST.get("action") == "refresh_now":
+        if (
+            request.method == "POST"
+            and request.POST.get("action") == "refresh_now"
+            and self.has_refresh_permission(request)
+        ):
             post = request.POST.copy()
             post.setdefault(admin.helpers.ACTION_CHECKBOX_NAME, "")
             post["select_across"] = "1"
@@ -239,7 +253,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Revoke the selected keys (they stop working at once)")
+    @admin.action(description="Revoke the selected keys (they stop working at once)", permissions=["change"])
     def revoke(self, request, queryset) -> None:
         revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} key(s).")

@@ -61,7 +61,7 @@ class RankerVersionAdmin(admin.ModelAdmin):
     def gate_reason(self, version: RankerVersion) -> str:
         return (version.metrics.get("gate") or {}).get("reason", "–")
 
-    @admin.action(description="Promote the selected ranker (one only) to serve now")
+    @admin.action(description="Promote the selected ranker (one only) to serve now", permissions=["change"])
     def promote_selected(self, request, queryset) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one ranker to promote.", messages.ERROR)
@@ -69,7 +69,7 @@ class RankerVersionAdmin(admin.ModelAdmin):
         version = promote(queryset.get())
         self.message_user(request, f"{version.label} is now serving.")
 
-    @admin.action(description="Roll back to the previously active ranker (selection ignored)")
+    @admin.action(description="Roll back to the previously active ranker (selection ignored)", permissions=["change"])
     def roll_back(self, request, queryset) -> None:
         version = rollback()
         self.message_user(request, f"{version.label} is serving again." if version else "No ranker: first-stage order.")

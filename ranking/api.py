@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -53,7 +54,7 @@ class ExperimentResultsView(APIView):
 
     @extend_schema(
         summary="An experiment's results: metrics per arm with 95% intervals and p-values, SRM check, verdict",
-        responses={200: serializers.DictField(), 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: OpenApiTypes.OBJECT, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
     )
     def get(self, request: Request, experiment_id: int) -> Response:
         experiment = Experiment.objects.filter(pk=experiment_id).first()

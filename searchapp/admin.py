@@ -60,14 +60,16 @@ class EncoderVersionAdmin(admin.ModelAdmin):
             return None
         return queryset.get()
 
-    @admin.action(description="Fine-tune from feedback now (on the training queue)")
+    @admin.action(description="Fine-tune from feedback now (on the training queue)", permissions=["change"])
     def fine_tune_now(self, request, queryset) -> None:
         version = self._one(request, queryset)
         if version is not None:
             finetune_encoder.delay(version.pk)
             self.message_user(request, f"Fine-tuning from {version} is queued; follow it under Fine-tune runs.")
 
-    @admin.action(description="Start an A/B test against production (creates a draft experiment)")
+    @admin.action(
+        description="Start an A/B test against production (creates a draft experiment)", permissions=["change"]
+    )
     def start_ab_test(self, request, queryset):
         version = self._one(request, queryset)
         if version is None:
@@ -80,7 +82,7 @@ class EncoderVersionAdmin(admin.ModelAdmin):
         self.message_user(request, "Draft experiment created; review its arms and start it.")
         return redirect("admin:ranking_experiment_change", experiment.pk)
 
-    @admin.action(description="Serve the selected version in production")
+    @admin.action(description="Serve the selected version in production", permissions=["change"])
     def promote_to_production(self, request, queryset) -> None:
         version = self._one(request, queryset)
         if version is None:
@@ -92,7 +94,7 @@ class EncoderVersionAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"Production now serves {version}.")
 
-    @admin.action(description="Retire the selected versions")
+    @admin.action(description="Retire the selected versions", permissions=["change"])
     def retire(self, request, queryset) -> None:
         for version in queryset:
             try:

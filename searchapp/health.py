@@ -8,6 +8,11 @@
   straight to PostgreSQL), so taking every web process out of the balancer because Redis is down
   would turn a paused training schedule into an outage.
 - ``/metrics``: Prometheus text format (``core.metrics``).
+
+Probes answer before host validation, but only for a host in ``ALLOWED_HOSTS`` or
+``LOUPE_PROBE_HOSTS`` (the container's own names), so a stranger's Host header gets a 400. The
+readiness details (model names and paths, exception text) are for staff and for callers on the
+machine itself (``LOUPE_READYZ_DETAIL_IPS``); anyone else learns only which checks pass.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port, validate_host
+from django.utils.module_loading import import_string
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
@@ -109,15 +118,37 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _session_user(request: HttpRequest):
+    """The logged-in user, read from the session cookie without the middlewares that run after probes
+    (and without creating a session: a probe never sets a cookie)."""
+    engine = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+    session: SessionBase = engine(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    request.session = session
+    return get_user(request)
+
+
+def may_see_details(request: HttpRequest) -> bool:
+    if request.META.get("REMOTE_ADDR", "") in settings.LOUPE_READYZ_DETAIL_IPS:
+        return True
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False
+    user = _session_user(request)
+    return bool(user.is_active and user.is_staff)
+
+
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = readiness()
     ready = all(c.ok for c in checks if c.required)
     degraded = ready and not all(c.ok for c in checks)
     if not ready:
         logger.warning("Not ready: %s", "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok))
+    detailed = may_see_details(request)
     body = {
         "status": "degraded" if degraded else "ready" if ready else "unready",
-        "checks": {c.name: {"ok": c.ok, "required": c.required, "detail": c.detail, "ms": c.ms} for c in checks},
+        "checks": {
+            c.name: {"ok": c.ok, "required": c.required, **({"detail": c.detail, "ms": c.ms} if detailed else {})}
+            for c in checks
+        },
     }
     return JsonResponse(body, status=200 if ready else 503)
 
@@ -143,9 +174,17 @@ class ProbeMiddleware:
         probe = PROBES.get(request.path)
         if probe is None:
             return self.get_response(request)
+        if not probe_host_allowed(request):
+            return JsonResponse(error_body("disallowed_host", "Unknown host."), status=400)
         if request.method not in ("GET", "HEAD"):
             return JsonResponse(error_body("method_not_allowed", "Probes answer GET."), status=405)
         return probe(request)
+
+
+def probe_host_allowed(request: HttpRequest) -> bool:
+    """The Host header names this site or the container itself (``127.0.0.1:8000``, ``web:8000``)."""
+    domain, _port = split_domain_port(request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", ""))
+    return bool(domain) and validate_host(domain, [*settings.ALLOWED_HOSTS, *settings.LOUPE_PROBE_HOSTS])
 
 
 def exposition() -> bytes:

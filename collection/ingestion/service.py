@@ -13,6 +13,7 @@ from collection.ingestion.sources import IngestItem
 from collection.models import Caption, Image
 from collection.tags import clean_tags
 from collection.text_index import refresh_text_documents
+from core.links import InvalidLink, checked_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ def add_image(
 
     Files are written before the row (atomically, under their content hash), so a failed insert
     leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
+    The attribution becomes a link on the image page, so anything but an http(s) URL is refused
+    (``InvalidLink``) before anything is written.
     """
+    attribution = checked_http_url(attribution.strip(), field="attribution")
     existing = Image.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
@@ -84,7 +88,7 @@ def ingest_items(items: Iterable[IngestItem], *, progress: Callable[[IngestItem]
                 attribution=item.attribution,
                 source=str(item.path),
             )
-        except (OSError, InvalidImage) as exc:
+        except (OSError, InvalidImage, InvalidLink) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             report.failed.append((str(item.path), reason))
             logger.warning("Skipped %s: %s", item.path, reason)

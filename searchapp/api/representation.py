@@ -11,7 +11,9 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import HttpRequest
 from django.utils.encoding import filepath_to_uri
 
+from collection.model_names import public_model_name
 from collection.models import Image
+from core.links import http_url
 
 
 def absolute_base(request: HttpRequest | None) -> str:
@@ -47,7 +49,7 @@ def image_json(image: Image, base: str) -> dict:
         "captions": image.caption_texts(),
         "tags": list(image.tags),
         "licence": image.licence,
-        "attribution": image.attribution,
+        "attribution": http_url(image.attribution),  # a row stored before validation is not passed on
         "created_at": timestamp(image.created_at),
     }
 
@@ -68,11 +70,11 @@ def search_meta(response) -> dict:
         "cached": response.cached,
         "encoder": {
             "version": encoder.version_id,
-            "name": encoder.name,
-            "model": encoder.model_ref,
+            "name": public_model_name(encoder.name),  # a model without a card is named by its location
+            "model": public_model_name(encoder.model_ref),
             "demo": encoder.is_demo,
             "notice": encoder.notice,
-            "requested_model": encoder.requested_model,
+            "requested_model": public_model_name(encoder.requested_model),
         },
     }
 

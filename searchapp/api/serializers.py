@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from collection.models import Image
+from core.links import http_url
 from feedback.identity import PARTNER_USER
 from searchapp.api.representation import search_meta
 
@@ -52,6 +53,7 @@ class ImageSerializer(serializers.ModelSerializer):
     thumbnail_url = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
     captions = serializers.SerializerMethodField()
+    attribution = serializers.SerializerMethodField(help_text="The image's source: an http(s) URL, or empty.")
 
     class Meta:
         model = Image
@@ -83,6 +85,9 @@ class ImageSerializer(serializers.ModelSerializer):
 
     def get_page_url(self, image: Image) -> str:
         return self._absolute(f"/images/{image.pk}/")
+
+    def get_attribution(self, image: Image) -> str:
+        return http_url(image.attribution)
 
     def get_captions(self, image: Image) -> list[str]:
         return image.caption_texts()

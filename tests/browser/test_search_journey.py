@@ -24,7 +24,7 @@ def test_search_open_an_image_and_find_more_like_it(live_server, live_collection
     # so scroll to the end first.
     page.mouse.wheel(0, 5000)
     page.wait_for_function(
-        "Array.from(document.querySelectorAll('.card img')).every(i => i.complete && i.naturalWidth > 0)",
+        "() => Array.from(document.querySelectorAll('.card img')).every(i => i.complete && i.naturalWidth > 0)",
         timeout=15_000,
     )
     screenshot("results")
@@ -59,6 +59,7 @@ def test_bad_input_shows_a_clear_message(live_server, live_collection, page):
 def test_tag_suggestions_while_typing(live_server, live_collection, page):
     page.goto(live_server.url + "/")
     page.get_by_label("Search images").press_sequentially("beach tag:od")
-    page.wait_for_function("document.querySelectorAll('#tag-suggestions option').length > 0")
+    # A function, not an expression: Playwright evaluates a polled expression with eval, which the CSP blocks.
+    page.wait_for_function("() => document.querySelectorAll('#tag-suggestions option').length > 0")
     values = page.eval_on_selector_all("#tag-suggestions option", "options => options.map(o => o.value)")
     assert values == ["beach tag:odd "]
