@@ -29,7 +29,10 @@ def build_planted_collection() -> list:
 
     images = []
     for seed in range(IMAGES):
-        image, _ = add_image(read_image(image_bytes(seed)), captions=[planted_caption(seed, 0), planted_caption(seed, 1), "a plain test picture"])
+        image, _ = add_image(
+            read_image(image_bytes(seed)),
+            captions=[planted_caption(seed, 0), planted_caption(seed, 1), "a plain test picture"],
+        )
         images.append(image)
     embed_everything_missing()
     return images
