@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
-from collection.models import Caption, Image
+from collection.models import Caption, FusionSetting, Image
 from core.links import InvalidLink, checked_http_url
 
 
@@ -56,3 +56,19 @@ class ImageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("captions")
+
+
+@admin.register(FusionSetting)
+class FusionSettingAdmin(admin.ModelAdmin):
+    """Fitted fusions, newest first; read-only: a fit is made by ``manage.py evaluate --calibrate``, which
+    records how it was fitted, and deleting a row falls back to the one before (or to RRF)."""
+
+    list_display = ["created_at", "encoder_version", "method", "clip_weight", "fts_weight", "caption_weight"]
+    list_filter = ["method"]
+    readonly_fields = [f.name for f in FusionSetting._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
