@@ -17,9 +17,10 @@ from collection.tag_stats import tag_suggestions
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
 from core.errors import UnknownImage
-from feedback.api_keys import scope_required
+from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
+from feedback.throttling import SearchThrottle
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
@@ -65,6 +66,7 @@ def _search_request(data: dict, **query) -> SearchRequest:
 class SearchView(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     permission_classes = [scope_required("search", anonymous_allowed=lambda: settings.LOUPE_API_ANONYMOUS_SEARCH)]
+    throttle_classes = [ApiKeyThrottle, SearchThrottle]
 
     @extend_schema(
         summary="Search images by text",
