@@ -21,6 +21,16 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 log = logging.getLogger(__name__)
+# With Redis down every request would log; once a minute per process says it as clearly.
+WARN_EVERY_SECONDS = 60.0
+_last_warning = [0.0]
+
+
+def _cache_failed(what: str) -> None:
+    now = time.monotonic()
+    if now - _last_warning[0] >= WARN_EVERY_SECONDS:
+        _last_warning[0] = now
+        log.warning("throttle cache unreachable: %s; requests are not counted", what, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ def hit(key: str, rate: Rate, now: float | None = None) -> int | None:
         cache.set(counter, 1, timeout=rate.seconds + 1)
         count = 1
     except Exception:  # noqa: BLE001 - any cache failure (connection refused, timeout) lets requests through
-        log.warning("throttle cache unreachable: request %s not counted", key, exc_info=True)
+        _cache_failed(f"counting {key}")
         return None
     if count <= rate.requests:
         return None
@@ -69,7 +79,7 @@ def count(key: str) -> int:
     try:
         return int(caches[CACHE_ALIAS].get(f"loupe:count:{key}", 0))
     except Exception:  # noqa: BLE001 - see hit()
-        log.warning("throttle cache unreachable: count %s not read", key, exc_info=True)
+        _cache_failed(f"reading {key}")
         return 0
 
 
@@ -84,7 +94,7 @@ def add(key: str, window_seconds: int) -> int:
         cache.set(counter, 1, timeout=window_seconds)
         return 1
     except Exception:  # noqa: BLE001 - see hit()
-        log.warning("throttle cache unreachable: %s not counted", key, exc_info=True)
+        _cache_failed(f"counting {key}")
         return 0
 
 
@@ -92,4 +102,4 @@ def reset(key: str) -> None:
     try:
         caches[CACHE_ALIAS].delete(f"loupe:count:{key}")
     except Exception:  # noqa: BLE001 - see hit()
-        log.warning("throttle cache unreachable: %s not reset", key, exc_info=True)
+        _cache_failed(f"resetting {key}")

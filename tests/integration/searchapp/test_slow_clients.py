@@ -1,8 +1,8 @@
 """Slow clients against the real `manage.py run` stack (issue 19, item 6).
 
-Sixteen connections trickle their request a byte a second (eight in the headers, eight in a
-declared body), twice the 2 workers x 4 threads that the threaded worker had; meanwhile the probe
-and a search must answer within seconds. With gunicorn's gthread worker both timed out.
+Sixteen connections trickle their headers a byte a second, twice the 2 workers x 4 threads that
+the threaded worker had, and eight more an upload's body; meanwhile the probe and a search must
+answer within seconds. With gunicorn's gthread worker they timed out.
 """
 
 import json
@@ -23,7 +23,7 @@ from django.conf import settings
 from tests.integration.collection.test_embedded import _wait_for
 from tests.integration.searchapp.test_run_command import _free_port
 
-SLOW_CONNECTIONS = 16
+SLOW_HEADERS, SLOW_BODIES = 16, 8
 
 
 def _get(url: str, timeout: float) -> tuple[int, bytes, float]:
@@ -85,15 +85,15 @@ def test_sixteen_slow_clients_do_not_stop_health_or_search(tmp_path):
 
         slow_headers = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
         slow_body = (
-            b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: 100000\r\n\r\n"
+            b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n"
+            b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
         )
-        for number in range(SLOW_CONNECTIONS):
-            head = slow_headers if number % 2 == 0 else slow_body
+        for head in [slow_headers] * SLOW_HEADERS + [slow_body] * SLOW_BODIES:
             drip = threading.Thread(target=_trickle, args=(port, head, stop, opened), daemon=True)
             drip.start()
             drips.append(drip)
-        assert _wait_for(lambda: len(opened) == SLOW_CONNECTIONS, 10)
+        assert _wait_for(lambda: len(opened) == SLOW_HEADERS + SLOW_BODIES, 10)
         time.sleep(3)  # the slow requests are well under way: with gthread, every thread is reading one
 
         for _ in range(3):
