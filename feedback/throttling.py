@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
@@ -29,6 +30,25 @@ from feedback.models import ApiKey
 
 SEARCH = "search"
 FEEDBACK = "feedback"
+RATE_SETTINGS = (
+    "LOUPE_THROTTLE_ANON_SEARCH",
+    "LOUPE_THROTTLE_USER_SEARCH",
+    "LOUPE_THROTTLE_ANON_FEEDBACK",
+    "LOUPE_THROTTLE_USER_FEEDBACK",
+)
+
+
+def check_settings() -> None:
+    """Refuse to start with a rate or proxy list that cannot be read (not a 500 on every request)."""
+    for name in RATE_SETTINGS:
+        try:
+            rate_limits.Rate.parse(getattr(settings, name))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from None
+    try:
+        parse_networks(settings.LOUPE_TRUSTED_PROXIES)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 class Throttled(Refused):

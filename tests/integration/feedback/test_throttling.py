@@ -8,11 +8,13 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from rest_framework.test import APIClient
 
 from config.settings import _throttle_redis_url
 from core.embedded import embedded_redis
+from feedback.throttling import check_settings
 from tests.integration.feedback.conftest import bearer, key_with
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +153,14 @@ def test_admin_sign_in_locks_an_address_and_username_out(settings, redis_throttl
     # The account still signs in from another address.
     elsewhere = sign_in("right-horse-battery", REMOTE_ADDR="10.9.9.9")
     assert elsewhere.status_code == 302 and "_auth_user_id" in browser.session
+
+
+def test_an_unreadable_throttle_setting_stops_the_start(settings):
+    check_settings()
+    settings.LOUPE_THROTTLE_ANON_SEARCH = "fast"
+    with pytest.raises(ImproperlyConfigured, match="LOUPE_THROTTLE_ANON_SEARCH: 'fast' is not a rate"):
+        check_settings()
+    settings.LOUPE_THROTTLE_ANON_SEARCH = "120/min"
+    settings.LOUPE_TRUSTED_PROXIES = ["nginx"]
+    with pytest.raises(ImproperlyConfigured, match="LOUPE_TRUSTED_PROXIES: 'nginx'"):
+        check_settings()
