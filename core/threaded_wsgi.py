@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote_to_bytes
 
 from core.errors import error_body
 
@@ -157,15 +158,18 @@ def wsgi_environ(scope: dict, body) -> dict:
     length = body.tell()
     body.seek(0)
     root_path = scope.get("root_path", "")
-    path = scope["path"]
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
+    # PEP 3333: str values hold the bytes as latin-1. The raw path keeps bytes that are not UTF-8,
+    # which the ASGI path (decoded) has replaced.
+    raw_path = scope.get("raw_path")
+    path = unquote_to_bytes(raw_path) if raw_path else scope["path"].encode("utf-8")
+    root = root_path.encode("utf-8")
+    if root and path.startswith(root):
+        path = path[len(root) :]
     server = scope.get("server") or ("localhost", 80)
     environ = {
         "REQUEST_METHOD": scope["method"],
-        # PEP 3333: str values hold the bytes as latin-1; the ASGI path is already UTF-8-decoded.
-        "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
-        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
+        "SCRIPT_NAME": root.decode("latin-1"),
+        "PATH_INFO": path.decode("latin-1"),
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
         "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
         "SERVER_NAME": str(server[0]),

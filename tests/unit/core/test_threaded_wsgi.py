@@ -49,6 +49,20 @@ def test_a_body_in_chunks_reaches_the_application_whole():
     assert body == b"got:abcde/caf\xc3\xa9203.0.113.5" and sent[-1]["more_body"] is False
 
 
+def test_the_path_keeps_its_bytes_as_wsgi_wants():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        return []
+
+    threaded = ThreadedWsgi(app, threads=1, max_body=10)
+    call(threaded, {**scope("/caf\u00e9"), "raw_path": b"/caf%C3%A9"}, [b""])
+    call(threaded, {**scope("/\ufffd"), "raw_path": b"/%FF"}, [b""])  # not UTF-8: the byte itself
+    assert seen == ["/caf\xc3\xa9", "/\xff"]
+
+
 def test_a_body_over_the_limit_is_refused_before_the_application_runs():
     called = []
 
