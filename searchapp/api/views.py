@@ -20,7 +20,7 @@ from core.errors import UnknownImage
 from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
-from feedback.throttling import SearchThrottle
+from feedback.throttling import SearchThrottle, request_address
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
@@ -48,7 +48,7 @@ def api_viewer(request: Request, data: dict) -> Viewer:
         return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""))
     if request.user.is_authenticated:
         return Viewer(user_key=f"account:{request.user.pk}", surface="api")
-    address = request.META.get("REMOTE_ADDR", "")
+    address = request_address(request)  # the client behind a trusted proxy, as the throttles count it
     return Viewer(user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api")
 
 
