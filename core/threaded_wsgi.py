@@ -116,7 +116,8 @@ class ThreadedWsgi:
             if exc_info is not None and started.get("sent"):
                 raise exc_info[1].with_traceback(exc_info[2])
             started["status"] = int(status.split(" ", 1)[0])
-            started["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            # Names keep Django's spelling on the wire, as under gthread (clients that match case exist).
+            started["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
             return write
 
         def begin() -> None:

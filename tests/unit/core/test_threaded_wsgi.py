@@ -44,7 +44,7 @@ def call(app, request_scope, chunks):
 
 def test_a_body_in_chunks_reaches_the_application_whole():
     sent = call(ThreadedWsgi(echo, threads=2, max_body=100), scope("/caf\u00e9"), [b"ab", b"cd", b"e"])
-    assert sent[0]["status"] == 201 and (b"x-length", b"5") in sent[0]["headers"]
+    assert sent[0]["status"] == 201 and (b"X-Length", b"5") in sent[0]["headers"]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     assert body == b"got:abcde/caf\xc3\xa9203.0.113.5" and sent[-1]["more_body"] is False
 
