@@ -29,4 +29,4 @@ RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:63
 
 USER loupe
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "-c", "python:config.gunicorn_conf", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "config.asgi:application", "-c", "python:config.gunicorn_conf", "--bind", "0.0.0.0:8000"]

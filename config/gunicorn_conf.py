@@ -10,8 +10,13 @@ from prometheus_client import multiprocess
 from config.settings import VAR_DIR
 from core.runtime import runtime_dir
 
-worker_class = "gthread"
-threads = int(os.environ.get("LOUPE_WEB_THREADS", "4"))
+# The asyncio worker reads every request on its event loop, so clients that trickle their headers or
+# bodies cost a coroutine each instead of one of the few threads (issue 19, item 6: gthread gave each
+# connection a thread while it was read, and 8 slow clients stopped the site). The Django application
+# runs on LOUPE_WEB_THREADS threads per worker once its request is in (config.asgi, core.threaded_wsgi).
+worker_class = "asgi"
+# Connections held open per worker (slow ones included): far more than 8, bounded so memory is.
+worker_connections = int(os.environ.get("LOUPE_WEB_CONNECTIONS", "1000"))
 timeout = 120
 graceful_timeout = 30
 # Requests are logged once, as structured lines, by core.logs.RequestLogMiddleware.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 
@@ -151,6 +152,28 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+
+def _throttle_redis_url(broker: str) -> str:
+    """The broker's Redis, database 1: a keyspace of its own, so clearing it never drops queued tasks."""
+    if broker.startswith("redis+socket://"):  # Celery's spelling of a Unix socket; redis-py says unix://
+        return f"unix://{broker[len('redis+socket://') :].split('?')[0]}?db=1"
+    return urlunsplit(urlsplit(broker)._replace(path="/1"))
+
+
+# Throttle counters (core.rate_limits) are shared by every web process, so they live in Redis; short
+# socket timeouts, because a dead Redis lets requests through rather than slowing them.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("LOUPE_THROTTLE_REDIS_URL", default="") or _throttle_redis_url(REDIS_URL),
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    },
+}
+# Peers whose X-Forwarded-For is believed (core.client_ip): addresses or networks, e.g. the nginx in
+# front. Empty: every request is judged by its socket's peer.
+LOUPE_TRUSTED_PROXIES = env.list("LOUPE_TRUSTED_PROXIES", default=[])
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 # Logs go to stderr: one JSON object per line with LOUPE_LOG_FORMAT=json (production), else plain text.
@@ -175,6 +198,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Admin sign-in: after this many failed attempts for one username from one address, that pair is
+# locked out for LOUPE_ADMIN_LOCKOUT_SECONDS (counted from the first failure; searchapp.admin_login).
+LOUPE_ADMIN_LOGIN_FAILURES = env.int("LOUPE_ADMIN_LOGIN_FAILURES", default=5)
+LOUPE_ADMIN_LOCKOUT_SECONDS = env.int("LOUPE_ADMIN_LOCKOUT_SECONDS", default=900)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -298,6 +325,14 @@ LOUPE_EVENT_WAIT_SECONDS = env.float("LOUPE_EVENT_WAIT_SECONDS", default=2.0)
 # What one user key may add per hour (clicks + ratings), and the largest API batch.
 LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)
 LOUPE_FEEDBACK_BATCH_MAX = env.int("LOUPE_FEEDBACK_BATCH_MAX", default=500)
+# Throttles (feedback.throttling; "N/min", "N/5s", "N/hour"; 0 turns one off). Callers without an API key
+# are counted per client address; everyone per user key (cookie, account, partner end user `user=`).
+# A partner key has its own per-minute budget (ApiKey.requests_per_minute) on top. The defaults are far
+# above a person's pace and above the benches' busiest end user (docs/security.md).
+LOUPE_THROTTLE_ANON_SEARCH = env.str("LOUPE_THROTTLE_ANON_SEARCH", default="120/min")
+LOUPE_THROTTLE_USER_SEARCH = env.str("LOUPE_THROTTLE_USER_SEARCH", default="120/min")
+LOUPE_THROTTLE_ANON_FEEDBACK = env.str("LOUPE_THROTTLE_ANON_FEEDBACK", default="240/min")
+LOUPE_THROTTLE_USER_FEEDBACK = env.str("LOUPE_THROTTLE_USER_FEEDBACK", default="240/min")
 
 # --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api_errors import ErrorSerializer, flatten_errors
-from feedback.api_keys import scope_required
+from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer
 from feedback.serializers import (
@@ -22,6 +22,7 @@ from feedback.serializers import (
     RatingSerializer,
     RecordedSerializer,
 )
+from feedback.throttling import FeedbackThrottle
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 Recorder = Callable[[Viewer, object], Recorded]
@@ -76,6 +77,7 @@ def _describe(errors: dict) -> str:
 
 class FeedbackView(APIView):
     permission_classes = [scope_required("feedback")]
+    throttle_classes = [ApiKeyThrottle, FeedbackThrottle]
 
 
 class ClickView(FeedbackView):

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from feedback.capture import ClickInput, FeedbackError, RatingInput, Recorded, record_click, record_rating
 from feedback.identity import web_viewer
 from feedback.models import Rating
+from feedback.throttling import FEEDBACK, Throttled, check, page_caller
 
 
 def _integer(request: HttpRequest, name: str, *, required: bool = True) -> int | None:
@@ -26,7 +27,7 @@ def _integer(request: HttpRequest, name: str, *, required: bool = True) -> int |
         raise FeedbackError(f"{name} must be a whole number.", field=name) from None
 
 
-def _error(exc: FeedbackError) -> JsonResponse:
+def _error(exc: FeedbackError | Throttled) -> JsonResponse:
     response = JsonResponse(exc.body(), status=exc.status)
     if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
@@ -40,6 +41,7 @@ def _recorded(recorded: Recorded) -> JsonResponse:
 @require_POST
 def click(request: HttpRequest) -> JsonResponse:
     try:
+        check(FEEDBACK, page_caller(request))
         given = ClickInput(
             event_id=request.POST.get("event_id", ""),
             image_id=_integer(request, "image_id"),
@@ -48,13 +50,14 @@ def click(request: HttpRequest) -> JsonResponse:
             dwell_ms=_integer(request, "dwell_ms", required=False),
         )
         return _recorded(record_click(web_viewer(request), given))
-    except FeedbackError as exc:
+    except (FeedbackError, Throttled) as exc:
         return _error(exc)
 
 
 @require_POST
 def rate(request: HttpRequest) -> JsonResponse:
     try:
+        check(FEEDBACK, page_caller(request))
         given = RatingInput(
             image_id=_integer(request, "image_id"),
             value=_integer(request, "value"),
@@ -63,5 +66,5 @@ def rate(request: HttpRequest) -> JsonResponse:
             event_id=request.POST.get("event_id") or None,
         )
         return _recorded(record_rating(web_viewer(request), given))
-    except FeedbackError as exc:
+    except (FeedbackError, Throttled) as exc:
         return _error(exc)

@@ -14,7 +14,11 @@ from ranking.finetune.versions import (
     promote_encoder,
     retire_encoder,
 )
+from searchapp.admin_login import LockoutAuthenticationForm
 from workers.tasks import finetune_encoder
+
+# The admin's sign-in locks a (address, username) pair out after repeated failures (issue 19, item 7).
+admin.site.login_form = LockoutAuthenticationForm
 
 
 @admin.register(EncoderVersion)

@@ -4,7 +4,7 @@
 the same commands; a test checks that the compose file's commands begin with these.
 """
 
-WEB = ["gunicorn", "config.wsgi:application", "-c", "python:config.gunicorn_conf"]
+WEB = ["gunicorn", "config.asgi:application", "-c", "python:config.gunicorn_conf"]
 WORKER = ["celery", "-A", "workers", "worker", "--loglevel", "INFO", "-Q", "celery"]
 # Fine-tuning and other long training jobs run on their own queue, so they never delay embedding.
 TRAINER = ["celery", "-A", "workers", "worker", "--loglevel", "INFO", "-Q", "training", "-n", "trainer@%h"]

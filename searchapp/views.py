@@ -17,6 +17,7 @@ from collection.tag_stats import tag_suggestions
 from core.errors import error_body
 from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
+from feedback.throttling import SEARCH, Throttled, check, page_caller
 from searchapp.forms import ImageSearchForm, SearchForm
 from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
 
@@ -34,6 +35,8 @@ def search_page(request: HttpRequest) -> HttpResponse:
     }
     status = 200
     try:
+        if request.method == "POST" or request.GET.get("q") is not None:
+            check(SEARCH, page_caller(request))
         if request.method == "POST":
             image_form = ImageSearchForm(request.POST, request.FILES)
             context["image_form"] = image_form
@@ -53,6 +56,11 @@ def search_page(request: HttpRequest) -> HttpResponse:
             else:
                 context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
                 status = 400
+    except Throttled as exc:
+        context["error"] = str(exc)
+        response = render(request, "searchapp/search.html", context, status=exc.status)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except (SearchError, InvalidImage) as exc:
         context["error"] = str(exc)
         status = getattr(exc, "status", 400)

@@ -126,9 +126,11 @@ def _fresh_serving_configs():
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Cached page data (popular tags) must not leak from one test's collection into another's."""
-    from django.core.cache import cache
+    """Cached page data (popular tags) and throttle counters must not leak from one test into another."""
+    from django.core.cache import cache, caches
 
     cache.clear()
+    caches["throttle"].clear()
     yield
     cache.clear()
+    caches["throttle"].clear()

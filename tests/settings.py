@@ -29,3 +29,8 @@ LOUPE_EXPERIMENT_CHECK_SECONDS = 0
 # Whole served orders are not reused between searches in tests (collections change inside a test);
 # tests/integration/searchapp/test_result_cache.py turns it on.
 LOUPE_RESULT_CACHE_SECONDS = 0
+
+# Throttle counters in this process's memory, emptied before each test (tests/conftest.py), so one
+# test's requests never count against another's; tests/integration/feedback/test_throttling.py
+# runs them on the real Redis.
+CACHES = {**CACHES, "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"}}  # noqa: F405

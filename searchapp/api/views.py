@@ -18,9 +18,10 @@ from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
-from feedback.api_keys import scope_required
+from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
+from feedback.throttling import SearchThrottle, request_address
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
@@ -48,7 +49,7 @@ def api_viewer(request: Request, data: dict) -> Viewer:
         return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""))
     if request.user.is_authenticated:
         return Viewer(user_key=f"account:{request.user.pk}", surface="api")
-    address = request.META.get("REMOTE_ADDR", "")
+    address = request_address(request)  # the client behind a trusted proxy, as the throttles count it
     return Viewer(user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api")
 
 
@@ -66,6 +67,7 @@ def _search_request(data: dict, **query) -> SearchRequest:
 class SearchView(APIView):
     parser_classes = [BoundedJSONParser, MultiPartParser, FormParser]
     permission_classes = [scope_required("search", anonymous_allowed=lambda: settings.LOUPE_API_ANONYMOUS_SEARCH)]
+    throttle_classes = [ApiKeyThrottle, SearchThrottle]
 
     @extend_schema(
         summary="Search images by text",
