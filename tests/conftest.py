@@ -105,7 +105,9 @@ def _fresh_serving_version():
 
 @pytest.fixture(autouse=True)
 def _fresh_serving_configs():
-    """Experiments, production configs and rankers by version are cached per process; rows are per test."""
+    """Experiments, production configs, fitted fusions and rankers by version are cached per process; rows are
+    per test."""
+    from collection import fusion_setting
     from collection.versions import forget_other_encoders
     from ranking.experiments.serving import forget_cached_configs
     from ranking.registry import active_ranker, ranker_versions
@@ -118,6 +120,7 @@ def _fresh_serving_configs():
         ranker_versions.forget()
         active_ranker.forget()
         forget_other_encoders()
+        fusion_setting.forget()
 
     forget()
     yield
