@@ -15,15 +15,19 @@ from django.db import connection
 
 from collection.index import Neighbour
 
-DOCUMENT_SQL = """
-UPDATE searchapp_image AS i SET text_document =
+# An image's document from its current tags and captions (``i`` is the image row).
+DOCUMENT_EXPRESSION = """
     setweight(to_tsvector(%(config)s::regconfig, array_to_string(i.tags, ' ')), 'A')
     || setweight(to_tsvector(%(config)s::regconfig, coalesce(
         (SELECT string_agg(c.text, ' ' ORDER BY c.position) FROM searchapp_caption c WHERE c.image_id = i.id), ''
-    )), 'B'),
-    has_captions = EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id)
-WHERE {where}
+    )), 'B')
 """
+
+DOCUMENT_SQL = (
+    "UPDATE searchapp_image AS i SET text_document = "
+    + DOCUMENT_EXPRESSION
+    + ", has_captions = EXISTS (SELECT 1 FROM searchapp_caption c WHERE c.image_id = i.id) WHERE {where}"
+)
 
 
 def refresh_text_documents(image_ids: Sequence[int]) -> None:

@@ -8,9 +8,11 @@ same encoder and pgvector index as live search.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -21,7 +23,7 @@ from collection.fusion_setting import Fusion
 from collection.index import nearest_captions, nearest_images
 from collection.models import Caption, Image, ImageEmbedding
 from ranking.experiments.serving import plan_search
-from ranking.metrics import MetricSummary
+from ranking.metrics import MetricSummary, reciprocal_rank
 from searchapp.fusion_fit import LabelledQuery, fit_weights, fused_ids
 from searchapp.heldout import HeldOutLeak, collection_without
 from searchapp.pipeline.plan import plan_depths
@@ -95,7 +97,7 @@ def held_out_captions(
     rotations: int = 5,
     ks=(1, 5, 10),
     progress: Progress = None,
-    noisy_truth_sigma: float | None = None,
+    noisy_truth_sigmas: Sequence[float] = (),
 ) -> dict:
     """Each channel, each fusion and the served search on held-out captions, with cross-fitted weights.
 
@@ -113,30 +115,31 @@ def held_out_captions(
             f"A learned ranker ({plan.ranker.version}) serves: it trained on logged searches, which may hold the "
             "captions this evaluation holds out. Evaluate the first stage on a collection without one."
         )
+    if plan.encoder_version_id and plan.encoder_version_id != service.version.pk:
+        raise EvaluationRefused(
+            f"Production serves encoder version {plan.encoder_version_id}, not the evaluated {service.version}: "
+            "evaluate the version that serves."
+        )
     if service.version.parent_id is not None:
         raise EvaluationRefused(
             f"{service.version} is fine-tuned from feedback; evaluate its base version (it may have learned "
             "the held-out captions' images from logged searches)."
         )
     depth = max(ks)
-    by_rotation: dict[int, list[tuple[int, str, int]]] = {}
-    for rotation in range(rotations):
-        held = list(Caption.objects.filter(position=rotation).values_list("pk", "text", "image_id"))
-        if held:
-            by_rotation[rotation] = held
+    rotation_plans = held_out_rotations(rotations)
     labelled: list[LabelledQuery] = []
-    for rotation, held in by_rotation.items():
-        with collection_without([pk for pk, _, _ in held], [image_id for _, _, image_id in held], service.encoder):
-            for _, text, image_id in held:
+    for rotation, held in rotation_plans.items():
+        with collection_without(held.hidden, held.image_ids, service.encoder):
+            for text, image_id in held.queries:
                 labelled.append(_labelled(service, plan, text, image_id, rotation, depth))
     results = _cross_fitted(labelled, ks, depth)
     served = {name: MetricSummary(ks=tuple(ks)) for name in ("served", "served_sequential")}
     disagreements = 0
-    for rotation, held in by_rotation.items():
+    for rotation, held in rotation_plans.items():
         fusion = Fusion(CONVEX, results["weights"][rotation]["convex"])
         evaluated = SearchService(service.choice, service.version, fusion=fusion)
         queries = [q for q in labelled if q.group == rotation]
-        with collection_without([pk for pk, _, _ in held], [image_id for _, _, image_id in held], service.encoder):
+        with collection_without(held.hidden, held.image_ids, service.encoder):
             for query in queries:
                 for name, parallel in (("served", True), ("served_sequential", False)):
                     with override_settings(LOUPE_PARALLEL_CHANNELS=parallel, LOUPE_RESULT_CACHE_SECONDS=0):
@@ -149,11 +152,92 @@ def held_out_captions(
     results["metrics"].update({name: summary.means() for name, summary in served.items()})
     results["served_differs_from_offline"] = disagreements
     results["labelled"] = labelled  # for a fit on every rotation (evaluate --calibrate); not saved
-    if noisy_truth_sigma is not None:
+    results["twins_not_queried"] = sum(len(h.twins) for h in rotation_plans.values())
+    results["by_source"] = _by_source(results["per_query"], labelled)
+    results["served_minus_best_channel"] = _against_best_channel(results["per_query"], "convex_fitted")
+    for sigma in noisy_truth_sigmas:
         image_ids = list(Image.objects.values_list("pk", flat=True))
-        noisy = with_noisy_truth(labelled, image_ids, noisy_truth_sigma, depth=settings.LOUPE_CHANNEL_DEPTH)
-        results["noisy_truth"] = {"sigma": noisy_truth_sigma, **_cross_fitted(noisy, ks, depth)}
+        noisy = with_noisy_truth(labelled, image_ids, sigma, depth=settings.LOUPE_CHANNEL_DEPTH)
+        measured = _cross_fitted(noisy, ks, depth)
+        measured["convex_minus_best_channel"] = _against_best_channel(measured.pop("per_query"), "convex_fitted")
+        results.setdefault("noisy_truth", []).append({"sigma": sigma, **measured})
     return results
+
+
+@dataclass(frozen=True)
+class HeldOutRotation:
+    """What one rotation hides and asks: its held-out captions are the queries; a caption of the same image
+    that says the same thing (punctuation and case aside) is hidden with it and never asked itself."""
+
+    queries: list[tuple[str, int]]  # (caption text, its image)
+    hidden: list[int]  # caption ids hidden from every connection
+    image_ids: list[int]
+    twins: list[int]  # caption ids hidden because they repeat a query's caption
+
+
+def normalised_caption(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def held_out_rotations(rotations: int) -> dict[int, HeldOutRotation]:
+    """Rotation r holds out every image's r-th caption. A caption that repeats an earlier one of its image
+    (coco_mini has one: "A girl wearing a helmet, holding a baseball bat." with and without the comma) is
+    not a query of its own, and it is hidden whenever its twin is held out: else the twin would answer it."""
+    captions = list(Caption.objects.order_by("image_id", "position").values_list("pk", "text", "image_id", "position"))
+    groups: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)  # (image, text) -> [(position, id)]
+    for pk, text, image_id, position in captions:
+        groups[(image_id, normalised_caption(text))].append((position, pk))
+    plans: dict[int, HeldOutRotation] = {}
+    for rotation in range(rotations):
+        queries, hidden, images, twins = [], [], [], []
+        for _, text, image_id, position in captions:
+            group = groups[(image_id, normalised_caption(text))]
+            if position != rotation or group[0][0] != position:
+                continue
+            queries.append((text, image_id))
+            images.append(image_id)
+            hidden.extend(member for _, member in group)
+            twins.extend(member for _, member in group[1:])
+        if queries:
+            plans[rotation] = HeldOutRotation(queries, hidden, images, twins)
+    return plans
+
+
+def _against_best_channel(per_query: dict[str, list[float]], name: str, *, resamples: int = 2000) -> dict:
+    """``name``'s mean reciprocal rank and R@1 minus the best single channel's on the same queries, with a 95%
+    paired bootstrap interval (the queries resampled together)."""
+    channels = [c for c in HELD_OUT_CHANNELS if f"{c}:rr" in per_query]
+    best = max(channels, key=lambda c: np.mean(per_query[f"{c}:rr"]))
+    rng = np.random.default_rng(0)
+    out = {"best_channel": best}
+    for metric in ("rr", "hit1"):
+        diff = np.array(per_query[f"{name}:{metric}"]) - np.array(per_query[f"{best}:{metric}"])
+        means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)]
+        label = "mrr" if metric == "rr" else "recall@1"
+        out[label] = {
+            "difference": round(float(diff.mean()), 4),
+            "low": round(float(np.percentile(means, 2.5)), 4),
+            "high": round(float(np.percentile(means, 97.5)), 4),
+        }
+    return out
+
+
+def _by_source(per_query: dict[str, list[float]], labelled: list[LabelledQuery]) -> dict:
+    """R@1 and MRR per ingestion folder (coco_mini: train2017 / val2017; the caption model's training data
+    included COCO caption pairs, so a channel may know the train images' captions)."""
+    folder = dict(Image.objects.values_list("pk", "source"))
+    sources = [Path(folder.get(next(iter(q.relevant)), "")).parent.name or "unknown" for q in labelled]
+    out: dict[str, dict] = {}
+    for source in sorted(set(sources)):
+        rows = [i for i, s in enumerate(sources) if s == source]
+        out[source] = {"queries": len(rows)}
+        for name in (*HELD_OUT_CHANNELS, "convex_fitted"):
+            if f"{name}:rr" in per_query:
+                out[source][name] = {
+                    "recall@1": round(float(np.mean([per_query[f"{name}:hit1"][i] for i in rows])), 4),
+                    "mrr": round(float(np.mean([per_query[f"{name}:rr"][i] for i in rows])), 4),
+                }
+    return out
 
 
 def _labelled(service: SearchService, plan, text: str, image_id: int, rotation: int, depth: int) -> LabelledQuery:
@@ -183,6 +267,13 @@ def _cross_fitted(labelled: list[LabelledQuery], ks, depth: int) -> dict:
     other rotations, each scored on every rotation's queries (offline, from the recorded lists)."""
     names = (*HELD_OUT_CHANNELS, "rrf_own_weights", "rrf_fitted", "convex_fitted")
     summaries = {name: MetricSummary(ks=tuple(ks)) for name in names}
+    per_query: dict[str, list[float]] = defaultdict(list)  # "name:rr" / "name:hit1", in ``labelled`` order
+
+    def add(name: str, ranked: list[int], query: LabelledQuery) -> None:
+        summaries[name].add(ranked, query.relevant)
+        per_query[f"{name}:rr"].append(reciprocal_rank(ranked, query.relevant))
+        per_query[f"{name}:hit1"].append(float(bool(ranked) and ranked[0] in query.relevant))
+
     weights: dict[int, dict] = {}
     channels = [c for c in HELD_OUT_CHANNELS if any(c in q.rankings for q in labelled)]
     for rotation in sorted({q.group for q in labelled}):
@@ -196,19 +287,26 @@ def _cross_fitted(labelled: list[LabelledQuery], ks, depth: int) -> dict:
         for query in scored:
             for channel in HELD_OUT_CHANNELS:
                 if channel in query.rankings:
-                    summaries[channel].add([i for i, _ in query.rankings[channel]][:depth], query.relevant)
-            summaries["rrf_own_weights"].add(fused_ids(query, RRF, query.own_weights)[:depth], query.relevant)
-            summaries["rrf_fitted"].add(fused_ids(query, RRF, fits[RRF].weights)[:depth], query.relevant)
-            summaries["convex_fitted"].add(fused_ids(query, CONVEX, fits[CONVEX].weights)[:depth], query.relevant)
+                    add(channel, [i for i, _ in query.rankings[channel]][:depth], query)
+            add("rrf_own_weights", fused_ids(query, RRF, query.own_weights)[:depth], query)
+            add("rrf_fitted", fused_ids(query, RRF, fits[RRF].weights)[:depth], query)
+            add("convex_fitted", fused_ids(query, CONVEX, fits[CONVEX].weights)[:depth], query)
     metrics = {name: summary.means() for name, summary in summaries.items() if summary.queries}
-    return {"metrics": metrics, "weights": weights}
+    order = [q for rotation in sorted({q.group for q in labelled}) for q in labelled if q.group == rotation]
+    position = {id(q): i for i, q in enumerate(order)}
+    back = [position[id(q)] for q in labelled]  # per-query values in ``labelled`` order
+    return {
+        "metrics": metrics,
+        "weights": weights,
+        "per_query": {name: [values[i] for i in back] for name, values in per_query.items()},
+    }
 
 
 def assert_disjoint(fitting: list[LabelledQuery], scored: list[LabelledQuery]) -> None:
-    """A scored query's caption must not be among the fitted ones (two images may share a caption's words,
-    but the same (text, image) pair in both would score what the fit saw)."""
-    seen = {(q.text.strip().lower(), q.relevant) for q in fitting}
-    overlap = [q.text for q in scored if (q.text.strip().lower(), q.relevant) in seen]
+    """A scored query's caption must not be among the fitted ones, punctuation and case aside (two images may
+    share a caption's words, but the same (text, image) pair in both would score what the fit saw)."""
+    seen = {(normalised_caption(q.text), q.relevant) for q in fitting}
+    overlap = [q.text for q in scored if (normalised_caption(q.text), q.relevant) in seen]
     if overlap:
         raise HeldOutLeak(f"{len(overlap)} scored queries were also fitted on, e.g. {overlap[0]!r}.")
 
@@ -217,13 +315,15 @@ def with_noisy_truth(
     labelled: list[LabelledQuery], image_ids: list[int], sigma: float, *, depth: int, seed: int = 0
 ) -> list[LabelledQuery]:
     """The same queries with the CLIP list replaced by a simulated useful CLIP: every image scores its
-    relevance (1 or 0) plus Gaussian noise of ``sigma``, the top ``depth`` kept. The demo CLIP has random
-    weights, so this is how the fusion is tested where CLIP is the strongest channel, as with real weights."""
+    relevance (1 or 0) plus Gaussian noise of ``sigma``, mapped to cosine-like values (0.2 + 0.1 x: a
+    matching image near 0.3, the rest near 0.2, as ViT-B/32 cosines run), the top ``depth`` kept. The demo
+    CLIP has random weights, so this is how the fusion is tested where CLIP is the strongest channel. Its
+    errors are independent of the text channels' (real ones are not), which flatters any fusion."""
     rng = np.random.default_rng(seed)
     ids = np.array(image_ids)
     noisy = []
     for query in labelled:
-        scores = rng.normal(0.0, sigma, len(ids)) + np.isin(ids, list(query.relevant))
+        scores = 0.2 + 0.1 * (rng.normal(0.0, sigma, len(ids)) + np.isin(ids, list(query.relevant)))
         top = np.argsort(-scores)[:depth]
         rankings = {"clip": [(int(ids[i]), float(scores[i])) for i in top]}
         rankings.update({name: ranking for name, ranking in query.rankings.items() if name != "clip"})

@@ -15,15 +15,17 @@ Leaving drops the schema; the live tables are never written.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from collection.text_channels import channel_pool, shutdown_pool
-from collection.text_index import refresh_text_documents
+from collection.text_channels import POOL_THREADS, channel_pool, shutdown_pool
+from collection.text_index import DOCUMENT_EXPRESSION, refresh_text_documents
 from collection.versions import forget_other_encoders, sentence_version
 from searchapp.result_cache import image_cache, result_cache
 
@@ -96,21 +98,36 @@ def _rebuild_text(schema: str, image_ids: Sequence[int]) -> None:
         cursor.execute(f"CREATE UNIQUE INDEX ON {schema}.searchapp_lexemestat (word)")
 
 
-def _visible_held_out(held_caption_ids: Sequence[int]) -> int:
+def _visible_held_out(held_caption_ids: Sequence[int], image_ids: Sequence[int]) -> int:
+    """Held-out caption rows and vectors this connection sees, and documents of the held-out captions' images
+    that are not what their visible captions and tags make (a document still holding a held-out caption)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM searchapp_caption WHERE id = ANY(%s)", [list(held_caption_ids)])
         captions = cursor.fetchone()[0]
         cursor.execute(
             "SELECT count(*) FROM searchapp_captionembedding WHERE caption_id = ANY(%s)", [list(held_caption_ids)]
         )
-        return captions + cursor.fetchone()[0]
+        vectors = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM searchapp_image AS i WHERE i.id = ANY(%(ids)s) "
+            f"AND i.text_document IS DISTINCT FROM ({DOCUMENT_EXPRESSION})",
+            {"ids": list(image_ids), "config": settings.LOUPE_FTS_CONFIG},
+        )
+        return captions + vectors + cursor.fetchone()[0]
 
 
-def assert_held_out(held_caption_ids: Sequence[int]) -> None:
-    """Raise HeldOutLeak if this thread's connection or a channel pool thread's can see a held-out caption."""
-    seen = {"this thread": _visible_held_out(held_caption_ids)}
+def assert_held_out(held_caption_ids: Sequence[int], image_ids: Sequence[int] = ()) -> None:
+    """Raise HeldOutLeak if this thread's connection or any channel pool thread's can see a held-out caption."""
+    seen = {"this thread": _visible_held_out(held_caption_ids, image_ids)}
     pool = channel_pool()
-    futures = [pool.submit(_visible_held_out, held_caption_ids) for _ in range(2)]
+    # One check per pool thread: a barrier holds each task until all threads have one.
+    barrier = threading.Barrier(POOL_THREADS)
+
+    def check() -> int:
+        barrier.wait(timeout=30)
+        return _visible_held_out(held_caption_ids, image_ids)
+
+    futures = [pool.submit(check) for _ in range(POOL_THREADS)]
     for i, future in enumerate(futures):
         seen[f"channel thread {i}"] = future.result()
     leaking = {where: count for where, count in seen.items() if count}
@@ -134,7 +151,7 @@ def collection_without(held_caption_ids: Sequence[int], image_ids: Sequence[int]
         _copy_schema(schema, held_caption_ids)
         _search_copy_first(None, connection)
         _rebuild_text(schema, image_ids)
-        assert_held_out(held_caption_ids)
+        assert_held_out(held_caption_ids, image_ids)
         yield schema
     finally:
         _active_schema.pop()
