@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.propensity import PropensityCurve
@@ -222,6 +222,29 @@ def search_time_quantiles(until: datetime, shares: list[float]) -> list[datetime
         )
         found = cursor.fetchone()[0]
     return list(found) if found else [None] * len(shares)
+
+
+def served_by(boundaries: tuple[datetime | None, datetime | None, datetime]) -> dict[str, dict[str, int]]:
+    """Per window, how many of its text searches each encoder version served ("v<id>").
+
+    The pairs of a window can only hold images the serving version showed, so a window served by the
+    version being tuned favours it, and one served by another version favours that one (issue 17,
+    finding 2): the gate's figures are read with this beside them.
+    """
+    validation_from, test_from, until = boundaries
+    windows = {"training": (None, validation_from or until), "validation": (validation_from, test_from)}
+    windows["test"] = (test_from, until)
+    found: dict[str, dict[str, int]] = {}
+    for name, (since, before) in windows.items():
+        if before is None or (name != "training" and since is None):
+            found[name] = {}
+            continue
+        searches = SearchEvent.objects.filter(kind="text", created_at__lt=before).exclude(normalised_query="")
+        if since is not None:
+            searches = searches.filter(created_at__gte=since)
+        counts = searches.values_list("encoder_version_id").annotate(n=Count("id")).order_by("encoder_version_id")
+        found[name] = {f"v{version}": n for version, n in counts}
+    return found
 
 
 def windowed_pairs(

@@ -37,7 +37,7 @@ from ranking.finetune.building import (
     write_version,
 )
 from ranking.finetune.heads import TowerHeads
-from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, windowed_pairs
+from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, served_by, windowed_pairs
 from ranking.finetune.reference import reference_split
 from ranking.finetune.tower_inputs import image_inputs, text_inputs
 from ranking.finetune.towers import store_tower_outputs
@@ -273,6 +273,8 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             "anchor_captions": len(split.anchor_texts),
             "trained": _trained(heads),
             "windows": [str(b) for b in windows.boundaries],
+            # Who logged each window: the pairs favour that version (docs/finetuning.md, "What the gate reads").
+            "served_by": served_by(windows.boundaries),
             "alpha": alpha,
             "wise_ft": table,
             "history": tuned.history,

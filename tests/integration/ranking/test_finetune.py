@@ -129,6 +129,9 @@ def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     pairs = run.metrics["pairs"]
     assert pairs["validation"] == 5 * 2 and pairs["test"] == 2 + 6 * 2
     assert pairs["left_out_seen_earlier"] == {"validation": 8, "test": 0}
+    # Who logged each window (the pairs favour that version): here the base served all 17 + 6 + 7 searches.
+    base = f"v{service.version.pk}"
+    assert run.metrics["served_by"] == {"training": {base: 17}, "validation": {base: 6}, "test": {base: 7}}
     guard, gate = run.metrics["guard_recall@10"]["captions"], run.metrics["reference_recall@10"]["captions"]
     assert guard > 0 and gate > 0 and guard + gate < 6 * PER_CLASS  # a quarter of the images anchor instead
     assert run.metrics["reference_recall@10"]["after"] >= run.metrics["reference_recall@10"]["before"] - 0.2
