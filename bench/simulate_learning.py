@@ -356,15 +356,15 @@ def forget_feedback() -> None:
     from django.core.cache import cache
 
     from feedback.models import SearchEvent
-    from feedback.summaries import refresh_summaries
     from ranking.features import COLLECTION_RATES_KEY
     from ranking.models import RankerVersion, TrainingRun
     from ranking.registry import active_ranker
+    from ranking.summaries import refresh_with_estimated_curve
 
     TrainingRun.objects.all().delete()
     RankerVersion.objects.all().delete()
     SearchEvent.objects.all().delete()  # impressions and clicks go with their events
-    refresh_summaries()
+    refresh_with_estimated_curve()  # no events left: the prior, not the previous seed's estimated curve
     active_ranker.forget()
     # The previous seed's served orders and collection click rate must not reach this one.
     forget_served_orders()
@@ -374,7 +374,7 @@ def forget_feedback() -> None:
 def run(args, labels: dict[int, str], sets: QuerySets) -> dict:
     from feedback.capture import ClickInput, record_click
     from feedback.identity import Viewer
-    from feedback.summaries import refresh_summaries
+    from ranking.summaries import refresh_with_estimated_curve
     from ranking.training import retrain
     from searchapp.search import SearchRequest, SearchService
 
@@ -393,7 +393,7 @@ def run(args, labels: dict[int, str], sets: QuerySets) -> dict:
         for i, hit in enumerate(users.clicks(response.hits, wanted)):
             record_click(viewer, ClickInput(str(response.event_id), hit.image.pk, hit.position, f"s{n}-{i}"))
         if n % args.refresh_every == 0 or n % args.retrain_every == 0:
-            refresh_summaries()  # the beat task's job in the product (every 5 minutes)
+            refresh_with_estimated_curve()  # the beat task's job in the product (every 5 minutes)
         if n % args.retrain_every == 0:
             outcome = retrain(force=True)
             runs.append({"searches": n, "outcome": outcome.outcome, "message": outcome.message})

@@ -218,11 +218,33 @@ class FeedbackSummary(models.Model):
         return self.clicks / self.impressions if self.impressions else None
 
 
+class ExaminationWeight(models.Model):
+    """The chance that a result at ``position`` is examined, as the summaries count it.
+
+    Written by ``feedback.summaries.refresh_summaries`` when given a curve (the ranking layer passes the
+    swap-estimated one that training weighs clicks by, ``ranking.summaries``); with no rows the summary
+    views count 1/position. A position past the last row takes the last row's weight, as the training
+    pairs do (``ranking.finetune.pairs``).
+    """
+
+    position = models.PositiveIntegerField(primary_key=True)
+    weight = models.FloatField()
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"position {self.position}: {self.weight:.4f}"
+
+
 class ImageFeedbackSummary(FeedbackSummary):
     """Feedback per image (materialised view, refreshed by ``feedback.summaries.refresh_summaries``)."""
 
     image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
-    examinations = models.FloatField(help_text="Impressions weighted by 1/position: how often it was likely seen.")
+    examinations = models.FloatField(
+        help_text="Impressions weighted by the examination curve (ExaminationWeight; 1/position until one is "
+        "written): how often it was likely seen."
+    )
     last_activity = models.DateTimeField(null=True)
 
     class Meta:

@@ -5,9 +5,10 @@ At serve time ``candidate_features`` reads what it needs for all candidates in o
 ``feature_matrix``; the rows are logged with the impressions, so training later sees exactly what
 serving saw (no train/serve skew). Priors are smoothed toward the collection's mean (Bayesian
 average with ``PRIOR_STRENGTH`` pseudo-observations), and click-through is position-debiased:
-clicks over examinations, where an impression at position p counts 1/p (the power-law prior of
-``ranking.propensity``; the summary views do not yet use the swap-estimated curve that the training
-weights use, see docs/ranking.md).
+clicks over examinations, where an impression at position p counts the examination curve the summary
+views were last refreshed with: the product's refresh (``ranking.summaries``, the beat task and
+retraining) writes the swap-estimated curve that the training weights use (the power-law prior where
+swaps are scarce); summaries never refreshed with a curve count 1/p (``feedback.summaries``).
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from collection.models import EncoderVersion
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 from core.locks import advisory_lock
-from feedback.summaries import refresh_summaries
 from ranking.finetune.building import finish_building_versions
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.models import FineTuneRun, TrainingRun
+from ranking.summaries import refresh_with_estimated_curve
 from ranking.training import retrain
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ def refresh_text_stats() -> None:
 
 @shared_task(name="loupe.refresh_feedback_summaries", acks_late=True)
 def refresh_feedback_summaries() -> dict:
-    """Recompute the per-image and per-query feedback summaries (admin pages, ranker priors)."""
+    """Recompute the per-image and per-query feedback summaries (admin pages, ranker priors), counting
+    examinations by the curve training uses."""
 
-    return refresh_summaries()
+    return refresh_with_estimated_curve()
 
 
 RETRAIN_LOCK = 7_301_001  # pg advisory lock key: one retraining at a time across all workers
@@ -56,7 +57,7 @@ def retrain_ranker(force: bool = False) -> dict:
             logger.info("Another worker is retraining; skipping.")
             return {"outcome": "locked"}
         TrainingRun.close_interrupted()
-        refresh_summaries()  # priors as of now, for the features of the next searches
+        refresh_with_estimated_curve()  # priors as of now, for the features of the next searches
         run = retrain(force=force)
         return {"outcome": run.outcome, "message": run.message, "ranker": run.ranker_id}
 

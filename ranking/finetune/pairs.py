@@ -25,7 +25,12 @@ it. The images shown above a click and not chosen are kept as that pair's hard n
 
 Windows are cut by search time: the latest ``held_out_share`` of searches are held out, the first half
 of them to choose epochs and the WiSE-FT mix (validation), the second half for the gate (test), so the
-gate's numbers come from searches nothing was chosen on.
+gate's numbers come from searches nothing was chosen on. Time alone does not make the pairs differ: the
+same (query, image) chosen again in a later window is the pair training or early stopping already saw
+(in the fine-tune test, every held-out round repeated the validation pairs). So a later window keeps
+only pairs that no earlier window holds (``PairWindows.dropped`` counts the others), and
+``assert_disjoint`` raises ``WindowOverlap`` before anything trains if one slipped through.
+Queries may repeat (the head of real traffic); ``PairWindows.test_queries_in_training`` says how many do.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.propensity import PropensityCurve
@@ -72,6 +77,37 @@ class PairWindows:
     validation: list[Pair]
     test: list[Pair]
     boundaries: tuple[datetime | None, datetime | None, datetime]  # validation from, test from, until
+    dropped: dict[str, int] = field(default_factory=dict)  # window -> pairs left out: an earlier window holds them
+
+    @property
+    def test_queries_in_training(self) -> int:
+        """Test queries that training also saw (with other images): the gate is not only about new queries."""
+        return len({p.query for p in self.test} & {p.query for p in self.train})
+
+
+class WindowOverlap(ValueError):
+    """A (query, image) pair in two windows: the set that trains or chooses would also be the one that judges."""
+
+
+def assert_disjoint(windows: PairWindows) -> None:
+    """Raise ``WindowOverlap`` if any (query, image) pair is in more than one of the three windows."""
+    named = {"training": windows.train, "validation": windows.validation, "test": windows.test}
+    keys = {name: {(p.query, p.image_id) for p in pairs} for name, pairs in named.items()}
+    for first, second in (("training", "validation"), ("training", "test"), ("validation", "test")):
+        shared = sorted(keys[first] & keys[second])
+        if shared:
+            query, image_id = shared[0]
+            raise WindowOverlap(
+                f"{len(shared)} pair(s) in both the {first} and the {second} window, e.g. ({query!r}, image "
+                f"{image_id}): the {second} figures would not be held out."
+            )
+
+
+def _new_pairs(pairs: list[Pair], earlier: list[Pair]) -> tuple[list[Pair], int]:
+    """The pairs no earlier window holds, and how many were left out."""
+    seen = {(p.query, p.image_id) for p in earlier}
+    kept = [p for p in pairs if (p.query, p.image_id) not in seen]
+    return kept, len(pairs) - len(kept)
 
 
 def smoothed_relevance(clicks: float, examinations: float, options: RelevanceSettings) -> float:
@@ -188,16 +224,46 @@ def search_time_quantiles(until: datetime, shares: list[float]) -> list[datetime
     return list(found) if found else [None] * len(shares)
 
 
+def served_by(boundaries: tuple[datetime | None, datetime | None, datetime]) -> dict[str, dict[str, int]]:
+    """Per window, how many of its text searches each encoder version served ("v<id>").
+
+    The pairs of a window can only hold images the serving version showed, so a window served by the
+    version being tuned favours it, and one served by another version favours that one (issue 17,
+    finding 2): the gate's figures are read with this beside them.
+    """
+    validation_from, test_from, until = boundaries
+    windows = {"training": (None, validation_from or until), "validation": (validation_from, test_from)}
+    windows["test"] = (test_from, until)
+    found: dict[str, dict[str, int]] = {}
+    for name, (since, before) in windows.items():
+        if before is None or (name != "training" and since is None):
+            found[name] = {}
+            continue
+        searches = SearchEvent.objects.filter(kind="text", created_at__lt=before).exclude(normalised_query="")
+        if since is not None:
+            searches = searches.filter(created_at__gte=since)
+        counts = searches.values_list("encoder_version_id").annotate(n=Count("id")).order_by("encoder_version_id")
+        found[name] = {f"v{version}": n for version, n in counts}
+    return found
+
+
 def windowed_pairs(
     until: datetime, propensity: PropensityCurve, options: RelevanceSettings | None = None, held_out_share: float = 0.25
 ) -> PairWindows:
-    """Train on the earlier searches; validation and test pairs each from half of the latest ``held_out_share``."""
+    """Train on the earlier searches; validation and test pairs each from half of the latest ``held_out_share``,
+    each without the pairs an earlier window holds."""
     validation_from, test_from = search_time_quantiles(until, [1 - held_out_share, 1 - held_out_share / 2])
     if validation_from is None or test_from is None or validation_from >= test_from:
         return PairWindows(feedback_pairs(None, until, propensity, options), [], [], (None, None, until))
-    return PairWindows(
-        feedback_pairs(None, validation_from, propensity, options),
-        feedback_pairs(validation_from, test_from, propensity, options),
-        feedback_pairs(test_from, until, propensity, options),
+    train = feedback_pairs(None, validation_from, propensity, options)
+    validation, dropped_validation = _new_pairs(feedback_pairs(validation_from, test_from, propensity, options), train)
+    test, dropped_test = _new_pairs(feedback_pairs(test_from, until, propensity, options), train + validation)
+    windows = PairWindows(
+        train,
+        validation,
+        test,
         (validation_from, test_from, until),
+        {"validation": dropped_validation, "test": dropped_test},
     )
+    assert_disjoint(windows)
+    return windows

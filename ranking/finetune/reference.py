@@ -1,16 +1,18 @@
-"""The reference set the gate guards, and the anchor texts that training keeps in place.
+"""The reference sets the fine-tune guards, and the anchor texts that training keeps in place.
 
-Both come from the collection's captions, split by image: a stable hash of the image id gives a
-quarter of the captioned images to the anchor texts and the rest to the reference set, so anchoring
-never touches a reference image's captions. A caption is a query whose one relevant answer is its
-own image, searched over the whole collection.
+All come from the collection's captions, split by image with a stable hash of the image id: a quarter
+of the captioned images give the anchor texts, and the rest is cut in two halves by image, the
+**guard** set (early stopping and the WiSE-FT α keep only weights within half the tolerance of the
+start on it) and the **gate** set (the gate checks the drop against the tolerance on it). A caption is
+a query whose one relevant answer is its own image, searched over the whole collection.
 
-The reference set is both the constraint (early stopping and WiSE-FT keep only weights within half
-the tolerance of the start on it) and the gate's check (within the tolerance). Two halves, one to
-choose and one to check, were tried: on coco_mini (159 images, 795 captions) the halves disagreed by
-1-3 points at the same weights, more than the 1-point tolerance, so the gate refused or passed by the
-luck of the split (docs/finetuning.md). The half-tolerance margin is what keeps the choice from
-using up the check.
+One set for both used to serve: the choice of epoch and α was made on the very captions the gate then
+read, so the gate could not see what the choice overfitted (issue 17, finding 4; finding 5 is the same
+mechanism in the ranker). The halves are smaller, hence noisier: on coco_mini (159 images, 795
+captions) two halves differed by 1-3 points at the same weights (docs/finetuning.md); the gate compares
+before and after on the same half, which cancels the level but not the noise of the change. The three
+sets share no image (``ReferenceSplit.check`` raises otherwise), so anchoring never touches a guard or
+gate image's captions.
 """
 
 from __future__ import annotations
@@ -32,10 +34,31 @@ class CaptionSet:
         return len(self.texts)
 
 
+class ReferenceOverlap(ValueError):
+    """An image in two of the guard, gate and anchor sets: the gate would read what chose or anchored."""
+
+
 @dataclass
 class ReferenceSplit:
-    reference: CaptionSet
+    guard: CaptionSet  # chooses: early stopping's floor and the WiSE-FT α's
+    gate: CaptionSet  # judges: the promotion gate's tolerance
     anchor_texts: list[str]
+    images: dict[str, set[int]]  # part -> image ids whose captions went there
+
+    def check(self) -> None:
+        """Raise ``ReferenceOverlap`` if two parts share an image."""
+        for first, second in (("guard", "gate"), ("guard", "anchor"), ("gate", "anchor")):
+            shared = self.images.get(first, set()) & self.images.get(second, set())
+            if shared:
+                raise ReferenceOverlap(
+                    f"{len(shared)} image(s) in both the {first} and the {second} captions, e.g. {min(shared)}."
+                )
+
+
+def part_of(image_id: int) -> str:
+    """Which part an image's captions belong to: a quarter anchor, the rest halved into guard and gate."""
+    share = stable_share(image_id)
+    return "anchor" if share >= 0.75 else ("gate" if share >= 0.375 else "guard")
 
 
 def stable_share(image_id: int) -> float:
@@ -45,21 +68,26 @@ def stable_share(image_id: int) -> float:
 
 
 def reference_split(image_row: dict[int, int], limit: int, anchor_limit: int, seed: int) -> ReferenceSplit:
-    """Captions of the collection's images: the reference set and the anchor texts, each sampled to its limit."""
+    """Captions of the collection's images: the guard and gate sets (each up to ``limit``) and the anchor texts."""
     rng = np.random.default_rng(seed)
-    parts: dict[str, list[tuple[str, int]]] = {"reference": [], "anchor": []}
+    parts: dict[str, list[tuple[str, int]]] = {"guard": [], "gate": [], "anchor": []}
     for text, image_id in (
         Caption.objects.filter(image_id__in=list(image_row)).order_by("pk").values_list("text", "image_id")
     ):
-        parts["anchor" if stable_share(image_id) >= 0.75 else "reference"].append((text, image_id))
+        parts[part_of(image_id)].append((text, image_id))
 
     def sample(rows: list[tuple[str, int]], cap: int) -> list[tuple[str, int]]:
         if len(rows) <= cap:
             return rows
         return [rows[i] for i in sorted(rng.choice(len(rows), size=cap, replace=False))]
 
-    reference = sample(parts["reference"], limit)
-    return ReferenceSplit(
-        CaptionSet([t for t, _ in reference], [{image_row[i]} for _, i in reference]),
-        [t for t, _ in sample(parts["anchor"], anchor_limit)],
+    guard, gate = sample(parts["guard"], limit), sample(parts["gate"], limit)
+    anchor = sample(parts["anchor"], anchor_limit)
+    split = ReferenceSplit(
+        CaptionSet([t for t, _ in guard], [{image_row[i]} for _, i in guard]),
+        CaptionSet([t for t, _ in gate], [{image_row[i]} for _, i in gate]),
+        [t for t, _ in anchor],
+        {name: {i for _, i in rows} for name, rows in (("guard", guard), ("gate", gate), ("anchor", anchor))},
     )
+    split.check()
+    return split

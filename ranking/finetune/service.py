@@ -2,17 +2,18 @@
 
 1. Pairs from feedback (``ranking.finetune.pairs``) in three windows of search time: train, then the
    latest searches split into validation (epochs and the WiSE-FT mix are chosen on it) and test (the
-   gate reads it).
+   gate reads it). No (query, image) pair is in two windows (``assert_disjoint`` raises otherwise).
 2. Inputs of the trainable part (``ranking.finetune.tower_inputs``): images' from a cache shared by
    every worker, queries' and captions' computed once.
 3. The projections, and with ``layers`` the last blocks of each tower (``ranking.finetune.heads``),
    trained with symmetric InfoNCE and an anchor to the start (``ranking.finetune.training``),
-   early-stopped on validation Recall@10 of the chosen images, among the epochs whose reference
-   recall stays within half the tolerance of the start's.
+   early-stopped on validation Recall@10 of the chosen images, among the epochs whose recall on the
+   guard captions stays within half the tolerance of the start's.
 4. WiSE-FT: the mix α between the start and the tuned weights is chosen on validation, among the α
-   whose reference recall stays within half the tolerance of the start's (``ranking.finetune.reference``).
-5. Gate: test Recall@10 must rise by ``margin`` (absolute) and the reference set must not drop more
-   than ``tolerance``. Both before and after, and every α, are kept on the run.
+   whose guard recall stays within half the tolerance of the start's (``ranking.finetune.reference``).
+5. Gate: test Recall@10 must rise by ``margin`` (absolute) and the gate captions (other images than the
+   guard's) must not drop more than ``tolerance``. So nothing the gate reads chose the epoch or α.
+   Both before and after, and every α, are kept on the run.
 6. Only then a new version is built (``ranking.finetune.building``); it can serve only once *ready*.
 """
 
@@ -36,7 +37,7 @@ from ranking.finetune.building import (
     write_version,
 )
 from ranking.finetune.heads import TowerHeads
-from ranking.finetune.pairs import Pair, RelevanceSettings, windowed_pairs
+from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, served_by, windowed_pairs
 from ranking.finetune.reference import reference_split
 from ranking.finetune.tower_inputs import image_inputs, text_inputs
 from ranking.finetune.towers import store_tower_outputs
@@ -76,9 +77,9 @@ class FineTuneSettings:
     wise_ft: bool = True  # False: take the tuned weights as they are (alpha = 1)
     early_stopping: bool = True  # False: keep the last epoch, whatever validation says
     margin: float = 0.02  # test Recall@10 must rise at least this much (absolute)
-    tolerance: float = 0.01  # the gate reference set's Recall@10 may drop at most this much
+    tolerance: float = 0.01  # the gate captions' Recall@10 may drop at most this much
     min_pairs: int = 50
-    reference_captions: int = 2000
+    reference_captions: int = 2000  # each of the guard and the gate sets
     anchor_captions: int = 2000
     held_out_share: float = 0.25  # the latest searches: half validation, half test
     prior_mean: float = RelevanceSettings.prior_mean
@@ -137,7 +138,8 @@ def _update(run: FineTuneRun, stage: str, progress: float = 0.0) -> None:
 class Scores:
     validation: float
     test: float
-    reference: float
+    guard: float  # the guard captions': what the choice of epoch and alpha was held to
+    reference: float  # the gate captions': what the gate reads
 
 
 def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> FineTuneRun:
@@ -155,6 +157,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 f"pairs; need {options.min_pairs} training pairs and some of each."
             )
             return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
+        assert_disjoint(windows)  # windowed_pairs ensures it; checked where the gate depends on it
         encoder = load_encoder(base)
         heads = TowerHeads(encoder.model, options.layers, options.text_layers)
         for part in (heads.text_projection, heads.text_blocks, heads.text_norm):
@@ -178,7 +181,8 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             _pair_set(w, query_row, image_row) for w in (windows.train, windows.validation, windows.test)
         )
         split = reference_split(image_row, options.reference_captions, options.anchor_captions, options.seed)
-        reference_states = text_inputs(encoder, split.reference.texts, heads.text_layers)
+        guard_states = text_inputs(encoder, split.guard.texts, heads.text_layers)
+        gate_states = text_inputs(encoder, split.gate.texts, heads.text_layers)
         start = heads.model_state()
         anchor = None
         if options.anchor_weight > 0:
@@ -192,15 +196,19 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         logit_scale = float(encoder.model.logit_scale.detach().exp())
         timings["prepare_s"] = time.perf_counter() - started
 
-        def reference_recall(image_vectors: np.ndarray) -> float:
-            vectors = text_vectors(heads, reference_states).numpy()
-            return hit_rate_at_k(vectors, image_vectors, split.reference.relevant, 10)
+        def guard_recall(image_vectors: np.ndarray) -> float:
+            vectors = text_vectors(heads, guard_states).numpy()
+            return hit_rate_at_k(vectors, image_vectors, split.guard.relevant, 10)
 
-        # Choosing within half the tolerance leaves the other half for what the choice itself overfits.
-        floor = reference_recall(collection_vectors(heads, images).numpy()) - options.tolerance / 2
+        def gate_recall(image_vectors: np.ndarray) -> float:
+            vectors = text_vectors(heads, gate_states).numpy()
+            return hit_rate_at_k(vectors, image_vectors, split.gate.relevant, 10)
+
+        # Choosing within half the tolerance leaves the other half for the guard and gate sets' difference.
+        floor = guard_recall(collection_vectors(heads, images).numpy()) - options.tolerance / 2
         guard = None
-        if options.early_stopping and split.reference.texts:
-            guard = ReferenceGuard(lambda _, vectors: reference_recall(vectors), floor)
+        if options.early_stopping and split.guard.texts:
+            guard = ReferenceGuard(lambda _, vectors: guard_recall(vectors), floor)
         _update(run, "training")
         trained_at = time.perf_counter()
         tuned = fine_tune_heads(
@@ -232,30 +240,41 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 scored[alpha] = Scores(
                     recall_of_pairs(valid, query_vectors, image_vectors),
                     recall_of_pairs(test, query_vectors, image_vectors),
-                    reference_recall(image_vectors),
+                    guard_recall(image_vectors),
+                    gate_recall(image_vectors),
                 )
             return scored[alpha]
 
         before = scores(0.0)
         if options.wise_ft:
-            alpha, _ = choose_alpha(lambda a: (scores(a).validation, scores(a).reference), reference_floor=floor)
+            alpha, _ = choose_alpha(lambda a: (scores(a).validation, scores(a).guard), reference_floor=floor)
         else:
             alpha = 1.0
         after = scores(alpha)
         table = [{"alpha": a, **asdict(s)} for a, s in sorted(scored.items())]
         metrics = {
-            "pairs": {"train": len(train), "validation": len(valid), "test": len(test), "queries": len(queries)},
+            "pairs": {
+                "train": len(train),
+                "validation": len(valid),
+                "test": len(test),
+                "queries": len(queries),
+                "left_out_seen_earlier": windows.dropped,  # pairs an earlier window holds: not held out
+                "test_queries_in_training": windows.test_queries_in_training,
+            },
             "held_out_recall@10": {"before": before.test, "after": after.test},
             "validation_recall@10": {"before": before.validation, "after": after.validation},
-            "reference_recall@10": {
-                "before": before.reference,
-                "after": after.reference,
-                "captions": len(split.reference),
+            "reference_recall@10": {"before": before.reference, "after": after.reference, "captions": len(split.gate)},
+            "guard_recall@10": {
+                "before": before.guard,
+                "after": after.guard,
+                "captions": len(split.guard),
                 "floor": floor,
             },
             "anchor_captions": len(split.anchor_texts),
             "trained": _trained(heads),
             "windows": [str(b) for b in windows.boundaries],
+            # Who logged each window: the pairs favour that version (docs/finetuning.md, "What the gate reads").
+            "served_by": served_by(windows.boundaries),
             "alpha": alpha,
             "wise_ft": table,
             "history": tuned.history,
@@ -264,7 +283,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         }
         run.metrics = metrics
         passed, why = encoder_gate(before.test, after.test, before.reference, after.reference, options)
-        if not split.reference.texts:
+        if not split.gate.texts:
             why += " (no reference captions in the collection: forgetting was not checked)"
         if not passed:
             return _finish(run, FineTuneRun.Outcome.REFUSED, f"Refused: {why}.", metrics)

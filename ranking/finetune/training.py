@@ -12,9 +12,11 @@ Arrays in, weights and a training curve out; nothing here reads the database. Ea
   about; the anchor keeps the rest where it was. Measured on the Caltech simulation (see
   docs/finetuning.md): without it, fine-tuning from clicks cost a third of the reference recall.
 
-Early stopping watches held-out Recall@10 of the chosen images (validation pairs); epoch 0 is the
-start, so a run that never helps returns the starting weights. ``early_stopping=False`` keeps the last
-epoch whatever it scores (the "harmful" setting of the simulation uses it).
+Early stopping watches Recall@10 of the chosen images on the validation pairs (the history's
+``validation_recall@10``: the set that chose the epoch, so not a held-out figure; the gate reads
+other pairs, ``ranking.finetune.service``); epoch 0 is the start, so a run that never helps returns the
+starting weights. ``early_stopping=False`` keeps the last epoch whatever it scores (the "harmful"
+setting of the simulation uses it).
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def text_vectors(heads: TowerHeads, texts: TextStates, batch_size: int = 1024) -
         return torch.cat([heads.text(texts[s : s + batch_size]) for s in range(0, len(texts), batch_size)])
 
 
-def held_out_recall(heads: TowerHeads, pairs: PairSet, queries: TextStates, images: torch.Tensor) -> float:
+def pairs_recall(heads: TowerHeads, pairs: PairSet, queries: TextStates, images: torch.Tensor) -> float:
+    """Recall@10 of ``pairs`` through ``heads``: held out only when no choice was made on those pairs."""
     return recall_of_pairs(pairs, text_vectors(heads, queries).numpy(), collection_vectors(heads, images).numpy())
 
 
@@ -150,7 +153,7 @@ def fine_tune_heads(
     weights = torch.as_tensor(train.weights, dtype=torch.float32)
     start, reference = _evaluate(heads, valid, queries, images, guard)
     best = {"recall": start, "epoch": 0, "state": heads.model_state()}
-    history = [{"epoch": 0, "held_out_recall@10": start, **reference}]
+    history = [{"epoch": 0, "validation_recall@10": start, **reference}]
     for epoch in range(1, epochs + 1):
         heads.train()
         order = torch.randperm(len(train), generator=generator)
@@ -166,7 +169,9 @@ def fine_tune_heads(
             total += float(loss.detach()) * len(batch)
         heads.eval()
         recall, reference = _evaluate(heads, valid, queries, images, guard)
-        history.append({"epoch": epoch, "loss": total / max(len(train), 1), "held_out_recall@10": recall, **reference})
+        history.append(
+            {"epoch": epoch, "loss": total / max(len(train), 1), "validation_recall@10": recall, **reference}
+        )
         holds = guard is None or reference["reference"] >= guard.floor
         if not early_stopping or (holds and recall > best["recall"] + 1e-9):  # without early stopping: the last
             best = {"recall": recall, "epoch": epoch, "state": heads.model_state()}

@@ -97,18 +97,43 @@ def click_classes(service, by_class, images_range, rounds: int, start: int = 0) 
             n += 1
 
 
+def click_three_windows(service, by_class) -> None:
+    """Three training rounds on images 0-7 of each class, then the held-out share (the last two rounds) on
+    images no earlier round chose: 8-9 in the validation window, 10-11 in the gate's test window."""
+    click_classes(service, by_class, slice(0, 8), rounds=3)
+    click_classes(service, by_class, slice(8, 10), rounds=1, start=1000)
+    click_classes(service, by_class, slice(10, 12), rounds=1, start=1000 + len(by_class))
+
+
 def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(service, classes):
     fine_tune_from_clicks(service, classes)
 
 
-def fine_tune_from_clicks(service, classes) -> EncoderVersion:
+def changelist_row(page: str, change_url: str) -> str:
+    """The admin changelist's row (``<tr>`` … ``</tr>``) that links to ``change_url``."""
+    link = page.index(f'href="{change_url}"')
+    return page[page.rindex("<tr", 0, link) : page.index("</tr>", link)]
+
+
+def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     """Clicks, a fine-tune that passes the gate, and everything checked about the new version."""
-    click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)  # held-out images: validation, then test
+    click_three_windows(service, classes)
     run = fine_tune(service.version, small_run())
     assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
     held = run.metrics["held_out_recall@10"]
     assert held["after"] >= held["before"] + 0.05
+    # The gate read pairs and captions nothing was chosen on. The windows are search-time quantiles (60%, 80%
+    # of 30 searches), so the last search of each earlier round falls in the next window: grey's round-3
+    # clicks (its 8 training pairs again) are left out of validation; the test window holds grey's round-4
+    # pairs and round 5's. The guard and the gate captions are different images.
+    pairs = run.metrics["pairs"]
+    assert pairs["validation"] == 5 * 2 and pairs["test"] == 2 + 6 * 2
+    assert pairs["left_out_seen_earlier"] == {"validation": 8, "test": 0}
+    # Who logged each window (the pairs favour that version): here the base served all 17 + 6 + 7 searches.
+    base = f"v{service.version.pk}"
+    assert run.metrics["served_by"] == {"training": {base: 17}, "validation": {base: 6}, "test": {base: 7}}
+    guard, gate = run.metrics["guard_recall@10"]["captions"], run.metrics["reference_recall@10"]["captions"]
+    assert guard > 0 and gate > 0 and guard + gate < 6 * PER_CLASS  # a quarter of the images anchor instead
     assert run.metrics["reference_recall@10"]["after"] >= run.metrics["reference_recall@10"]["before"] - 0.2
     version = run.result
     assert version.status == EncoderVersion.Status.READY and version.parent_id == service.version.pk
@@ -125,16 +150,25 @@ def fine_tune_from_clicks(service, classes) -> EncoderVersion:
     assert ImageTowerOutput.objects.count() == 6 * PER_CLASS
     # The serving encoder did not change under the fine-tune.
     assert service.encoder.fingerprint == service.version.fingerprint
-    return version
+    return run
 
 
 def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
     from ranking.models import Experiment, ServingConfig
 
-    version = fine_tune_from_clicks(service, classes)
+    run = fine_tune_from_clicks(service, classes)
+    version = run.result
+    # The rows of this version and this run, not the pages: their filter sidebars print "ready" and
+    # "passed the gate" whatever the rows say.
     listing = admin_client.get("/admin/searchapp/encoderversion/").content.decode()
-    assert "fine-tuned" in listing and "MB" in listing and "ready" in listing
-    assert "passed the gate" in admin_client.get("/admin/ranking/finetunerun/").content.decode()
+    row = changelist_row(listing, f"/admin/searchapp/encoderversion/{version.pk}/change/")
+    assert '<td class="field-status">ready</td>' in row and f"fine-tuned (run {run.pk}" in row
+    assert f'<td class="field-embedded_images">{6 * PER_CLASS}</td>' in row and " MB</td>" in row
+    base_row = changelist_row(listing, f"/admin/searchapp/encoderversion/{service.version.pk}/change/")
+    assert f"{FineTuneRun.Outcome.PROMOTED.label}: {version} ready" in base_row  # the base's last fine-tune
+    runs = admin_client.get("/admin/ranking/finetunerun/").content.decode()
+    run_row = changelist_row(runs, f"/admin/ranking/finetunerun/{run.pk}/change/")
+    assert f'<td class="field-outcome">{FineTuneRun.Outcome.PROMOTED.label}</td>' in run_row
     action = {"action": "start_ab_test", "_selected_action": [version.pk]}
     response = admin_client.post("/admin/searchapp/encoderversion/", action)
     experiment = Experiment.objects.get()
@@ -152,8 +186,7 @@ def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
 
 
 def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service, classes):
-    click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
+    click_three_windows(service, classes)
     versions = EncoderVersion.objects.count()
     run = fine_tune(service.version, small_run(margin=0.9))
     assert run.outcome == FineTuneRun.Outcome.REFUSED and "does not rise by 0.9" in run.message
@@ -171,8 +204,7 @@ def test_an_interrupted_re_embedding_never_serves_and_is_finished_later(service,
     from collection.versions import service_encoder_choice
     from ranking.finetune.building import finish_building_versions
 
-    click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
+    click_three_windows(service, classes)
     original = finetune_service.reproject_collection
 
     def killed_half_way(version, image_ids, pooled, projections):
@@ -223,8 +255,7 @@ def test_fine_tuning_the_last_blocks_re_embeds_from_cached_states(service, class
     block per image), and the stored vectors are what the saved model computes from the pixels."""
     from ranking.finetune.tower_inputs import frozen_vision_fingerprint, states_dir
 
-    click_classes(service, classes, slice(0, 8), rounds=3)
-    click_classes(service, classes, slice(8, 12), rounds=2, start=1000)
+    click_three_windows(service, classes)
     run = fine_tune(service.version, small_run(layers=1, learning_rate=0.01))
     assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
     assert run.metrics["trained"].startswith("last 1 block")

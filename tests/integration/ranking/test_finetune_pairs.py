@@ -8,7 +8,12 @@ from django.utils import timezone
 from feedback.capture import ClickInput, RatingInput, record_click, record_rating
 from feedback.identity import Viewer
 from feedback.models import SearchEvent
-from ranking.finetune.pairs import RelevanceSettings, feedback_pairs, smoothed_relevance, windowed_pairs
+from ranking.finetune.pairs import (
+    RelevanceSettings,
+    feedback_pairs,
+    smoothed_relevance,
+    windowed_pairs,
+)
 from ranking.propensity import power_law
 from searchapp.search import SearchRequest
 
@@ -80,6 +85,26 @@ def test_windows_follow_search_time(service, collection, fixed_order):
     assert sorted(p.image_id for p in windows.test) == sorted(images[6:8])
     validation_from, test_from, _ = windows.boundaries
     assert validation_from < test_from
+
+
+def test_a_pair_chosen_again_later_is_left_out_of_the_later_windows(service, collection, fixed_order):
+    """Time alone does not hold pairs out: the first result chosen again in the validation and test searches
+    is the training pair, so the gate would measure what training fitted. Later windows keep new pairs only."""
+    loose = RelevanceSettings(min_relevance=0.0)
+    now = timezone.now()
+    for n in range(8):
+        viewer, response = search(service, n)
+        record_click(viewer, ClickInput(str(response.event_id), response.hits[n].image.pk, n + 1, f"w{n}"))
+        if n in (5, 7):  # the first result again, chosen in training by search 0
+            record_click(viewer, ClickInput(str(response.event_id), response.hits[0].image.pk, 1, f"again{n}"))
+        SearchEvent.objects.filter(pk=response.event_id).update(created_at=now - timedelta(hours=8 - n))
+    windows = windowed_pairs(timezone.now(), power_law(100), loose, held_out_share=0.25)
+    images = [h.image.pk for h in search(service, 99)[1].hits]
+    assert [p.image_id for p in windows.train] == sorted(images[:5])
+    assert [p.image_id for p in windows.validation] == [images[5]]
+    assert sorted(p.image_id for p in windows.test) == sorted(images[6:8])
+    assert windows.dropped == {"validation": 1, "test": 1}
+    assert windows.test_queries_in_training == 1  # one query string throughout: new images, not new queries
 
 
 def test_short_clicks_are_not_choices(service, collection, fixed_order):
