@@ -257,6 +257,10 @@ LOUPE_EVENT_WAIT_SECONDS = env.float("LOUPE_EVENT_WAIT_SECONDS", default=2.0)
 # What one user key may add per hour (clicks + ratings), and the largest API batch.
 LOUPE_FEEDBACK_HOURLY_CAP = env.int("LOUPE_FEEDBACK_HOURLY_CAP", default=600)
 LOUPE_FEEDBACK_BATCH_MAX = env.int("LOUPE_FEEDBACK_BATCH_MAX", default=500)
+# Learn from trust-weighted feedback (feedback.trust: new identities and bursts from one network count
+# less, one click per impression, a daily cap per query and image). Off only to measure the attack it
+# stops (bench/poisoning.py --no-trust).
+LOUPE_FEEDBACK_TRUST = env.bool("LOUPE_FEEDBACK_TRUST", default=True)
 
 # --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 
+from core.networks import network_key
+
 USER_COOKIE = "loupe_uk"
 SESSION_COOKIE = "loupe_sid"
 USER_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
@@ -31,6 +33,7 @@ class Viewer:
     session: str = ""
     surface: str = "web"
     partner_id: int | None = None
+    network: str = ""  # ``core.networks.network_key`` of the client's address ("" unknown): trust weights damp bursts
 
 
 def new_token() -> str:
@@ -39,13 +42,22 @@ def new_token() -> str:
 
 def web_viewer(request: HttpRequest) -> Viewer:
     """The viewer of a page request (set up by ``UserKeyMiddleware``)."""
-    return Viewer(user_key=request.user_key, session=request.loupe_session, surface="web")
+    return Viewer(
+        user_key=request.user_key,
+        session=request.loupe_session,
+        surface="web",
+        network=network_key(request.META.get("REMOTE_ADDR", "")),
+    )
 
 
-def partner_viewer(api_key, end_user: str = "", session: str = "") -> Viewer:
-    """A partner's end user. ``end_user`` must already be validated against ``PARTNER_USER``."""
+def partner_viewer(api_key, end_user: str = "", session: str = "", network: str = "") -> Viewer:
+    """A partner's end user. ``end_user`` must already be validated against ``PARTNER_USER``.
+
+    ``network`` is the partner's own server's (its end users all arrive from it), so a partner inventing
+    many new end users in a day shares one network's budget of trusted newcomers (``feedback.trust``).
+    """
     key = f"partner:{api_key.prefix}:{end_user}" if end_user else f"partner:{api_key.prefix}"
-    return Viewer(user_key=key, session=session[:64], surface="api", partner_id=api_key.pk)
+    return Viewer(user_key=key, session=session[:64], surface="api", partner_id=api_key.pk, network=network)
 
 
 class UserKeyMiddleware:

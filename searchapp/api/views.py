@@ -17,6 +17,7 @@ from collection.tag_stats import tag_suggestions
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
 from core.errors import UnknownImage
+from core.networks import network_key
 from feedback.api_keys import scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
@@ -43,12 +44,15 @@ ERRORS = {
 
 def api_viewer(request: Request, data: dict) -> Viewer:
     """Who an API search is for: a partner's end user, a logged-in account, or an anonymous caller by address."""
-    if isinstance(request.auth, ApiKey):
-        return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""))
-    if request.user.is_authenticated:
-        return Viewer(user_key=f"account:{request.user.pk}", surface="api")
     address = request.META.get("REMOTE_ADDR", "")
-    return Viewer(user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api")
+    network = network_key(address)
+    if isinstance(request.auth, ApiKey):
+        return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""), network=network)
+    if request.user.is_authenticated:
+        return Viewer(user_key=f"account:{request.user.pk}", surface="api", network=network)
+    return Viewer(
+        user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api", network=network
+    )
 
 
 def _search_request(data: dict, **query) -> SearchRequest:
