@@ -78,13 +78,13 @@ class ImageFacts:
     width: int
     height: int
     clip_cosine: float | None
-    impressions: int = 0
-    # Clicks and examinations are trust-weighted (``feedback.trust``): fractions of a click.
+    # Trust-weighted (``feedback.trust``): fractions of an impression or a click.
+    impressions: float = 0.0
     examinations: float = 0.0
     clicks: float = 0.0
     ratings: int = 0
     mean_rating: float | None = None
-    query_impressions: int = 0
+    query_impressions: float = 0.0
     query_examinations: float = 0.0
     query_clicks: float = 0.0
 
@@ -139,9 +139,9 @@ SELECT c.id, i.width, i.height,
        CASE WHEN c.need AND %(vector)s::vector IS NOT NULL THEN (
            SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM {embeddings} e
            WHERE e.image_id = c.id AND e.encoder_version_id = %(version)s) END,
-       coalesce(s.impressions, 0), coalesce(s.{counted}examinations, 0), coalesce(s.{counted}clicks, 0),
+       coalesce(s.{counted}impressions, 0), coalesce(s.{counted}examinations, 0), coalesce(s.{counted}clicks, 0),
        coalesce(s.ratings, 0), s.mean_utility,
-       coalesce(q.impressions, 0), coalesce(q.{counted}examinations, 0), coalesce(q.{counted}clicks, 0)
+       coalesce(q.{counted}impressions, 0), coalesce(q.{counted}examinations, 0), coalesce(q.{counted}clicks, 0)
 FROM unnest(%(ids)s::bigint[], %(need)s::boolean[]) AS c(id, need)
 JOIN {images} i ON i.id = c.id
 LEFT JOIN {image_summary} s ON s.image_id = c.id
@@ -150,10 +150,10 @@ LEFT JOIN {query_image_summary} q ON q.query = %(query)s AND q.image_id = c.id
 
 
 def counted_prefix() -> str:
-    """Which summary columns the click-through features read: the trust-weighted ones (``feedback.trust``).
+    """Which summary columns the feedback features read: the trust-weighted ones (``feedback.trust``).
 
-    The impression counts stay raw: they are what we showed (our own log), and what a flood of searches
-    adds to them it adds to every image of the same pages alike.
+    Trusted impressions are damped for bursts only (a flood of made-up searches would otherwise move
+    ``impressions_log`` for every image it was shown); clicks and examinations weigh the full trust.
 
     ``LOUPE_FEEDBACK_TRUST = False`` reads the raw row counts instead: only to measure what the
     weighting buys (``bench/poisoning.py --no-trust``); never in production.
@@ -188,12 +188,12 @@ def fetch_facts(
                 width=row[1],
                 height=row[2],
                 clip_cosine=None if row[3] is None else float(row[3]),
-                impressions=int(row[4]),
+                impressions=float(row[4]),
                 examinations=float(row[5]),
                 clicks=float(row[6]),
                 ratings=int(row[7]),
                 mean_rating=None if row[8] is None else float(row[8]),
-                query_impressions=int(row[9]),
+                query_impressions=float(row[9]),
                 query_examinations=float(row[10]),
                 query_clicks=float(row[11]),
             )

@@ -11,7 +11,8 @@ is a new migration that replaces these views):
   normalised query, image and day; it weighs its search's trust.
 
 The summaries gain trusted_* columns (what the ranking features read) beside the raw counts (what the
-admin shows). The raw per-(query, image) counts also stop counting an impression once per click on it.
+admin shows). Trusted impressions are damped for bursts only: an impression is our own log of what we
+showed, and only a flood of made-up searches inflates it; clicks and examinations weigh the full trust. The raw per-(query, image) counts also stop counting an impression once per click on it.
 """
 
 import importlib
@@ -107,7 +108,7 @@ CREATE MATERIALIZED VIEW feedback_imagesummary AS
            coalesce(cl.trusted_clicks, 0) AS trusted_clicks
     FROM searchapp_image i
     LEFT JOIN (SELECT im.image_id, count(*) AS impressions, sum(1.0 / im.position) AS examinations,
-                      sum(t.identity_weight * t.burst_weight) AS trusted_impressions,
+                      sum(t.burst_weight) AS trusted_impressions,
                       sum(t.identity_weight * t.burst_weight / im.position) AS trusted_examinations,
                       max(t.created_at) AS last_shown
                FROM feedback_impression im JOIN feedback_eventtrust t ON t.event_id = im.event_id
@@ -125,7 +126,7 @@ CREATE MATERIALIZED VIEW feedback_queryimagesummary AS
     SELECT e.normalised_query AS query, im.image_id,
            count(*) AS impressions, sum(1.0 / im.position) AS examinations,
            coalesce(sum(c.clicks), 0) AS clicks,
-           sum(t.identity_weight * t.burst_weight) AS trusted_impressions,
+           sum(t.burst_weight) AS trusted_impressions,
            sum(t.identity_weight * t.burst_weight / im.position) AS trusted_examinations,
            coalesce(sum(ct.weight), 0) AS trusted_clicks
     FROM feedback_impression im
