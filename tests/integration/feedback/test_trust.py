@@ -121,7 +121,10 @@ def test_a_burst_of_new_identities_from_one_network_is_damped(service, collectio
     assert all(trust[r.event_id].weight == pytest.approx(NEW_IDENTITY_WEIGHT * damping) for r in events)
     assert all(trust[r.event_id].weight == pytest.approx(NEW_IDENTITY_WEIGHT) for r in honest_events)
     refresh_summaries()
-    assert query_image_summary(target)["trusted_clicks"] == pytest.approx(len(burst) * NEW_IDENTITY_WEIGHT * damping)
+    summary = query_image_summary(target)
+    assert summary["trusted_clicks"] == pytest.approx(len(burst) * NEW_IDENTITY_WEIGHT * damping)
+    # Impressions are damped for bursts only: the flood's 20 count 5, each honest search counts 1.
+    assert summary["trusted_impressions"] == pytest.approx(NETWORK_DAILY_NEWCOMERS + len(honest))
     # The admin lists the burst, with what it pushed; the honest networks are not listed.
     row = NetworkBurst.objects.get()
     assert (row.network, row.newcomers, row.clicks, row.top_query, row.top_image_id, row.top_clicks) == (
