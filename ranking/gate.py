@@ -11,10 +11,10 @@ as in training. The candidate is promoted only if
   bootstrap over searches, is above zero, and
 - the gain is not concentrated: at least ``KEEP_SHARE`` (half) of it remains once the searches of the
   ``leave_out`` identities that contributed most to it are left out (5, or 2% of the window's distinct
-  identities when fewer, at least 1), and again without the top networks (counted the same way). (A share of the point gain, not the margin or the bootstrap bound again: the
-  counterfactual DCG is heavy-tailed, since a click at a deep position weighs up to 20, so an honest
-  gain of a few percent loses a good part of itself with its top five contributors; in the bench an
-  honest +3.5% kept +1.9%, while floods kept 16% or less of theirs, or turned negative.)
+  identities when fewer, at least 1), and again without the top networks (counted the same way).
+  A share of the point gain, not the margin or the bootstrap bound again: the counterfactual DCG is
+  heavy-tailed (a click at a deep position weighs up to 20), so an honest gain of a few percent loses
+  a good part of itself with its top contributors, while a flood's gain lives in its own searches.
 
 The second rule matters when the serving order is already good: a candidate that merely reshuffles it
 wins about half of the searches and loses the other half, and must not replace it on a lucky window.
