@@ -333,6 +333,10 @@ LOUPE_THROTTLE_ANON_SEARCH = env.str("LOUPE_THROTTLE_ANON_SEARCH", default="120/
 LOUPE_THROTTLE_USER_SEARCH = env.str("LOUPE_THROTTLE_USER_SEARCH", default="120/min")
 LOUPE_THROTTLE_ANON_FEEDBACK = env.str("LOUPE_THROTTLE_ANON_FEEDBACK", default="240/min")
 LOUPE_THROTTLE_USER_FEEDBACK = env.str("LOUPE_THROTTLE_USER_FEEDBACK", default="240/min")
+# Learn from trust-weighted feedback (feedback.trust: new identities and bursts from one network count
+# less, one click per impression, a daily cap per query and image). Off only to measure the attack it
+# stops (bench/poisoning.py --no-trust).
+LOUPE_FEEDBACK_TRUST = env.bool("LOUPE_FEEDBACK_TRUST", default=True)
 
 # --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).

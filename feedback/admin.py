@@ -1,4 +1,4 @@
-"""Admin: browse searches, clicks and ratings; per-image and per-query summaries; partner API keys.
+"""Admin: browse searches, clicks and ratings; per-image and per-query summaries; suspicious bursts; partner API keys.
 
 Feedback rows are evidence: the admin shows them read-only, and only superusers may delete (for
 example to honour a user's erasure request).
@@ -19,6 +19,7 @@ from feedback.models import (
     Click,
     ImageFeedbackSummary,
     Impression,
+    NetworkBurst,
     QueryFeedbackSummary,
     Rating,
     SearchEvent,
@@ -207,6 +208,18 @@ class QueryFeedbackSummaryAdmin(SummaryAdmin):
     @admin.display(description="searches without a click")
     def abandonment_rate(self, summary: QueryFeedbackSummary) -> str:
         return percent(summary.abandonment)
+
+
+@admin.register(NetworkBurst)
+class NetworkBurstAdmin(ReadOnlyAdmin):
+    """Networks that sent more new identities in a day than are trusted (``feedback.trust``): what they pushed."""
+
+    list_display = ["day", "network", "newcomers", "burst_weight", "clicks", "top_query", "top_image", "top_clicks"]
+    list_filter = ["day"]
+    search_fields = ["network", "top_query"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a view over the log: delete the searches themselves, if anything
 
 
 class ApiKeyForm(forms.ModelForm):

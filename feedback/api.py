@@ -11,9 +11,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api_errors import ErrorSerializer, flatten_errors
+from core.networks import network_key
 from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
-from feedback.identity import Viewer, partner_viewer
+from feedback.identity import Viewer, partner_viewer, request_address
 from feedback.serializers import (
     BatchResultSerializer,
     ClickBatchSerializer,
@@ -29,7 +30,7 @@ Recorder = Callable[[Viewer, object], Recorded]
 
 
 def _viewer(request: Request, data: dict) -> Viewer:
-    return partner_viewer(request.auth, data.get("user", ""))
+    return partner_viewer(request.auth, data.get("user", ""), network=network_key(request_address(request)))
 
 
 def _record_one(request: Request, serializer_class, record: Recorder) -> Response:

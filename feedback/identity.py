@@ -14,7 +14,11 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from core.client_ip import client_ip, parse_networks
+from core.networks import network_key
 
 USER_COOKIE = "loupe_uk"
 SESSION_COOKIE = "loupe_sid"
@@ -31,21 +35,40 @@ class Viewer:
     session: str = ""
     surface: str = "web"
     partner_id: int | None = None
+    network: str = ""  # ``core.networks.network_key`` of the client's address ("" unknown): trust weights damp bursts
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+def request_address(request: HttpRequest) -> str:
+    """The client's address, believing X-Forwarded-For only from ``LOUPE_TRUSTED_PROXIES``."""
+    return client_ip(
+        request.META.get("REMOTE_ADDR", ""),
+        request.META.get("HTTP_X_FORWARDED_FOR", ""),
+        parse_networks(settings.LOUPE_TRUSTED_PROXIES),
+    )
+
+
 def web_viewer(request: HttpRequest) -> Viewer:
     """The viewer of a page request (set up by ``UserKeyMiddleware``)."""
-    return Viewer(user_key=request.user_key, session=request.loupe_session, surface="web")
+    return Viewer(
+        user_key=request.user_key,
+        session=request.loupe_session,
+        surface="web",
+        network=network_key(request_address(request)),
+    )
 
 
-def partner_viewer(api_key, end_user: str = "", session: str = "") -> Viewer:
-    """A partner's end user. ``end_user`` must already be validated against ``PARTNER_USER``."""
+def partner_viewer(api_key, end_user: str = "", session: str = "", network: str = "") -> Viewer:
+    """A partner's end user. ``end_user`` must already be validated against ``PARTNER_USER``.
+
+    ``network`` is the partner's own server's (its end users all arrive from it), so a partner inventing
+    many new end users in a day shares one network's budget of trusted newcomers (``feedback.trust``).
+    """
     key = f"partner:{api_key.prefix}:{end_user}" if end_user else f"partner:{api_key.prefix}"
-    return Viewer(user_key=key, session=session[:64], surface="api", partner_id=api_key.pk)
+    return Viewer(user_key=key, session=session[:64], surface="api", partner_id=api_key.pk, network=network)
 
 
 class UserKeyMiddleware:

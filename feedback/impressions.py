@@ -51,10 +51,10 @@ def query_key(text: str) -> str:
 RECORD_SQL = """
 WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS unused),
 event AS (
-    INSERT INTO feedback_searchevent (id, user_key, session, surface, partner_id, kind, query_text,
+    INSERT INTO feedback_searchevent (id, user_key, session, network, surface, partner_id, kind, query_text,
         normalised_query, query_image_id, tags, page, page_size, experiment_id, arm, ranker, encoder_version_id,
         feature_names, swap_position, explore_position, explore_from, result_count, latency_ms, created_at)
-    SELECT %(id)s, %(user_key)s, %(session)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
+    SELECT %(id)s, %(user_key)s, %(session)s, %(network)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
         %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(experiment_id)s,
         %(arm)s, %(ranker)s, %(encoder_version_id)s, %(feature_names)s::varchar[], %(swap_position)s,
         %(explore_position)s, %(explore_from)s, %(result_count)s, %(latency_ms)s, now()
@@ -146,6 +146,7 @@ def _log_params(served: ServedList, viewer: Viewer) -> tuple[uuid.UUID, dict]:
         "id": event_id,
         "user_key": viewer.user_key,
         "session": viewer.session,
+        "network": viewer.network,
         "surface": viewer.surface,
         "partner_id": viewer.partner_id,
         "kind": served.kind,

@@ -26,6 +26,12 @@ class SearchEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user_key = models.CharField(max_length=200, db_index=True, help_text="Who searched (see feedback.identity).")
     session = models.CharField(max_length=64, blank=True)
+    network = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        help_text="Keyed hash of the client's /24 (IPv4) or /48 (IPv6), core.networks; empty when unknown.",
+    )
     surface = models.CharField(max_length=8, choices=Surface.choices, default=Surface.WEB)
     partner = models.ForeignKey(
         "feedback.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="search_events"
@@ -279,3 +285,31 @@ class QueryFeedbackSummary(FeedbackSummary):
     def abandonment(self) -> float | None:
         """Share of searches with no click at all."""
         return 1 - self.searches_with_click / self.searches if self.searches else None
+
+
+class NetworkBurst(models.Model):
+    """A network whose new identities on one day exceeded the trusted allowance (view ``feedback_networkburst``).
+
+    Their feedback is already damped (``feedback.trust``); the admin lists them so a person can look at
+    what they pushed. Read-only: computed from the log whenever it is read.
+    """
+
+    id = models.CharField(max_length=40, primary_key=True)
+    network = models.CharField(max_length=16, help_text="Keyed hash of the /24 or /48 (core.networks).")
+    day = models.DateField()
+    newcomers = models.BigIntegerField(help_text="Identities whose first search came from this network that day.")
+    burst_weight = models.FloatField(help_text="What each of them counts for (1 = not damped).")
+    clicks = models.BigIntegerField(help_text="Clicks those identities made that count at all (first per impression).")
+    top_query = models.CharField(max_length=500, blank=True, help_text="The (query, image) they clicked most.")
+    top_image = models.ForeignKey(Image, null=True, on_delete=models.DO_NOTHING, related_name="+")
+    top_clicks = models.BigIntegerField(help_text="Their clicks on that (query, image).")
+
+    class Meta:
+        managed = False
+        db_table = "feedback_networkburst"
+        ordering = ["-day", "-newcomers"]
+        verbose_name = "suspicious burst of new identities"
+        verbose_name_plural = "suspicious bursts of new identities"
+
+    def __str__(self) -> str:
+        return f"{self.newcomers} new identities from network {self.network} on {self.day}"

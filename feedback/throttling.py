@@ -23,9 +23,9 @@ from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
 from core import rate_limits
-from core.client_ip import client_ip, parse_networks
+from core.client_ip import parse_networks
 from core.errors import Refused
-from feedback.identity import PARTNER_USER
+from feedback.identity import PARTNER_USER, request_address
 from feedback.models import ApiKey
 
 SEARCH = "search"
@@ -77,15 +77,6 @@ def _rates(action: str) -> tuple[rate_limits.Rate, rate_limits.Rate]:
     return (
         rate_limits.Rate.parse(settings.LOUPE_THROTTLE_ANON_FEEDBACK),
         rate_limits.Rate.parse(settings.LOUPE_THROTTLE_USER_FEEDBACK),
-    )
-
-
-def request_address(request: HttpRequest) -> str:
-    """The client's address, believing X-Forwarded-For only from ``LOUPE_TRUSTED_PROXIES``."""
-    return client_ip(
-        request.META.get("REMOTE_ADDR", ""),
-        request.META.get("HTTP_X_FORWARDED_FOR", ""),
-        parse_networks(settings.LOUPE_TRUSTED_PROXIES),
     )
 
 

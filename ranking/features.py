@@ -1,7 +1,8 @@
 """The one definition of every (query, image) feature, used at serve time and at training time.
 
 At serve time ``candidate_features`` reads what it needs for all candidates in one SQL round trip
-(CLIP cosine, image size, feedback priors from the summary views) and builds the matrix with
+(CLIP cosine, image size, feedback priors from the summary views' trust-weighted counts,
+``feedback.trust``) and builds the matrix with
 ``feature_matrix``; the rows are logged with the impressions, so training later sees exactly what
 serving saw (no train/serve skew). Priors are smoothed toward the collection's mean (Bayesian
 average with ``PRIOR_STRENGTH`` pseudo-observations), and click-through is position-debiased:
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
@@ -77,14 +79,15 @@ class ImageFacts:
     width: int
     height: int
     clip_cosine: float | None
-    impressions: int = 0
+    # Trust-weighted (``feedback.trust``): fractions of an impression or a click.
+    impressions: float = 0.0
     examinations: float = 0.0
-    clicks: int = 0
+    clicks: float = 0.0
     ratings: int = 0
     mean_rating: float | None = None
-    query_impressions: int = 0
+    query_impressions: float = 0.0
     query_examinations: float = 0.0
-    query_clicks: int = 0
+    query_clicks: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,13 +140,26 @@ SELECT c.id, i.width, i.height,
        CASE WHEN c.need AND %(vector)s::vector IS NOT NULL THEN (
            SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM {embeddings} e
            WHERE e.image_id = c.id AND e.encoder_version_id = %(version)s) END,
-       coalesce(s.impressions, 0), coalesce(s.examinations, 0), coalesce(s.clicks, 0), coalesce(s.ratings, 0),
-       s.mean_utility, coalesce(q.impressions, 0), coalesce(q.examinations, 0), coalesce(q.clicks, 0)
+       coalesce(s.{counted}impressions, 0), coalesce(s.{counted}examinations, 0), coalesce(s.{counted}clicks, 0),
+       coalesce(s.ratings, 0), s.mean_utility,
+       coalesce(q.{counted}impressions, 0), coalesce(q.{counted}examinations, 0), coalesce(q.{counted}clicks, 0)
 FROM unnest(%(ids)s::bigint[], %(need)s::boolean[]) AS c(id, need)
 JOIN {images} i ON i.id = c.id
 LEFT JOIN {image_summary} s ON s.image_id = c.id
 LEFT JOIN {query_image_summary} q ON q.query = %(query)s AND q.image_id = c.id
 """
+
+
+def counted_prefix() -> str:
+    """Which summary columns the feedback features read: the trust-weighted ones (``feedback.trust``).
+
+    Trusted impressions are damped for bursts only (a flood of made-up searches would otherwise move
+    ``impressions_log`` for every image it was shown); clicks and examinations weigh the full trust.
+
+    ``LOUPE_FEEDBACK_TRUST = False`` reads the raw row counts instead: only to measure what the
+    weighting buys (``bench/poisoning.py --no-trust``); never in production.
+    """
+    return "trusted_" if settings.LOUPE_FEEDBACK_TRUST else ""
 
 
 def fetch_facts(
@@ -167,20 +183,20 @@ def fetch_facts(
         "need": [True] * len(image_ids) if need_cosine is None else [i in needed for i in image_ids],
     }
     with connection.cursor() as cursor:
-        cursor.execute(FACTS_SQL.format(d=d, **TABLES), params)
+        cursor.execute(FACTS_SQL.format(d=d, counted=counted_prefix(), **TABLES), params)
         return {
             int(row[0]): ImageFacts(
                 width=row[1],
                 height=row[2],
                 clip_cosine=None if row[3] is None else float(row[3]),
-                impressions=int(row[4]),
+                impressions=float(row[4]),
                 examinations=float(row[5]),
-                clicks=int(row[6]),
+                clicks=float(row[6]),
                 ratings=int(row[7]),
                 mean_rating=None if row[8] is None else float(row[8]),
-                query_impressions=int(row[9]),
+                query_impressions=float(row[9]),
                 query_examinations=float(row[10]),
-                query_clicks=int(row[11]),
+                query_clicks=float(row[11]),
             )
             for row in cursor.fetchall()
         }
@@ -191,7 +207,8 @@ def collection_rates() -> CollectionRates:
 
     def compute() -> CollectionRates:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT sum(clicks), sum(examinations) FROM {TABLES['image_summary']}")
+            counted = counted_prefix()
+            cursor.execute(f"SELECT sum({counted}clicks), sum({counted}examinations) FROM {TABLES['image_summary']}")
             clicks, examinations = cursor.fetchone()
         if not examinations:
             return CollectionRates(ctr=0.1)

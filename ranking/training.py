@@ -82,6 +82,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
             counterfactual_dcg(candidate_scores, gate),
             counterfactual_dcg(baseline_scores, gate),
             margin=settings.LOUPE_PROMOTION_MARGIN,
+            # Who made each gate search: a gain that a few identities or one network carry is refused.
+            identities=windows.gate_identities if settings.LOUPE_FEEDBACK_TRUST else None,
+            networks=windows.gate_networks if settings.LOUPE_FEEDBACK_TRUST else None,
         )
         metrics = {
             "gate": decision.as_dict(),

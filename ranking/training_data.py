@@ -2,7 +2,9 @@
 
 One group per logged search whose impressions carry the current feature list: features exactly as
 logged at serve time, label 1 for a click, 2 for a good rating (utility >= 0.75), 0 for a bad one
-(even if clicked: the user said so), and inverse-propensity weights for the labelled rows. Groups
+(even if clicked: the user said so), and inverse-propensity weights for the labelled rows, each times its
+search's trust (``feedback.trust``: a click counts once per impression and within the identity's daily
+cap; new identities and bursts of them from one network weigh less). Groups
 without any positive label carry no preference and are left out. Searches are split by time into
 three windows, oldest first: training, early stopping (picks the boosting round), and the gate
 (decides promotion). The gate's window is never read by training or early stopping: a window that
@@ -20,6 +22,7 @@ import numpy as np
 from django.conf import settings
 
 from feedback.models import Click, Impression, Rating, SearchEvent
+from feedback.trust import counted_clicks, search_trust
 from ranking.features import NAMES
 from ranking.ltr import RankingData, ipw_weights
 from ranking.propensity import PropensityCurve, SwapCounts, power_law, propensity_from_swaps
@@ -36,6 +39,8 @@ class LoggedSearches:
     started: datetime | None
     ended: datetime | None
     searched_at: list[datetime] = field(default_factory=list)  # one per group, oldest first
+    identities: list[str] = field(default_factory=list)  # one per group: who searched (the gate's concentration test)
+    networks: list[str] = field(default_factory=list)  # one per group: that identity's arrival network ("" unknown)
 
 
 def load_searches(since: datetime | None, until: datetime, propensity: PropensityCurve) -> LoggedSearches:
@@ -49,7 +54,11 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         empty = RankingData(np.zeros((0, len(NAMES))), np.zeros(0), np.zeros(0, dtype=np.int64), feature_names=NAMES)
         return LoggedSearches(empty, np.zeros(0, dtype=np.int64), np.zeros(0), None, None)
     ids = list(event_times)
-    clicks = set(Click.objects.filter(event_id__in=ids).values_list("event_id", "image_id"))
+    trust = search_trust(ids) if settings.LOUPE_FEEDBACK_TRUST else {}
+    if settings.LOUPE_FEEDBACK_TRUST:
+        clicks = set(counted_clicks(ids))  # one per impression, none past the identity's daily cap
+    else:
+        clicks = set(Click.objects.filter(event_id__in=ids).values_list("event_id", "image_id"))
     ratings: dict[tuple, float] = {}
     for rating in Rating.objects.filter(event_id__in=ids).order_by("created_at"):
         ratings[(rating.event_id, rating.image_id)] = rating.utility  # the latest rating counts
@@ -59,7 +68,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         "event_id", "image_id", "position", "features"
     ):
         shown[event_id].append((image_id, position, features))
-    rows, labels, positions, groups, searched_at = [], [], [], [], []
+    rows, labels, positions, groups, searched_at, trusts, identities, networks = [], [], [], [], [], [], [], []
     for event_id in sorted(ids, key=lambda pk: event_times[pk]):
         items = shown.get(event_id, [])
         group_labels = [
@@ -72,14 +81,21 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         positions += [position for _, position, _ in items]
         groups.append(len(items))
         searched_at.append(event_times[event_id])
+        searcher = trust.get(event_id)
+        trusts += [searcher.weight if searcher else 1.0] * len(items)
+        identities.append(searcher.user_key if searcher else "")
+        networks.append(searcher.network if searcher else "")
     X = np.asarray(rows, dtype=np.float64).reshape(-1, len(NAMES))
     y = np.asarray(labels, dtype=np.float64)
     positions_array = np.asarray(positions, dtype=np.int64)
-    weights = ipw_weights(y > 0, positions_array, propensity.values)
+    # Inverse propensity for the position bias, times the search's trust: a made-up identity's clicks teach less.
+    weights = ipw_weights(y > 0, positions_array, propensity.values) * np.asarray(trusts, dtype=np.float64)
     data = RankingData(X, y, np.asarray(groups, dtype=np.int64), weights, feature_names=list(NAMES))
     rank_column = NAMES.index("first_stage_rank_log")
     times = sorted(event_times.values())
-    return LoggedSearches(data, positions_array, np.expm1(X[:, rank_column]), times[0], times[-1], searched_at)
+    return LoggedSearches(
+        data, positions_array, np.expm1(X[:, rank_column]), times[0], times[-1], searched_at, identities, networks
+    )
 
 
 def _label(clicked: bool, utility: float | None) -> float:
@@ -99,6 +115,8 @@ class Windows:
     gate: RankingData
     gate_first_stage_rank: np.ndarray  # the gate rows' logged first-stage ranks ("no reranker" on them)
     bounds: dict[str, list[str]]  # window -> [first, last] search time (ISO), for the run's record
+    gate_identities: list[str] = field(default_factory=list)  # per gate search: who made it
+    gate_networks: list[str] = field(default_factory=list)  # per gate search: their arrival network
 
 
 def split_windows(
@@ -123,7 +141,15 @@ def split_windows(
     for i, name in enumerate(("train", "early_stopping", "gate")):
         times = logged.searched_at[cuts[i] : cuts[i + 1]]
         bounds[name] = [times[0].isoformat(), times[-1].isoformat()] if times else []
-    return Windows(part(0), part(1), part(2), logged.first_stage_rank[row_cuts[2] :], bounds)
+    return Windows(
+        part(0),
+        part(1),
+        part(2),
+        logged.first_stage_rank[row_cuts[2] :],
+        bounds,
+        logged.identities[cuts[2] :],
+        logged.networks[cuts[2] :],
+    )
 
 
 def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCounts]:

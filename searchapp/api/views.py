@@ -18,6 +18,7 @@ from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
+from core.networks import network_key
 from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
@@ -45,12 +46,15 @@ ERRORS = {
 
 def api_viewer(request: Request, data: dict) -> Viewer:
     """Who an API search is for: a partner's end user, a logged-in account, or an anonymous caller by address."""
-    if isinstance(request.auth, ApiKey):
-        return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""))
-    if request.user.is_authenticated:
-        return Viewer(user_key=f"account:{request.user.pk}", surface="api")
     address = request_address(request)  # the client behind a trusted proxy, as the throttles count it
-    return Viewer(user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api")
+    network = network_key(address)
+    if isinstance(request.auth, ApiKey):
+        return partner_viewer(request.auth, data.get("user", ""), data.get("session", ""), network=network)
+    if request.user.is_authenticated:
+        return Viewer(user_key=f"account:{request.user.pk}", surface="api", network=network)
+    return Viewer(
+        user_key=f"api-anon:{hashlib.sha256(address.encode()).hexdigest()[:16]}", surface="api", network=network
+    )
 
 
 def _search_request(data: dict, **query) -> SearchRequest:

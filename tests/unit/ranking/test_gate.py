@@ -78,3 +78,45 @@ def test_a_serving_order_that_scores_0_gives_a_decision_that_is_valid_json():
     stored = json.loads(json.dumps(decision.as_dict(), allow_nan=False))
     assert stored["relative_gain"] is None and stored["candidate"] == pytest.approx(0.825)
     assert "serving order scores 0" in stored["reason"]
+
+
+def test_a_gain_carried_by_a_few_identities_is_refused():
+    """Flooding: five identities' searches carry the whole gain; without them the candidate is no better."""
+    rng = np.random.default_rng(2)
+    serving = rng.random(300) + 0.5
+    candidate = serving.copy()
+    flooders = [f"bot-{i % 5}" for i in range(60)] + [f"user-{i}" for i in range(240)]
+    candidate[:60] += 2.0  # the flooders' own searches, where the model puts their target first
+    decision = decide(candidate, serving, margin=0.02, identities=flooders, networks=[""] * 300)
+    assert decision.relative_gain > 0.2 and decision.lower_bound > 0  # the old rules alone would promote
+    assert not decision.promote and "concentrated" in decision.reason and "identities" in decision.reason
+    assert decision.gain_without_top_identities == pytest.approx(0.0)
+
+
+def test_a_gain_carried_by_one_network_is_refused_however_many_identities_it_has():
+    rng = np.random.default_rng(3)
+    serving = rng.random(300) + 0.5
+    candidate = serving.copy()
+    candidate[:60] += 2.0
+    identities = [f"id-{i}" for i in range(300)]  # every search its own identity
+    networks = ["botnet"] * 60 + [f"home-{i}" for i in range(240)]
+    decision = decide(candidate, serving, margin=0.02, identities=identities, networks=networks)
+    assert not decision.promote and "networks" in decision.reason
+    assert decision.gain_without_top_identities > 0.2  # five of sixty bot identities left out: still a "gain"
+    assert decision.gain_without_top_networks == pytest.approx(0.0)
+
+
+def test_a_gain_spread_over_many_identities_and_networks_is_promoted():
+    rng = np.random.default_rng(4)
+    serving = rng.random(300) + 0.5
+    candidate = serving * 1.2
+    identities = [f"user-{i % 100}" for i in range(300)]
+    networks = [f"home-{i % 80}" for i in range(300)]
+    decision = decide(candidate, serving, margin=0.02, identities=identities, networks=networks)
+    assert decision.promote and decision.gain_without_top_identities > 0.15
+    assert decision.gain_without_top_networks > 0.15
+
+
+def test_owners_must_name_each_search():
+    with pytest.raises(ValueError):
+        decide(np.ones(3), np.ones(3), margin=0.0, identities=["a", "b"])
