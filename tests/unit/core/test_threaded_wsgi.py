@@ -1,6 +1,7 @@
 """The asyncio front's adapter: whole bodies in, WSGI on a thread pool, responses out, big bodies refused."""
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 
@@ -25,6 +26,13 @@ def scope(path="/up", headers=()):
     }
 
 
+def run(coroutine):
+    """Run on a fresh event loop in its own thread: the browser tests' Playwright keeps a loop running in the
+    main thread of the test session, and asyncio.run refuses to start beside it."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def call(app, request_scope, chunks):
     async def go():
         incoming = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
@@ -39,7 +47,7 @@ def call(app, request_scope, chunks):
         await app(request_scope, receive, send)
         return sent
 
-    return asyncio.run(go())
+    return run(go())
 
 
 def test_a_body_in_chunks_reaches_the_application_whole():
@@ -107,4 +115,4 @@ def test_requests_run_side_by_side_on_the_pool():
 
         return await asyncio.gather(one(), one())
 
-    assert asyncio.run(both()) == [200, 200]
+    assert run(both()) == [200, 200]
