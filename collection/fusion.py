@@ -48,28 +48,12 @@ def reciprocal_rank_fusion(
     k: int = 60,
 ) -> list[FusedCandidate]:
     """Fuse ranked id lists; best first, ties broken by the first channel's order, then id."""
-    candidates: dict[int, FusedCandidate] = {}
-    for channel, ranking in rankings.items():
-        for rank, image_id in enumerate(ranking, 1):
-            candidate = candidates.get(image_id)
-            if candidate is None:
-                candidate = candidates[image_id] = FusedCandidate(image_id, 0.0)
-            candidate.ranks.setdefault(channel, rank)
-    best = 1.0 / (k + 1)
-    used = [(channel, weights.get(channel, 0.0)) for channel in rankings if weights.get(channel, 0.0) > 0]
-    for candidate in candidates.values():
-        total_weight = numerator = 0.0
-        for channel, weight in used:
-            if not eligible(channel, candidate.image_id):
-                continue
-            total_weight += weight
-            rank = candidate.ranks.get(channel)
-            if rank is not None:
-                numerator += weight / (k + rank)
-        candidate.score = round(numerator / total_weight / best, TIE_DECIMALS) if total_weight else 0.0
-    first = next(iter(rankings.values()), [])
-    order = {image_id: i for i, image_id in enumerate(first)}
-    return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
+
+    def value(channel: str, candidate: FusedCandidate) -> float:
+        rank = candidate.ranks.get(channel)
+        return (k + 1) / (k + rank) if rank is not None else 0.0  # first place scores 1
+
+    return _weighted_mean(rankings, weights, eligible, value)
 
 
 def convex_fusion(
@@ -80,11 +64,23 @@ def convex_fusion(
 ) -> list[FusedCandidate]:
     """Fuse ranked (id, score) lists by a convex combination of normalised scores; best first, ties
     broken by the first channel's order, then id."""
+    normalised = {channel: max_normalised(ranking) for channel, ranking in rankings.items()}
+    ids = {channel: [image_id for image_id, _ in ranking] for channel, ranking in rankings.items()}
+    return _weighted_mean(
+        ids, weights, eligible, lambda channel, candidate: normalised[channel].get(candidate.image_id, 0.0)
+    )
+
+
+def _weighted_mean(
+    rankings: Mapping[str, Sequence[int]],
+    weights: Mapping[str, float],
+    eligible: Callable[[str, int], bool],
+    value: Callable[[str, FusedCandidate], float],
+) -> list[FusedCandidate]:
+    """Each candidate's weighted mean of ``value`` over the weighted channels that could have found it."""
     candidates: dict[int, FusedCandidate] = {}
-    normalised: dict[str, dict[int, float]] = {}
     for channel, ranking in rankings.items():
-        normalised[channel] = max_normalised(ranking)
-        for rank, (image_id, _) in enumerate(ranking, 1):
+        for rank, image_id in enumerate(ranking, 1):
             candidate = candidates.get(image_id)
             if candidate is None:
                 candidate = candidates[image_id] = FusedCandidate(image_id, 0.0)
@@ -93,13 +89,12 @@ def convex_fusion(
     for candidate in candidates.values():
         total_weight = numerator = 0.0
         for channel, weight in used:
-            if not eligible(channel, candidate.image_id):
-                continue
-            total_weight += weight
-            numerator += weight * normalised[channel].get(candidate.image_id, 0.0)
+            if eligible(channel, candidate.image_id):
+                total_weight += weight
+                numerator += weight * value(channel, candidate)
         candidate.score = round(numerator / total_weight, TIE_DECIMALS) if total_weight else 0.0
     first = next(iter(rankings.values()), [])
-    order = {image_id: i for i, (image_id, _) in enumerate(first)}
+    order = {image_id: i for i, image_id in enumerate(first)}
     return sorted(candidates.values(), key=lambda c: (-c.score, order.get(c.image_id, len(order)), c.image_id))
 
 
