@@ -26,6 +26,7 @@ from ranking.experiments.serving import plan_search
 from ranking.metrics import MetricSummary, reciprocal_rank
 from searchapp.fusion_fit import LabelledQuery, fit_weights, fused_ids
 from searchapp.heldout import HeldOutLeak, collection_without
+from searchapp.pipeline.fuse import text_flags
 from searchapp.pipeline.plan import plan_depths
 from searchapp.pipeline.request import validate
 from searchapp.pipeline.retrieve import retrieve
@@ -245,12 +246,7 @@ def _labelled(service: SearchService, plan, text: str, image_id: int, rotation: 
     search = validate(SearchRequest(text=text, page_size=depth))
     depths = plan_depths(search, plan, logged=False)
     retrieved = retrieve(service.encoder, service.version, search, depths, plan)
-    has_document: dict[int, bool] = {}
-    has_captions: dict[int, bool] = {}
-    for ranking in retrieved.rankings.values():
-        for n in ranking:
-            has_document[n.id] = has_document.get(n.id, False) or bool(n.has_document)
-            has_captions[n.id] = has_captions.get(n.id, False) or bool(n.has_captions)
+    has_document, has_captions = text_flags(retrieved)
     return LabelledQuery(
         text=text,
         relevant=frozenset({image_id}),

@@ -42,13 +42,19 @@ def fused_weights(retrieved: Retrieved, fusion: Fusion) -> dict[str, float]:
     return {name: fusion.weights.get(name, 0.0) for name in retrieved.rankings}
 
 
-def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) -> list[Candidate]:
+def text_flags(retrieved: Retrieved) -> tuple[dict[int, bool], dict[int, bool]]:
+    """Which candidates have a full-text document, and which have captions, as the channels' rows say."""
     has_document: dict[int, bool] = {}
     has_captions: dict[int, bool] = {}
     for ranking in retrieved.rankings.values():
         for n in ranking:
             has_document[n.id] = has_document.get(n.id, False) or bool(n.has_document)
             has_captions[n.id] = has_captions.get(n.id, False) or bool(n.has_captions)
+    return has_document, has_captions
+
+
+def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) -> list[Candidate]:
+    has_document, has_captions = text_flags(retrieved)
 
     def eligible(channel: str, image_id: int) -> bool:
         if channel == "fts":
