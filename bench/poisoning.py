@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import time
@@ -50,6 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.held_out_queries import SETS, LeakageError, caltech_sets, normalised  # noqa: E402
+from bench.search_latency import machine  # noqa: E402  (one description of the machine for every bench)
 from bench.simulate_learning import (  # noqa: E402
     CALTECH,
     Users,
@@ -232,16 +231,6 @@ def run_arm(service, labels, sets, args, identities: int, trust: bool, attack: d
         "per_query_ndcg@10_after": per_query(point_after),
         "seconds": round(took, 1),
     }
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def plot(results: dict, path: Path) -> None:
