@@ -74,29 +74,36 @@ def add_image(
 
 
 def ingest_items(items: Iterable[IngestItem], *, progress: Callable[[IngestItem], None] | None = None) -> IngestReport:
-    """Ingest each item; a bad file is reported and skipped, never stops the run."""
+    """Ingest each item; a bad file, or an item its source refused, is reported and skipped, never stops the run."""
     report = IngestReport()
     for item in items:
-        try:
-            data = item.path.read_bytes()
-            checked = read_image(data)
-            _, created = add_image(
-                checked,
-                captions=item.captions,
-                tags=item.tags,
-                licence=item.licence,
-                attribution=item.attribution,
-                source=str(item.path),
-            )
-        except (OSError, InvalidImage, InvalidLink) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            report.failed.append((str(item.path), reason))
-            logger.warning("Skipped %s: %s", item.path, reason)
+        outcome = _ingest_item(item)
+        if isinstance(outcome, str):
+            report.failed.append((str(item.path), outcome))
+            logger.warning("Skipped %s: %s", item.path, outcome)
+        elif outcome:
+            report.added += 1
         else:
-            if created:
-                report.added += 1
-            else:
-                report.duplicates += 1
+            report.duplicates += 1
         if progress:
             progress(item)
     return report
+
+
+def _ingest_item(item: IngestItem) -> bool | str:
+    """True when added, False when the same bytes were already in, else why it was skipped."""
+    if item.problem:
+        return item.problem
+    try:
+        checked = read_image(item.path.read_bytes())
+        _, created = add_image(
+            checked,
+            captions=item.captions,
+            tags=item.tags,
+            licence=item.licence,
+            attribution=item.attribution,
+            source=str(item.path),
+        )
+    except (OSError, InvalidImage, InvalidLink) as exc:
+        return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return created

@@ -9,21 +9,31 @@ from tqdm import tqdm
 
 from collection.embedding import embed_everything_missing, images_to_embed
 from collection.ingestion.service import ingest_items
-from collection.ingestion.sources import SourceError, detect_items
+from collection.ingestion.sources import SOURCE_FORMATS, SourceError, detect_items
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 
 
 class Command(BaseCommand):
     help = (
-        "Ingest images from a folder (sub-folder names become tags), a COCO captions JSON, a CSV/JSONL "
-        "(file, caption, tags) or a labels JSON (file -> 'a, b'). Duplicates (same bytes) are skipped, "
-        "bad files reported; re-running resumes. New images are then embedded with the serving encoder."
+        "Ingest images from a folder (sub-folder names become tags), a COCO captions JSON, a caption table "
+        "(CSV image,caption; Flickr30k image_name| comment_number| comment; JSONL url/caption or file/text; "
+        "one row per caption is merged per image) or a labels JSON (file -> 'a, b'). Duplicates (same bytes) "
+        "are skipped, bad files reported; re-running resumes. New images are then embedded with the serving encoder."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("sources", nargs="+", type=Path)
-        parser.add_argument("--images-dir", type=Path, help="Where the files of a COCO or labels JSON are.")
+        parser.add_argument(
+            "--images-dir", type=Path, help="Where the files named by a COCO, labels JSON or caption table are."
+        )
+        parser.add_argument(
+            "--format",
+            dest="source_format",
+            choices=SOURCE_FORMATS,
+            default="auto",
+            help="Read every source as this format instead of detecting it from the extension and header.",
+        )
         parser.add_argument("--no-folder-tags", action="store_true", help="Do not turn folder names into tags.")
         parser.add_argument("--limit", type=int, default=0, help="Ingest at most this many items per source.")
         parser.add_argument("--no-embed", action="store_true", help="Only store the images; embed later.")
@@ -35,7 +45,12 @@ class Command(BaseCommand):
                 raise CommandError(f"{source} does not exist.")
             try:
                 items = list(
-                    detect_items(source, images_dir=opts["images_dir"], folder_tags=not opts["no_folder_tags"])
+                    detect_items(
+                        source,
+                        images_dir=opts["images_dir"],
+                        folder_tags=not opts["no_folder_tags"],
+                        source_format=opts["source_format"],
+                    )
                 )
             except SourceError as exc:
                 raise CommandError(str(exc)) from None

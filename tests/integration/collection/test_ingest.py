@@ -108,7 +108,7 @@ def test_labels_json(tmp_path):
 
 @pytest.mark.parametrize(
     "content, suffix, message",
-    [("{not json", ".json", "Cannot read"), ("name,caption\nx,y\n", ".csv", "'file' column"), ("", ".txt", "give a")],
+    [("{not json", ".json", "Cannot read"), ("name,caption\nx,y\n", ".csv", "image column"), ("", ".dat", "give a")],
 )
 def test_unreadable_sources_fail_with_a_clear_message_and_store_nothing(tmp_path, content, suffix, message):
     source = tmp_path / f"source{suffix}"
@@ -153,3 +153,49 @@ def test_caltech_slice_ingests_with_class_tags(tmp_path):
     out, _ = run_ingest(root / "accordion", root / "anchor", "--limit", "10", "--no-folder-tags")
     assert "10 added" in out
     assert Image.objects.count() == 20 and not Image.objects.exclude(tags=[]).exists()
+
+
+def test_flickr_style_caption_csv_end_to_end(tmp_path):
+    """The public layout: captions.txt beside an Images/ folder, one row per caption, a bad row."""
+    write_images(tmp_path / "Images", [1, 2, 3])
+    (tmp_path / "captions.txt").write_text(
+        "image,caption\n"
+        "img_1.png,A dog runs on the beach .\n"
+        "img_2.png,Two cats on a sofa .\n"
+        'img_1.png,"A brown dog, wet, by the sea ."\n'
+        "img_3.png,A kite .,extra field\n"
+        "img_3.png,A red kite in the sky .\n"
+    )
+    out, err = run_ingest(tmp_path / "captions.txt", "--images-dir", tmp_path / "Images")
+    assert "2 added, 0 already present, 1 skipped" in out and "Embedded 2 images" in out
+    assert "img_3.png" in err and "captions.txt:5: 3 field(s)" in err
+    dog = Caption.objects.get(text="A dog runs on the beach .").image
+    assert [c.text for c in dog.captions.order_by("position")] == [
+        "A dog runs on the beach .",
+        "A brown dog, wet, by the sea .",
+    ]
+    assert Image.objects.count() == 2 and not Caption.objects.filter(text__contains="kite").exists()
+    out, _ = run_ingest(tmp_path / "captions.txt", "--images-dir", tmp_path / "Images")
+    assert "0 added, 2 already present" in out and Caption.objects.count() == 3
+
+
+def test_a_table_with_an_unplaceable_bad_row_stores_nothing(tmp_path):
+    write_images(tmp_path, [1])
+    (tmp_path / "pairs.jsonl").write_text('{"file": "img_1.png", "caption": "fine"}\n{"caption": "whose?"}\n')
+    with pytest.raises(CommandError, match=r"pairs.jsonl:2: no image named"):
+        run_ingest(tmp_path / "pairs.jsonl")
+    assert not Image.objects.exists()
+
+
+@pytest.mark.dataset
+def test_coco_mini_ships_coco_captions_and_ingests_with_all_captions(tmp_path):
+    captions_json = DATASETS / "coco_mini" / "annotations" / "captions_val2017.json"
+    if not captions_json.is_file():
+        pytest.skip(f"coco_mini is not at {captions_json} (../shared/datasets is absent on a fresh clone)")
+    shipped = json.loads(captions_json.read_text())
+    assert {"images", "annotations"} <= shipped.keys()
+    out, _ = run_ingest(captions_json, "--limit", "5", "--no-embed", "--format", "coco")
+    assert "5 added" in out
+    first_five = sorted(shipped["images"], key=lambda i: i["id"])[:5]
+    expected = sum(1 for a in shipped["annotations"] if a["image_id"] in {i["id"] for i in first_five})
+    assert Image.objects.count() == 5 and Caption.objects.count() == expected >= 5
