@@ -14,9 +14,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from feedback.api_keys import new_key
+from feedback.erasure import erase_user_key
 from feedback.models import (
     ApiKey,
     Click,
+    ErasedUser,
     ImageFeedbackSummary,
     Impression,
     NetworkBurst,
@@ -25,6 +27,21 @@ from feedback.models import (
     SearchEvent,
 )
 from feedback.summaries import refresh_summaries
+
+
+@admin.action(description="Erase every search, click and rating of these users", permissions=["delete"])
+def erase_users(modeladmin, request, queryset) -> None:
+    """The admin's way to honour an erasure request: the users of the selected rows, all their feedback."""
+    keys = sorted(set(queryset.values_list("user_key", flat=True)))
+    totals = [0, 0, 0]
+    for user_key in keys:
+        erasure = erase_user_key(user_key, partner=None, requested_by=f"admin {request.user.get_username()}")
+        totals = [totals[0] + erasure.searches, totals[1] + erasure.clicks, totals[2] + erasure.ratings]
+    modeladmin.message_user(
+        request,
+        f"Erased {len(keys)} user(s): {totals[0]} searches, {totals[1]} clicks, {totals[2]} ratings.",
+        messages.SUCCESS,
+    )
 
 
 def thumbnail(image) -> str:
@@ -93,6 +110,7 @@ class SearchEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     inlines = [ImpressionInline, ClickInline]
     list_select_related = ["partner"]
+    actions = [erase_users]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(click_total=Count("clicks"))
@@ -109,6 +127,7 @@ class ClickAdmin(ReadOnlyAdmin):
     search_fields = ["user_key", "event__query_text", "client_id", "=image__id"]
     date_hierarchy = "created_at"
     list_select_related = ["event", "image"]
+    actions = [erase_users]
 
     @admin.display(description="image")
     def preview(self, click: Click) -> str:
@@ -126,10 +145,32 @@ class RatingAdmin(ReadOnlyAdmin):
     search_fields = ["user_key", "query_text", "client_id", "=image__id"]
     date_hierarchy = "created_at"
     list_select_related = ["image"]
+    actions = [erase_users]
 
     @admin.display(description="image")
     def preview(self, rating: Rating) -> str:
         return thumbnail(rating.image)
+
+
+@admin.register(ErasedUser)
+class ErasedUserAdmin(ReadOnlyAdmin):
+    """The record of erasures: when, who asked, what went (the key itself is kept only as a digest)."""
+
+    list_display = [
+        "erased_at",
+        "key_digest",
+        "requested_by",
+        "partner",
+        "searches",
+        "clicks",
+        "ratings",
+        "finished_at",
+    ]
+    list_filter = ["erased_at", "partner"]
+    search_fields = ["=key_digest", "requested_by"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the fence that keeps the erased rows out of training
 
 
 class SummaryAdmin(ReadOnlyAdmin):

@@ -313,3 +313,30 @@ class NetworkBurst(models.Model):
 
     def __str__(self) -> str:
         return f"{self.newcomers} new identities from network {self.network} on {self.day}"
+
+
+class ErasedUser(models.Model):
+    """A user key whose feedback was erased on request (``feedback.erasure``): a record, and a fence for training.
+
+    Only a digest of the key is kept (sha256 of the Loupe user key, e.g. ``partner:<prefix>:<id>``):
+    enough to recognise the key's rows, not to read the partner's id back. Training-set builds,
+    fine-tuning pairs and experiment reads leave out rows of this key dated up to ``erased_at`` plus a
+    minute (searches still queued by a deferred log writer), so a build that runs while the batches
+    are deleting, or a late log, cannot bring them back.
+    """
+
+    key_digest = models.CharField(max_length=64, unique=True, help_text="sha256 hex of the erased user key.")
+    partner = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.CharField(max_length=200, help_text="Who asked: a partner key's prefix or an admin user.")
+    erased_at = models.DateTimeField(help_text="Rows of the key dated before this (plus a minute) are erased.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the last batch was deleted.")
+    searches = models.PositiveIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+    ratings = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-erased_at"]
+        verbose_name = "erased user"
+
+    def __str__(self) -> str:
+        return f"user {self.key_digest[:12]}… erased at {self.erased_at:%Y-%m-%d %H:%M}"

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from feedback.erasure import exclude_erased
 from feedback.models import SearchEvent
 from ranking.features import NAMES
 from ranking.gate import decide
@@ -34,7 +35,7 @@ MIN_TRAIN_SEARCHES, MIN_EARLY_STOPPING_SEARCHES, MIN_GATE_SEARCHES = 30, 5, 10
 
 
 def labelled_searches_since(since) -> int:
-    events = SearchEvent.objects.filter(kind="text", feature_names=NAMES)
+    events = exclude_erased(SearchEvent.objects.filter(kind="text", feature_names=NAMES))
     if since is not None:
         events = events.filter(created_at__gte=since)
     return events.filter(Q(clicks__isnull=False) | Q(ratings__isnull=False)).distinct().count()

@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
+from feedback.erasure import exclude_erased
 from feedback.models import Click, Impression, Rating, SearchEvent
 from feedback.trust import counted_clicks, search_trust
 from ranking.features import NAMES
@@ -45,7 +46,8 @@ class LoggedSearches:
 
 def load_searches(since: datetime | None, until: datetime, propensity: PropensityCurve) -> LoggedSearches:
     """The labelled searches logged in [since, until), oldest first."""
-    events = SearchEvent.objects.filter(created_at__lt=until, feature_names=NAMES, kind="text")
+    # An erased user's searches are fenced off from the moment of the request (feedback.erasure).
+    events = exclude_erased(SearchEvent.objects.filter(created_at__lt=until, feature_names=NAMES, kind="text"))
     if since is not None:
         events = events.filter(created_at__gte=since)
     clicked_events = events.filter(clicks__isnull=False) | events.filter(ratings__isnull=False)
@@ -154,7 +156,7 @@ def split_windows(
 
 def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCounts]:
     """Click counts at each adjacent pair (k, k+1) in normal first pages and in pages swapped at k."""
-    events = SearchEvent.objects.filter(kind="text", page=1)
+    events = exclude_erased(SearchEvent.objects.filter(kind="text", page=1))
     if since is not None:
         events = events.filter(created_at__gte=since)
     events = events.filter(explore_position__isnull=True)  # an explored page shifts items: not "normal"

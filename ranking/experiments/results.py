@@ -14,6 +14,7 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
+from feedback.erasure import not_erased_sql
 from feedback.models import RATING_UTILITY_SQL, Click, Impression, Rating, SearchEvent
 from ranking.experiments.interleaving import credit
 from ranking.experiments.sequential import MIN_MONITORED_USERS, compare_paths, preference_test, ratio_path
@@ -57,7 +58,8 @@ CLICKS_CTE = f"""clicks AS (
 # the always-valid statistics walk through (ranking.experiments.sequential).
 PER_SEARCH_SQL = f"""
 WITH searches AS (
-    SELECT id, arm, user_key, created_at FROM {EVENT_TABLE} WHERE experiment_id = %(experiment)s AND page = 1
+    SELECT id, arm, user_key, created_at FROM {EVENT_TABLE} e
+    WHERE experiment_id = %(experiment)s AND page = 1 AND {not_erased_sql("e")}
 ),
 {CLICKS_CTE},
 ratings AS (
@@ -88,7 +90,7 @@ FROM ({PER_SEARCH_SQL}) per_search GROUP BY arm, user_key
 TIMELINE_SQL = f"""
 WITH searches AS (
     SELECT id, arm, user_key, date_trunc(%(unit)s, created_at) AS bucket
-    FROM {EVENT_TABLE} WHERE experiment_id = %(experiment)s AND page = 1
+    FROM {EVENT_TABLE} e WHERE experiment_id = %(experiment)s AND page = 1 AND {not_erased_sql("e")}
 ),
 {CLICKS_CTE}
 SELECT s.arm, s.bucket, count(*) AS searches, count(c.event_id) AS clicked_searches, coalesce(sum(c.n), 0) AS clicks,
@@ -102,7 +104,7 @@ SELECT e.user_key, e.id,
     array_agg(i.team) FILTER (WHERE EXISTS (
         SELECT 1 FROM {CLICK_TABLE} c WHERE c.event_id = e.id AND c.image_id = i.image_id)) AS clicked_teams
 FROM {EVENT_TABLE} e JOIN {IMPRESSION_TABLE} i ON i.event_id = e.id
-WHERE e.experiment_id = %(experiment)s AND e.page = 1 AND e.arm = 'interleaved'
+WHERE e.experiment_id = %(experiment)s AND e.page = 1 AND e.arm = 'interleaved' AND {not_erased_sql("e")}
 GROUP BY e.user_key, e.id ORDER BY min(e.created_at), e.id
 """
 

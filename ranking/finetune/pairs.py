@@ -42,6 +42,7 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Count, Q
 
+from feedback.erasure import exclude_erased, not_erased_sql
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.propensity import PropensityCurve
 
@@ -120,7 +121,7 @@ def _examinations(since: datetime | None, until: datetime, curve: PropensityCurv
     sql = f"""
         SELECT e.normalised_query, i.image_id, SUM((%s::float8[])[LEAST(i.position, %s)])
         FROM {IMPRESSION_TABLE} i JOIN {EVENT_TABLE} e ON e.id = i.event_id
-        WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s
+        WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s AND {not_erased_sql("e")}
               AND (%s::timestamptz IS NULL OR e.created_at >= %s)
         GROUP BY 1, 2
     """
@@ -134,7 +135,7 @@ def _clicks(since: datetime | None, until: datetime, short_click_ms: int) -> lis
     sql = f"""
         SELECT c.event_id, e.normalised_query, c.image_id, c.position
         FROM {CLICK_TABLE} c JOIN {EVENT_TABLE} e ON e.id = c.event_id
-        WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s
+        WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s AND {not_erased_sql("e")}
               AND (%s::timestamptz IS NULL OR e.created_at >= %s)
               AND (c.dwell_ms IS NULL OR c.dwell_ms >= %s)
     """
@@ -205,7 +206,8 @@ def _ratings(since: datetime | None, until: datetime) -> dict[tuple[str, int], f
         with_event &= Q(event__created_at__gte=since)
         without &= Q(created_at__gte=since)
     found: dict[tuple[str, int], float] = {}
-    for rating in Rating.objects.filter(with_event | without).select_related("event").order_by("created_at"):
+    rated = exclude_erased(Rating.objects.filter(with_event | without))  # an erased user's ratings: fenced off
+    for rating in rated.select_related("event").order_by("created_at"):
         query = rating.event.normalised_query if rating.event_id else " ".join(rating.query_text.lower().split())
         if query:
             found[(query, rating.image_id)] = rating.utility

@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from feedback import api as feedback_api
+from feedback import users_api
 from ranking import api as ranking_api
 from searchapp.api import docs, ingest, views
 
@@ -15,6 +16,8 @@ urlpatterns = [
     path("feedback/clicks/batch", feedback_api.ClickBatchView.as_view(), name="api-clicks-batch"),
     path("feedback/ratings", feedback_api.RatingView.as_view(), name="api-ratings"),
     path("feedback/ratings/batch", feedback_api.RatingBatchView.as_view(), name="api-ratings-batch"),
+    path("users/<str:user>", users_api.PartnerUserView.as_view(), name="api-user"),
+    path("users/<str:user>/export", users_api.PartnerUserExportView.as_view(), name="api-user-export"),
     path("experiments", ranking_api.ExperimentsView.as_view(), name="api-experiments"),
     path(
         "experiments/<int:experiment_id>/results",
