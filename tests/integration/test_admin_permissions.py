@@ -18,8 +18,9 @@ from ranking.models import Experiment, Variant
 
 pytestmark = pytest.mark.django_db
 
-# Django's own delete action asks for the delete permission, which the "editor" below does not get.
-NEEDS_DELETE = {"delete_selected"}
+# Django's own delete action asks for the delete permission, which the "editor" below does not get; so
+# does erasing users' feedback (feedback.admin.erase_users), which deletes their rows.
+NEEDS_DELETE = {"delete_selected", "erase_users"}
 
 
 def _staff(username: str, *actions: str):

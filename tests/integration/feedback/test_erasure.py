@@ -12,10 +12,14 @@ from feedback.capture import ClickInput, RatingInput, record_click, record_ratin
 from feedback.erasure import key_digest
 from feedback.identity import partner_viewer
 from feedback.models import Click, ErasedUser, Impression, Rating, SearchEvent
+from ranking.experiments.actions import start
+from ranking.experiments.results import results
 from ranking.finetune.pairs import RelevanceSettings, feedback_pairs
+from ranking.models import Experiment
 from ranking.propensity import power_law
 from ranking.training_data import load_searches
 from searchapp.search import SearchRequest
+from tests.integration.experiments.conftest import make_experiment
 from tests.integration.feedback.conftest import bearer
 
 pytestmark = pytest.mark.django_db
@@ -178,3 +182,32 @@ def test_admin_erases_the_users_of_selected_searches(admin_client, service, part
     assert list(SearchEvent.objects.values_list("user_key", flat=True)) == [f"partner:{a.prefix}:bob"]
     assert ErasedUser.objects.get().requested_by == "admin admin"
     assert admin_client.get("/admin/feedback/eraseduser/").status_code == 200
+
+
+def test_an_experiment_loses_an_erased_user_whole(service, partners):
+    (a, _), _ = partners
+    experiment = make_experiment(
+        statistics=Experiment.Statistics.FIXED, arms=[{"name": "control", "is_control": True}, {"name": "treatment"}]
+    )
+    start(experiment)
+    arm_of = {}
+    for n in range(6):
+        for s in range(2):
+            arm_of[n] = searched_and_clicked(service, a, f"user{n}", 2, f"x{n}-{s}")[0].arm
+
+    def counted() -> dict[str, tuple[int, int]]:
+        return {arm.variant.name: (arm.users, arm.searches) for arm in results(experiment).arms}
+
+    before = counted()
+    assert sum(users for users, _ in before.values()) == 6 and sum(s for _, s in before.values()) == 12
+    ErasedUser.objects.create(
+        key_digest=key_digest(f"partner:{a.prefix}:user0"), requested_by="test", erased_at=timezone.now()
+    )  # the fence alone: rows still there
+    fenced = counted()
+    assert fenced[arm_of[0]] == (before[arm_of[0]][0] - 1, before[arm_of[0]][1] - 2)
+    erasure.erase_user_key(f"partner:{a.prefix}:user1", partner=a, requested_by="test")
+    after = counted()
+    expected = {name: list(value) for name, value in fenced.items()}
+    expected[arm_of[1]][0] -= 1
+    expected[arm_of[1]][1] -= 2
+    assert after == {name: tuple(value) for name, value in expected.items()}
