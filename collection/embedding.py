@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
 
+from collection.decode_pool import Prepared, prepared_in_order
 from collection.encoders import Encoder
 from collection.index import ensure_hnsw_indexes
 from collection.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding, ImageTowerOutput
@@ -82,42 +83,70 @@ def embed_images(
     progress: Progress | None = None,
     images=None,
 ) -> EmbedReport:
-    """Image vectors for ``images`` (default: the whole collection) that lack them under ``version``."""
+    """Image vectors for ``images`` (default: the whole collection) that lack them under ``version``.
+
+    Stored files are opened and turned into the model's input by LOUPE_DECODE_WORKERS threads, a batch
+    or two ahead of the encoder (``collection.decode_pool``); rows are read and written in this thread.
+    """
     batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
     report = EmbedReport()
-    for batch in _batches(images_to_embed(version, recompute, images), batch_size):
-        opened, kept = [], []
-        for image in batch:
-            try:
-                with PILImage.open(Path(settings.MEDIA_ROOT) / image.file.name) as handle:
-                    opened.append(handle.convert("RGB"))
-                kept.append(image)
-            except OSError as exc:  # a file removed from disk behind our back: say so, go on
-                logger.error("Cannot read %s for image %s: %s", image.file.name, image.pk, exc)
+    rows = (image for batch in _batches(images_to_embed(version, recompute, images), batch_size) for image in batch)
+    prepared = prepared_in_order(
+        lambda image: stored_pixels(encoder, image),
+        rows,
+        workers=settings.LOUPE_DECODE_WORKERS,
+        window=2 * batch_size,
+    )
+    for chunk in _chunks(prepared, batch_size):
+        kept, pixels = [], []
+        for done in chunk:
+            if isinstance(done.error, OSError):  # a file removed from disk behind our back: say so, go on
+                logger.error("Cannot read %s for image %s: %s", done.item.file.name, done.item.pk, done.error)
                 report.failed += 1
-        vectors, pooled = encoder.encode_images_with_pooled(opened, batch_size=batch_size)
-        rows = [
-            ImageEmbedding(image=image, encoder_version=version, vector=vec)
-            for image, vec in zip(kept, vectors, strict=True)
-        ]
-        with transaction.atomic():
-            ImageEmbedding.objects.bulk_create(
-                rows, update_conflicts=True, unique_fields=["encoder_version", "image"], update_fields=["vector"]
-            )
-            if pooled is not None and settings.LOUPE_CACHE_TOWER_OUTPUTS:
-                # The same pass's tower outputs: fine-tuning the projections later never re-runs the tower.
-                tower = encoder.vision_tower_fingerprint
-                ImageTowerOutput.objects.bulk_create(
-                    [
-                        ImageTowerOutput(image=image, tower=tower, pooled=p)
-                        for image, p in zip(kept, pooled, strict=True)
-                    ],
-                    ignore_conflicts=True,
-                )
-        report.images += len(rows)
+            elif done.error is not None:
+                raise done.error
+            else:
+                kept.append(done.item)
+                pixels.append(done.result)
+        if kept:
+            vectors, pooled = encoder.encode_pixels(np.stack(pixels))
+            _store_image_vectors(encoder, version, kept, vectors, pooled)
+            report.images += len(kept)
         if progress:
-            progress(len(batch))
+            progress(len(chunk))
     return report
+
+
+def stored_pixels(encoder: Encoder, image: Image) -> np.ndarray:
+    """A stored image's file as the encoder's input (decoded as before: no EXIF transpose here)."""
+    with PILImage.open(Path(settings.MEDIA_ROOT) / image.file.name) as handle:
+        return encoder.pixels(handle.convert("RGB"))
+
+
+def _chunks(prepared: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
+    chunk: list[Prepared] = []
+    for done in prepared:
+        chunk.append(done)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _store_image_vectors(encoder: Encoder, version: EncoderVersion, kept, vectors, pooled) -> None:
+    rows = [ImageEmbedding(image=i, encoder_version=version, vector=v) for i, v in zip(kept, vectors, strict=True)]
+    with transaction.atomic():
+        ImageEmbedding.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["encoder_version", "image"], update_fields=["vector"]
+        )
+        if pooled is not None and settings.LOUPE_CACHE_TOWER_OUTPUTS:
+            # The same pass's tower outputs: fine-tuning the projections later never re-runs the tower.
+            tower = encoder.vision_tower_fingerprint
+            ImageTowerOutput.objects.bulk_create(
+                [ImageTowerOutput(image=image, tower=tower, pooled=p) for image, p in zip(kept, pooled, strict=True)],
+                ignore_conflicts=True,
+            )
 
 
 def embed_captions(

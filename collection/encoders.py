@@ -25,6 +25,8 @@ from huggingface_hub import constants, try_to_load_from_cache
 from PIL import Image as PILImage
 
 from collection.demo_model import build_demo_model
+from collection.device import Placement, resolve_placement
+from collection.fast_image import MIN_SAMPLE, OnnxImageTower, PooledImageTower, choose_image_tower, tower_key
 from collection.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower, accelerate
 from collection.model_card import MODEL_CARD_FILE
 from collection.processor_input import bounded_for_processor
@@ -80,7 +82,14 @@ class QueryVectorCache:
 class Encoder(AcceleratedText):
     """Batched text and image encoding for one loaded model, with an LRU cache for queries."""
 
-    def __init__(self, model_ref: str, *, query_cache_size: int = 4096, local_files_only: bool = False) -> None:
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        query_cache_size: int = 4096,
+        local_files_only: bool = False,
+        device: str | None = None,
+    ) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer  # noqa: PLC0415 - seconds to import: only when a model loads
 
         self.model_ref = model_ref
@@ -96,6 +105,15 @@ class Encoder(AcceleratedText):
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise EncoderLoadError(f"{model_ref!r} is not a text-image model (no get_text/image_features).")
         self.model.eval()
+        # DeviceUnavailable (a cuda request without CUDA) is raised here, when the model first loads.
+        self.placement: Placement = resolve_placement(settings.LOUPE_DEVICE if device is None else device)
+        if self.placement.is_accelerator:
+            # Fingerprints name the stored fp32 weights: taken before the cast to half precision.
+            _fingerprints = (self.fingerprint, self.has_projection_heads and self.vision_tower_fingerprint)
+            self.model.to(device=self.placement.device, dtype=self.placement.dtype)
+        self._fast_image: OnnxImageTower | None = None
+        self._image_check: dict | None = None  # how to check the ONNX image tower, until it has been
+        self.image_check = None  # the verdict (collection.fast_image.ImageTowerCheck) once checked
         card = self._read_model_card(model_ref)
         self.is_demo: bool = bool(card.get("demo", False))
         self.name: str = card.get("name") or model_ref
@@ -145,7 +163,8 @@ class Encoder(AcceleratedText):
                 out.append(self._fast_text(inputs["input_ids"], inputs["attention_mask"]))
                 continue
             with torch.inference_mode():
-                features = self.model.get_text_features(**self._tokenize(batch))
+                tokens = {name: value.to(self.placement.device) for name, value in self._tokenize(batch).items()}
+                features = self.model.get_text_features(**tokens)
             out.append(unit_rows(features))
         return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
 
@@ -168,26 +187,80 @@ class Encoder(AcceleratedText):
         """sha256 of the vision tower alone: the key of its cached pooled outputs (see ranking.finetune.towers)."""
         return weights_fingerprint(self.model.vision_model)
 
+    def pixels(self, image: PILImage.Image) -> np.ndarray:
+        """One image as the model's input, (3, H, W) float32: the work a decode pool does ahead of the encoder."""
+        bounded = bounded_for_processor(image, self.image_processor)
+        # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
+        # tiny images (a 3-pixel-high image looks channels-first to it).
+        inputs = self.image_processor(images=[bounded], return_tensors="np", input_data_format="channels_last")
+        return inputs["pixel_values"][0]
+
     def encode_images_with_pooled(
-        self, images: Sequence[PILImage.Image], batch_size: int = 32
+        self, images: Sequence[PILImage.Image], batch_size: int = 32, *, exact: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Unit vectors and, for CLIP-style models, the vision tower's pooled outputs from the same pass."""
+        """Unit vectors and, for CLIP-style models, the vision tower's pooled outputs from the same pass.
+
+        ``exact``: eager PyTorch whatever serves (the fine-tuning cache of pooled outputs wants those).
+        """
         out, pooled_out = [], []
         for start in range(0, len(images), batch_size):
-            batch = [bounded_for_processor(image, self.image_processor) for image in images[start : start + batch_size]]
-            # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
-            # tiny images (a 3-pixel-high image looks channels-first to it).
-            inputs = self.image_processor(images=batch, return_tensors="pt", input_data_format="channels_last")
-            with torch.inference_mode():
-                if self.has_projection_heads:
-                    pooled = self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
-                    features = self.model.visual_projection(pooled)
-                    pooled_out.append(pooled.float().numpy())
-                else:
-                    features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
-            out.append(unit_rows(features))
+            pixel_values = np.stack([self.pixels(image) for image in images[start : start + batch_size]])
+            vectors, pooled = self.encode_pixels(pixel_values, exact=exact)
+            out.append(vectors)
+            pooled_out.append(pooled)
         vectors = np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
-        return vectors, (np.concatenate(pooled_out) if pooled_out else None)
+        complete = bool(pooled_out) and all(p is not None for p in pooled_out)
+        return vectors, (np.concatenate(pooled_out) if complete else None)
+
+    def encode_pixels(self, pixel_values: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vectors (and pooled outputs, when they are PyTorch's to within fp32 rounding) of a stacked batch.
+
+        int8 pooled outputs are not returned: they would enter the fine-tuning cache, keyed by the fp32
+        tower, as if exact.
+        """
+        if self._fast_image is not None and not exact:
+            vectors, pooled = self._fast_image(pixel_values)
+            return vectors, (None if self._fast_image.precision == "int8" else pooled)
+        vectors, pooled = self._eager_pixels(pixel_values)
+        if self._image_check is not None and len(pixel_values) >= MIN_SAMPLE:
+            self._check_image_tower(pixel_values, vectors)
+        return vectors, pooled
+
+    def _eager_pixels(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        tensor = torch.from_numpy(pixel_values).to(device=self.placement.device, dtype=self.placement.dtype)
+        with torch.inference_mode():
+            if self.has_projection_heads:
+                pooled = self.model.vision_model(pixel_values=tensor).pooler_output
+                return unit_rows(self.model.visual_projection(pooled)), pooled.float().cpu().numpy()
+            return unit_rows(self.model.get_image_features(pixel_values=tensor)), None
+
+    # --- the image tower on ONNX Runtime ----------------------------------------------------------------
+    def accelerate_images(self, cache_dir: Path, *, int8: bool = True, threads: int = 0) -> bool:
+        """Let the ONNX Runtime (int8 when close enough) image tower serve once a batch of the collection's
+        images has checked it (collection.fast_image); False where it cannot apply (a GPU, not CLIP-style)."""
+        if self.placement.is_accelerator or not self.has_projection_heads:
+            return False
+        self._image_check = {"cache_dir": cache_dir, "int8": int8, "threads": threads or torch.get_num_threads()}
+        return True
+
+    def _check_image_tower(self, pixel_values: np.ndarray, eager_vectors: np.ndarray) -> None:
+        with self._lock:
+            if self._image_check is None:
+                return
+            options, self._image_check = self._image_check, None
+            self._fast_image, self.image_check = choose_image_tower(
+                PooledImageTower(self.model),
+                pixel_values,
+                eager_vectors,
+                key=tower_key(self.vision_tower_fingerprint),
+                **options,
+            )
+
+    @property
+    def image_runtime(self) -> str:
+        if self._fast_image is None:
+            return f"pytorch on {self.placement.label}"
+        return "onnxruntime-int8" if self._fast_image.precision == "int8" else "onnxruntime"
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -57,22 +57,27 @@ class PooledTextTower(torch.nn.Module):
         return torch.nn.functional.normalize(self._features(input_ids, attention_mask), dim=-1)
 
 
+def cpu_session(path: Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads that do not spin when idle."""
+    import onnxruntime  # noqa: PLC0415 - native libraries: only when a tower serves
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # By default idle pool threads spin for a while after each run. Between queries that steals the
+    # cores PostgreSQL and the other text tower need (measured: +15 ms per search on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxTextTower:
     """An ONNX Runtime session over an exported text tower; call it with NumPy token arrays."""
 
     def __init__(self, path: Path, threads: int, precision: str = "fp32") -> None:
-        import onnxruntime  # noqa: PLC0415 - native libraries: only when a tower serves
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # By default idle pool threads spin for a while after each run. Between queries that steals the
-        # cores PostgreSQL and the other text tower need (measured: +15 ms per search on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.precision = precision
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path, threads)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
@@ -152,11 +157,20 @@ def onnx_cache_dir() -> Path:
 
 
 def accelerate(encoder: AcceleratedText) -> None:
-    """Serve the encoder's text tower with ONNX Runtime, as the settings say (exported once per weights)."""
+    """Serve the encoder's towers with ONNX Runtime, as the settings say (exported once per weights).
 
+    The image tower is checked on the first batch of the collection it embeds (collection.fast_image)."""
+
+    placement = getattr(encoder, "placement", None)
+    if placement is not None and placement.is_accelerator:
+        return  # ONNX Runtime serves from the CPU; on a GPU the PyTorch model is the fast path
     if settings.LOUPE_ONNX_TEXT:
         encoder.accelerate_text(
             onnx_cache_dir(), int8=settings.LOUPE_TEXT_INT8, threads=settings.LOUPE_TEXT_TOWER_THREADS
+        )
+    if settings.LOUPE_ONNX_IMAGE and hasattr(encoder, "accelerate_images"):
+        encoder.accelerate_images(
+            onnx_cache_dir(), int8=settings.LOUPE_IMAGE_INT8, threads=settings.LOUPE_IMAGE_TOWER_THREADS
         )
 
 
@@ -214,12 +228,8 @@ def _int8_tower(
     tower: PooledTextTower, tokenize: Callable[[list[str]], dict], path: Path, threads: int
 ) -> OnnxTextTower | None:
     """The int8 (dynamically quantised) version of an exported tower, if its vectors stay close to PyTorch's."""
-    quantized_path = path.with_name(f"{path.stem}.int8.onnx")
     try:
-        with _export_lock:
-            if not quantized_path.is_file():
-                _quantize(path, quantized_path)
-        fast = OnnxTextTower(quantized_path, threads, precision="int8")
+        fast = OnnxTextTower(quantized_once(path), threads, precision="int8")
         cosine = min_cosine_to_eager(tower, tokenize, fast, INT8_PROBE_TEXTS)
     except Exception as exc:  # noqa: BLE001 - the fp32 session serves instead
         logger.warning("int8 text tower %s unavailable (%s: %s); serving fp32.", path.stem, type(exc).__name__, exc)
@@ -236,7 +246,16 @@ def _int8_tower(
     return fast
 
 
-def _quantize(source: Path, target: Path) -> None:
+def quantized_once(path: Path) -> Path:
+    """``<stem>.int8.onnx`` beside an exported tower, quantised on first use."""
+    quantized_path = path.with_name(f"{path.stem}.int8.onnx")
+    with _export_lock:
+        if not quantized_path.is_file():
+            quantize_int8(path, quantized_path)
+    return quantized_path
+
+
+def quantize_int8(source: Path, target: Path) -> None:
     """int8 weights per output channel, activations quantised per call (no calibration data needed)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415 - pulls in onnx: export only
 

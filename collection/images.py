@@ -122,16 +122,23 @@ def store_original(image: CheckedImage) -> str:
     return name
 
 
-def store_thumbnail(image: CheckedImage, decoded: PILImage.Image) -> str:
-    """A JPEG no larger than LOUPE_THUMBNAIL_SIZE on its long side; returns the storage name."""
+def thumbnail_jpeg(decoded: PILImage.Image) -> bytes:
+    """The thumbnail's bytes: a JPEG no larger than LOUPE_THUMBNAIL_SIZE on its long side."""
+    thumb = decoded.copy()
+    thumb.thumbnail((settings.LOUPE_THUMBNAIL_SIZE, settings.LOUPE_THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
+
+
+def store_thumbnail(image: CheckedImage, decoded: PILImage.Image | None = None, *, jpeg: bytes | None = None) -> str:
+    """Write the thumbnail (made from ``decoded``, or ``jpeg`` made ahead by a decode pool); returns its name."""
     name = storage_name(image.sha256, "jpg", kind="thumbs")
     path = Path(settings.MEDIA_ROOT) / name
     if not path.exists():
-        thumb = decoded.copy()
-        thumb.thumbnail((settings.LOUPE_THUMBNAIL_SIZE, settings.LOUPE_THUMBNAIL_SIZE))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=85, optimize=True)
-        _write_atomically(path, buffer.getvalue())
+        if jpeg is None:
+            jpeg = thumbnail_jpeg(decoded if decoded is not None else image.open())
+        _write_atomically(path, jpeg)
     return name
 
 

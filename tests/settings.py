@@ -34,3 +34,7 @@ LOUPE_RESULT_CACHE_SECONDS = 0
 # test's requests never count against another's; tests/integration/feedback/test_throttling.py
 # runs them on the real Redis.
 CACHES = {**CACHES, "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"}}  # noqa: F405
+
+# Image vectors come from eager PyTorch in tests, so that vectors stored by one path and recomputed by another
+# compare exactly; tests/integration/collection/test_fast_image.py turns the ONNX/int8 image tower on.
+LOUPE_ONNX_IMAGE = False

@@ -6,9 +6,18 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 
-from collection.images import CheckedImage, InvalidImage, read_image, store_original, store_thumbnail
+from collection.decode_pool import prepared_in_order
+from collection.images import (
+    CheckedImage,
+    InvalidImage,
+    read_image,
+    store_original,
+    store_thumbnail,
+    thumbnail_jpeg,
+)
 from collection.ingestion.sources import IngestItem
 from collection.models import Caption, Image
 from collection.tags import clean_tags
@@ -33,21 +42,21 @@ def add_image(
     licence: str = "",
     attribution: str = "",
     source: str = "",
+    thumbnail: bytes | None = None,
 ) -> tuple[Image, bool]:
     """Store a validated image unless the same bytes are already in; returns (image, created).
 
     Files are written before the row (atomically, under their content hash), so a failed insert
     leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
     The attribution becomes a link on the image page, so anything but an http(s) URL is refused
-    (``InvalidLink``) before anything is written.
+    (``InvalidLink``) before anything is written. ``thumbnail``: its JPEG bytes, when made ahead.
     """
     attribution = checked_http_url(attribution.strip(), field="attribution")
     existing = Image.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
-    decoded = checked.open()
     file_name = store_original(checked)
-    thumb_name = store_thumbnail(checked, decoded)
+    thumb_name = store_thumbnail(checked, jpeg=thumbnail)
     unique_captions = list(dict.fromkeys(c.strip() for c in captions if c and c.strip()))
     with transaction.atomic():
         image, created = Image.objects.get_or_create(
@@ -73,37 +82,64 @@ def add_image(
     return image, created
 
 
-def ingest_items(items: Iterable[IngestItem], *, progress: Callable[[IngestItem], None] | None = None) -> IngestReport:
-    """Ingest each item; a bad file, or an item its source refused, is reported and skipped, never stops the run."""
+@dataclass(frozen=True)
+class ReadFile:
+    """An item's file, read, validated and thumbnailed (the CPU-bound part, done in the decode pool)."""
+
+    checked: CheckedImage
+    thumbnail: bytes
+
+
+def read_item_file(item: IngestItem) -> ReadFile | None:
+    """Raises OSError (unreadable) or InvalidImage (``read_image``'s rules), exactly as the serial path did."""
+    if item.problem:  # refused by its source: not read
+        return None
+    checked = read_image(item.path.read_bytes())
+    return ReadFile(checked, thumbnail_jpeg(checked.open()))
+
+
+def ingest_items(
+    items: Iterable[IngestItem],
+    *,
+    progress: Callable[[IngestItem], None] | None = None,
+    workers: int | None = None,
+) -> IngestReport:
+    """Ingest each item; a bad file, or an item its source refused, is reported and skipped, never stops the run.
+
+    Files are read, checked and thumbnailed in ``workers`` threads (default LOUPE_DECODE_WORKERS) ahead of
+    this thread, which alone touches the database, in the items' order.
+    """
     report = IngestReport()
-    for item in items:
-        outcome = _ingest_item(item)
-        if isinstance(outcome, str):
-            report.failed.append((str(item.path), outcome))
-            logger.warning("Skipped %s: %s", item.path, outcome)
-        elif outcome:
-            report.added += 1
+    workers = settings.LOUPE_DECODE_WORKERS if workers is None else workers
+    for prepared in prepared_in_order(read_item_file, items, workers=workers):
+        item = prepared.item
+        if item.problem:  # its source refused it (a bad row); the file, if any, is not stored
+            report.failed.append((str(item.path), item.problem))
+            logger.warning("Skipped %s: %s", item.path, item.problem)
+            if progress:
+                progress(item)
+            continue
+        try:
+            if prepared.error is not None:
+                raise prepared.error
+            _, created = add_image(
+                prepared.result.checked,
+                captions=item.captions,
+                tags=item.tags,
+                licence=item.licence,
+                attribution=item.attribution,
+                source=str(item.path),
+                thumbnail=prepared.result.thumbnail,
+            )
+        except (OSError, InvalidImage, InvalidLink) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            report.failed.append((str(item.path), reason))
+            logger.warning("Skipped %s: %s", item.path, reason)
         else:
-            report.duplicates += 1
+            if created:
+                report.added += 1
+            else:
+                report.duplicates += 1
         if progress:
             progress(item)
     return report
-
-
-def _ingest_item(item: IngestItem) -> bool | str:
-    """True when added, False when the same bytes were already in, else why it was skipped."""
-    if item.problem:
-        return item.problem
-    try:
-        checked = read_image(item.path.read_bytes())
-        _, created = add_image(
-            checked,
-            captions=item.captions,
-            tags=item.tags,
-            licence=item.licence,
-            attribution=item.attribution,
-            source=str(item.path),
-        )
-    except (OSError, InvalidImage, InvalidLink) as exc:
-        return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return created

@@ -110,8 +110,8 @@ def finish_version(version: EncoderVersion) -> None:
     """Embed what re-projection did not cover (captions, images without a cached output), export the text
     tower for ONNX Runtime (so the web processes that serve it only load the file), index, mark ready."""
     encoder = Encoder(version.model_ref, local_files_only=True)
+    accelerate(encoder)  # before embedding: the fine-tuned image tower gets its own checked int8 export
     embed_collection_for(encoder, version)
-    accelerate(encoder)
     version.status = EncoderVersion.Status.READY
     version.save(update_fields=["status"])
 

@@ -33,7 +33,7 @@ def fill_image_cache(encoder, *, batch_size: int = 32, progress: Callable[[int, 
         batch = ids[start : start + batch_size]
         kept, opened = open_stored(batch)
         if opened:
-            pooled = encoder.encode_images_with_pooled(opened)[1]  # the embedding path's own tower pass
+            pooled = encoder.encode_images_with_pooled(opened, exact=True)[1]  # PyTorch's pooled outputs, never int8
             store_tower_outputs(tower, kept, pooled)
         done += len(batch)
         if progress:
