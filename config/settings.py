@@ -405,6 +405,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "loupe.refresh_feedback_summaries",
         "schedule": env.float("LOUPE_FEEDBACK_SUMMARIES_EVERY_SECONDS", default=300.0),
     },
+    "fold-search-analytics": {
+        "task": "loupe.fold_search_analytics",
+        "schedule": env.float("LOUPE_SEARCH_ANALYTICS_EVERY_SECONDS", default=300.0),
+    },
     "retrain-ranker": {
         "task": "loupe.retrain_ranker",
         "schedule": LOUPE_RETRAIN_EVERY_SECONDS,

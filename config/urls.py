@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 
 from searchapp import views
+from searchapp.analytics.page import analytics_page
 
 handler404 = "searchapp.views.not_found"
 handler500 = "searchapp.views.server_error"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("images/<int:image_id>/", views.image_page, name="image"),
     path("feedback/", include("feedback.urls")),
     path("api/v1/", include("searchapp.api.urls")),
+    path("admin/analytics/", admin.site.admin_view(analytics_page), name="search-analytics"),
     path("admin/", admin.site.urls),
 ]
 

@@ -340,3 +340,83 @@ class ErasedUser(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.key_digest[:12]}… erased at {self.erased_at:%Y-%m-%d %H:%M}"
+
+
+class SearchHour(models.Model):
+    """Search analytics for one hour on one surface (``surface`` empty: all surfaces together).
+
+    A rollup of first-page searches (a search is its first page, as ``ranking.experiments.results``
+    counts), folded from the log by ``feedback.analytics.fold``; the analytics page reads these rows,
+    never the log. Distinct users are counted per row, so the all-surfaces row is stored rather than
+    summed (a signed-in account searches on the page and through the API under one key).
+    """
+
+    hour = models.DateTimeField()
+    surface = models.CharField(max_length=8, blank=True, help_text="page, api, partner or sim; empty: all.")
+    searches = models.BigIntegerField()
+    users = models.BigIntegerField(help_text="Distinct user keys in this hour.")
+    clicked_searches = models.BigIntegerField()
+    clicks = models.BigIntegerField()
+    abandoned = models.BigIntegerField(help_text="Searches with neither a click nor a rating.")
+    no_results = models.BigIntegerField()
+    ratings = models.BigIntegerField()
+    rating_sum = models.FloatField(help_text="Sum of rating utilities (0-1).")
+    latency_buckets = models.JSONField(default=dict, help_text="Searches per latency bucket (feedback.analytics).")
+    clicks_by_channel = models.JSONField(default=dict, help_text="Clicks per retrieval channel that ranked it best.")
+    explored = models.BigIntegerField(help_text="Searches in the exploration slice.")
+    swapped = models.BigIntegerField(help_text="Searches in the swap (propensity) slice.")
+    folded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "surface"], name="search_hour_surface")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.searches} searches on {self.surface or 'all surfaces'} in the hour from {self.hour:%Y-%m-%d %H:00}"
+        )
+
+
+class QueryDay(models.Model):
+    """Searches per normalised text query, day and surface: the top queries and the content and relevance gaps."""
+
+    day = models.DateField()
+    surface = models.CharField(max_length=8)
+    query = models.CharField(max_length=500)
+    searches = models.BigIntegerField()
+    no_results = models.BigIntegerField()
+    clicked_searches = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "surface", "query"], name="query_day_surface")]
+
+    def __str__(self) -> str:
+        return f"{self.query!r}: {self.searches} searches on {self.day}"
+
+
+class UserDay(models.Model):
+    """Who searched on which day and surface: distinct users over any date range, exactly."""
+
+    day = models.DateField()
+    surface = models.CharField(max_length=8)
+    user_key = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "surface", "user_key"], name="user_day_surface")]
+
+    def __str__(self) -> str:
+        return f"{self.user_key} on {self.day}"
+
+
+class StaleSearchHour(models.Model):
+    """An hour whose rollups are out of date: written by database triggers on every change to a search,
+    click or rating (the click's or rating's search's hour), removed by the fold that recounts it.
+
+    Triggers rather than a time watermark: a click arrives hours after its search, and a log row can
+    commit after a later one, so "rows created since the last fold" misses both; a mark commits with
+    the row that caused it, and the fold deletes only the marks it saw.
+    """
+
+    hour = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"stale hour {self.hour:%Y-%m-%d %H:00}"

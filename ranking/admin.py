@@ -167,6 +167,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                         diff=f"{_fmt(versus.difference, signed=True)} ({_pct(versus.relative)})",
                         ci=f"[{_fmt(versus.low, signed=True)}, {_fmt(versus.high, signed=True)}]",
                         p=_fmt(versus.p_value),
+                        q=_fmt(arm.q_values.get(name)) if name in arm.q_values else "",
                     )
                 cells.append(cell)
             rows.append(
@@ -177,6 +178,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                     "users": arm.users,
                     "searches": arm.searches,
                     "cells": cells,
+                    "detectable": _detectable(arm, experiment.primary_metric),
                 }
             )
         context = {
@@ -288,6 +290,16 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None or value != value:  # NaN
         return "–"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _detectable(arm, metric: str) -> str:
+    """The arm's minimum detectable effect on ``metric``, absolute and relative to control ("" for control)."""
+    if arm.variant.is_control:
+        return ""
+    versus = arm.comparisons.get(metric)
+    base = versus.control if versus else float("nan")
+    relative = arm.detectable / base if base and base == base else float("nan")
+    return f"±{_fmt(arm.detectable)} ({'–' if relative != relative else f'{relative:.1%}'} of control)"
 
 
 def _pct(value: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from celery import shared_task
 
@@ -11,6 +12,7 @@ from collection.models import EncoderVersion
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 from core.locks import advisory_lock
+from feedback.analytics.fold import fold_search_rollups
 from ranking.finetune.building import finish_building_versions
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.models import FineTuneRun, TrainingRun
@@ -43,6 +45,13 @@ def refresh_feedback_summaries() -> dict:
     examinations by the curve training uses."""
 
     return refresh_with_estimated_curve()
+
+
+@shared_task(name="loupe.fold_search_analytics", acks_late=True)
+def fold_search_analytics() -> dict:
+    """Recount the search analytics' hours that changed since the last fold (the admin's analytics page)."""
+
+    return asdict(fold_search_rollups())
 
 
 RETRAIN_LOCK = 7_301_001  # pg advisory lock key: one retraining at a time across all workers

@@ -22,7 +22,9 @@ from ranking.experiments.statistics import (
     Comparison,
     RatioEstimate,
     SampleRatio,
+    benjamini_hochberg,
     compare,
+    minimum_detectable_effect,
     ratio,
     sample_ratio_check,
     sign_test,
@@ -30,6 +32,9 @@ from ranking.experiments.statistics import (
 from ranking.models import Experiment, Variant
 
 ALPHA = 0.05
+# The sample-size estimate's power: the usual planning value (Kohavi, Tang & Xu, "Trustworthy Online
+# Controlled Experiments", 2020, ch. 17).
+POWER = 0.8
 
 # metric -> (numerator column, denominator column, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -116,6 +121,8 @@ class ArmResult:
     searches: int
     metrics: dict[str, RatioEstimate]
     comparisons: dict[str, Comparison] = field(default_factory=dict)  # against the control arm
+    q_values: dict[str, float] = field(default_factory=dict)  # secondary metrics, Benjamini-Hochberg adjusted
+    detectable: float = float("nan")  # minimum detectable effect on the primary metric (80% power, alpha 0.05)
 
 
 @dataclass
@@ -219,9 +226,24 @@ def results(experiment: Experiment) -> ExperimentResults:
             arm.comparisons = {name: compare(control.metrics[name], arm.metrics[name]) for name in METRICS}
     if control is not None and experiment.statistics == Experiment.Statistics.SEQUENTIAL:
         sequential_comparisons(experiment, arms, control)
+    if control is not None:
+        secondary_q_values(experiment, arms, control)
     srm = sample_ratio_check([a.users for a in arms], [a.variant.weight for a in arms])
     winner, verdict = ab_verdict(experiment, arms, control, srm)
     return ExperimentResults(experiment, arms, srm, timeline(experiment), None, winner, verdict)
+
+
+def secondary_q_values(experiment: Experiment, arms: list[ArmResult], control: ArmResult) -> None:
+    """Per arm, q-values over the secondary metrics read together (the primary is the one decision the
+    verdict makes, so it keeps its own p-value), and the primary metric's minimum detectable effect."""
+    primary = experiment.primary_metric
+    secondary = [name for name in METRICS if name != primary]
+    for arm in arms:
+        if arm is control:
+            continue
+        q = benjamini_hochberg([arm.comparisons[name].p_value for name in secondary])
+        arm.q_values = dict(zip(secondary, q, strict=True))
+        arm.detectable = minimum_detectable_effect(control.metrics[primary], arm.metrics[primary], ALPHA, POWER)
 
 
 def ab_verdict(experiment: Experiment, arms: list[ArmResult], control: ArmResult | None, srm: SampleRatio):

@@ -116,3 +116,32 @@ def sign_test(wins_a: int, wins_b: int) -> float:
     if decided == 0:
         return 1.0
     return float(stats.binomtest(wins_a, decided, 0.5).pvalue)
+
+
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the order given.
+
+    Reading several metrics at once and calling any p < 0.05 a finding inflates false findings; BH keeps
+    the expected share of false ones among those called below ``q`` (Benjamini & Hochberg, JRSS B 1995).
+    q_(i) = min over k >= i of p_(k) * m / k, capped at 1, over the m p-values that exist (NaN stays NaN).
+    """
+    present = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    out = [float("nan")] * len(p_values)
+    m = len(present)
+    running = 1.0
+    for rank, (p, i) in reversed(list(enumerate(sorted(present), start=1))):
+        running = min(running, p * m / rank)
+        out[i] = running
+    return out
+
+
+def minimum_detectable_effect(
+    control: RatioEstimate, treatment: RatioEstimate, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest absolute difference a two-sided fixed-horizon test at ``alpha`` finds with ``power``,
+    given the arms' variances so far: (z_(1-alpha/2) + z_power) * sqrt(var_c + var_t). NaN with fewer than
+    two users in an arm. More traffic shrinks the variances, and the effect with them, as 1/sqrt(users)."""
+    if control.users < 2 or treatment.users < 2:
+        return float("nan")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * math.sqrt(control.variance + treatment.variance))

@@ -49,7 +49,17 @@ def test_admin_starts_an_experiment_and_reads_its_results(live_server, live_coll
     assert chart.is_visible() and chart.locator("polyline").count() == 2
     assert "Sample ratio" in page.locator(".loupe-srm").inner_text()
     assert "Verdict" in page.locator(".loupe-verdict").inner_text()
+    treatment = table.locator("tr[data-arm=treatment]").inner_text()
+    assert "q = " in treatment and "of control" in page.locator("tr[data-arm=treatment] td.loupe-mde").inner_text()
+    # The answer leads: verdict, sample ratio and chart above the experiment's settings; arms' settings folded.
+    top = {name: page.locator(selector).first.bounding_box()["y"] for name, selector in {
+        "verdict": ".loupe-verdict", "srm": ".loupe-srm", "chart": "svg.loupe-chart", "settings": "fieldset",
+        "arms": "details.loupe-arms-settings"}.items()}  # fmt: skip
+    assert top["verdict"] < top["srm"] < top["chart"] < top["settings"] < top["arms"], top
+    assert not page.locator("#variants-group").is_visible()
     screenshot("experiment-results")
+    page.locator("details.loupe-arms-settings summary").click()
+    assert page.locator("#variants-group").is_visible()
 
     page.get_by_role("link", name="Stop").click()
     page.get_by_role("button", name="Stop").click()

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ranking.experiments.statistics import RatioEstimate, compare, ratio, sample_ratio_check, sign_test
+from ranking.experiments.statistics import (
+    RatioEstimate,
+    benjamini_hochberg,
+    compare,
+    minimum_detectable_effect,
+    ratio,
+    sample_ratio_check,
+    sign_test,
+)
 
 
 def test_ratio_of_per_user_means_matches_welchs_test():
@@ -70,3 +78,24 @@ def test_sign_test_is_the_two_sided_binomial_test():
     assert sign_test(0, 0) == 1.0
     # Hand-computed: 5 wins of 5 -> 2 * 0.5^5 = 0.0625.
     assert sign_test(5, 0) == pytest.approx(0.0625)
+
+
+def test_benjamini_hochberg_matches_a_hand_computation():
+    # sorted: 0.01 (rank 1), 0.03 (2), 0.04 (3), 0.20 (4); p * 4 / rank = 0.04, 0.06, 0.0533, 0.20;
+    # running minimum from the largest: 0.20, 0.0533, 0.0533, 0.04.
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.20])
+    assert q == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.20])
+
+
+def test_benjamini_hochberg_skips_missing_p_values_and_keeps_the_order_of_q_values():
+    q = benjamini_hochberg([float("nan"), 0.5, 0.9])
+    assert math.isnan(q[0])
+    assert q[1:] == pytest.approx([0.9, 0.9])  # 0.5 * 2 / 1 = 1.0 > 0.9 * 2 / 2
+    assert benjamini_hochberg([0.8, 0.9, 0.95]) == pytest.approx([0.95, 0.95, 0.95])
+
+
+def test_minimum_detectable_effect_matches_a_hand_computation():
+    # se = sqrt(0.0004 + 0.0005) = 0.03; z_0.975 + z_0.8 = 1.959964 + 0.841621 = 2.801585
+    control, treatment = RatioEstimate(0.20, 0.0004, 500), RatioEstimate(0.22, 0.0005, 480)
+    assert minimum_detectable_effect(control, treatment) == pytest.approx(0.0840476, abs=1e-6)
+    assert math.isnan(minimum_detectable_effect(RatioEstimate(0.2, float("nan"), 1), treatment))

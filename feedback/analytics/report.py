@@ -1,0 +1,235 @@
+"""What the search analytics page shows, read from the rollups only (``feedback.analytics.fold``).
+
+A range of 90 days on one surface is at most 2,160 ``SearchHour`` rows; the query and user tables are
+summed in SQL with the day index narrowing the scan (bench/analytics_page.py measures the page at 1
+million logged searches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db import connection
+from django.db.models import Max
+
+from feedback.analytics.latency import add_counts, percentile
+from feedback.models import QueryDay, SearchHour, UserDay
+
+SURFACES = {
+    "": "all surfaces",
+    "page": "search page",
+    "api": "public API",
+    "partner": "partner API",
+    "sim": "simulation",
+}
+BUCKETS = ("hour", "day")
+CHANNELS = {
+    "clip": "CLIP (image vectors)",
+    "full_text": "full text",
+    "caption": "caption vectors",
+    "unknown": "not logged",
+}
+TOP = 20
+
+
+class BadAnalyticsFilter(ValueError):
+    """A filter the page cannot apply: unknown surface or bucket, or an empty or too long date range."""
+
+
+@dataclass(frozen=True)
+class AnalyticsFilter:
+    start: date
+    end: date  # inclusive
+    surface: str = ""  # "" = all surfaces
+    bucket: str = "day"
+
+    MAX_DAYS = 366
+    MAX_HOURLY_DAYS = 14  # 336 points: as many as the chart can show apart
+
+    def __post_init__(self) -> None:
+        if self.surface not in SURFACES:
+            raise BadAnalyticsFilter(f"Unknown surface {self.surface!r}: one of {', '.join(s for s in SURFACES if s)}.")
+        if self.bucket not in BUCKETS:
+            raise BadAnalyticsFilter(f"Unknown bucket {self.bucket!r}: hour or day.")
+        if self.end < self.start:
+            raise BadAnalyticsFilter("The range ends before it starts.")
+        if (self.end - self.start).days >= self.MAX_DAYS:
+            raise BadAnalyticsFilter(f"At most {self.MAX_DAYS} days at once.")
+        if self.bucket == "hour" and (self.end - self.start).days >= self.MAX_HOURLY_DAYS:
+            raise BadAnalyticsFilter(f"Hourly buckets for at most {self.MAX_HOURLY_DAYS} days; choose days.")
+
+    @property
+    def since(self) -> datetime:
+        return datetime.combine(self.start, time.min, tzinfo=UTC)
+
+    @property
+    def until(self) -> datetime:
+        return datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One bucket's (or the whole range's) figures; rates are None where their denominator is zero."""
+
+    searches: int
+    users: int
+    clicked_searches: int
+    clicks: int
+    abandoned: int
+    no_results: int
+    ratings: int
+    explored: int
+    swapped: int
+    click_through_rate: float | None
+    abandonment: float | None
+    mean_rating: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class Point:
+    at: datetime
+    figures: Figures
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    query: str
+    searches: int
+    no_results: int
+    clicked_searches: int
+
+
+@dataclass(frozen=True)
+class ChannelShare:
+    channel: str
+    label: str
+    clicks: int
+    share: float
+
+
+@dataclass(frozen=True)
+class SearchAnalytics:
+    filter: AnalyticsFilter
+    totals: Figures
+    series: list[Point]
+    top_queries: list[QueryRow]
+    no_result_queries: list[QueryRow]  # content gaps: nothing found
+    no_click_queries: list[QueryRow]  # relevance gaps: results, never a click
+    channels: list[ChannelShare]
+    folded_at: datetime | None
+
+
+class _Sum:
+    """Running sums of SearchHour rows."""
+
+    FIELDS = ("searches", "users", "clicked_searches", "clicks", "abandoned", "no_results", "ratings", "explored",
+              "swapped")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.FIELDS, 0)
+        self.rating_sum = 0.0
+        self.latency: dict[int, int] = {}
+        self.channels: dict[str, int] = {}
+
+    def add(self, row: SearchHour) -> None:
+        for name in self.FIELDS:
+            self.counts[name] += getattr(row, name)
+        self.rating_sum += row.rating_sum
+        add_counts(self.latency, row.latency_buckets)
+        for channel, n in row.clicks_by_channel.items():
+            self.channels[channel] = self.channels.get(channel, 0) + int(n)
+
+    def figures(self, users: int) -> Figures:
+        c = self.counts
+        return Figures(
+            **{**c, "users": users},
+            click_through_rate=c["clicked_searches"] / c["searches"] if c["searches"] else None,
+            abandonment=c["abandoned"] / c["searches"] if c["searches"] else None,
+            mean_rating=self.rating_sum / c["ratings"] if c["ratings"] else None,
+            p50_ms=percentile(self.latency, 0.50),
+            p99_ms=percentile(self.latency, 0.99),
+        )
+
+
+def search_analytics(chosen: AnalyticsFilter) -> SearchAnalytics:
+    rows = SearchHour.objects.filter(hour__gte=chosen.since, hour__lt=chosen.until, surface=chosen.surface)
+    total, buckets = _Sum(), {at: _Sum() for at in _bucket_starts(chosen)}
+    for row in rows.defer("folded_at"):
+        total.add(row)
+        buckets[_bucket_of(row.hour, chosen.bucket)].add(row)
+    users = _users_per_bucket(chosen, buckets)
+    series = [Point(at, s.figures(users.get(at, 0))) for at, s in buckets.items()]
+    clicks = sum(total.channels.values())
+    channels = [
+        ChannelShare(name, CHANNELS.get(name, name), n, n / clicks)
+        for name, n in sorted(total.channels.items(), key=lambda pair: -pair[1])
+    ]
+    return SearchAnalytics(
+        filter=chosen,
+        totals=total.figures(_distinct_users(chosen)),
+        series=series,
+        top_queries=_queries(chosen, "sum(searches) > 0", "sum(searches) DESC"),
+        no_result_queries=_queries(chosen, "sum(no_results) > 0", "sum(no_results) DESC"),
+        no_click_queries=_queries(
+            chosen, "sum(searches) > sum(no_results) AND sum(clicked_searches) = 0", "sum(searches) DESC"
+        ),
+        channels=channels,
+        folded_at=SearchHour.objects.aggregate(at=Max("folded_at"))["at"],
+    )
+
+
+def _bucket_of(at: datetime, bucket: str) -> datetime:
+    at = at.astimezone(UTC)
+    return (
+        at.replace(minute=0, second=0, microsecond=0)
+        if bucket == "hour"
+        else datetime.combine(at.date(), time.min, UTC)
+    )
+
+
+def _bucket_starts(chosen: AnalyticsFilter) -> list[datetime]:
+    step = timedelta(hours=1) if chosen.bucket == "hour" else timedelta(days=1)
+    starts, at = [], chosen.since
+    while at < chosen.until:
+        starts.append(at)
+        at += step
+    return starts
+
+
+def _users_per_bucket(chosen: AnalyticsFilter, buckets: dict[datetime, _Sum]) -> dict[datetime, int]:
+    """Distinct users per bucket: an hour's count is stored with it; a day's comes from ``UserDay``."""
+    if chosen.bucket == "hour":
+        return {at: s.counts["users"] for at, s in buckets.items()}
+    where, params = _user_days_where(chosen)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT day, count(DISTINCT user_key) FROM {UserDay._meta.db_table} WHERE {where} GROUP BY day",
+                       params)  # fmt: skip
+        return {datetime.combine(day, time.min, UTC): n for day, n in cursor.fetchall()}
+
+
+def _distinct_users(chosen: AnalyticsFilter) -> int:
+    where, params = _user_days_where(chosen)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(DISTINCT user_key) FROM {UserDay._meta.db_table} WHERE {where}", params)
+        return cursor.fetchone()[0]
+
+
+def _user_days_where(chosen: AnalyticsFilter) -> tuple[str, list]:
+    where, params = "day >= %s AND day <= %s", [chosen.start, chosen.end]
+    if chosen.surface:
+        where, params = where + " AND surface = %s", params + [chosen.surface]
+    return where, params
+
+
+def _queries(chosen: AnalyticsFilter, having: str, order: str) -> list[QueryRow]:
+    where, params = _user_days_where(chosen)
+    sql = (
+        f"SELECT query, sum(searches), sum(no_results), sum(clicked_searches) FROM {QueryDay._meta.db_table} "
+        f"WHERE {where} GROUP BY query HAVING {having} ORDER BY {order}, query LIMIT {TOP}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [QueryRow(q, int(s), int(n), int(c)) for q, s, n, c in cursor.fetchall()]

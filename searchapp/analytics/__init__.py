@@ -1,0 +1,1 @@
+"""The search analytics page in admin: filters, figures from the rollups, SVG charts with promotions marked."""
