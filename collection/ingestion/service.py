@@ -10,6 +10,7 @@ from django.db import transaction
 
 from collection.images import CheckedImage, InvalidImage, read_image, store_original, store_thumbnail
 from collection.ingestion.sources import IngestItem
+from collection.metadata import InvalidMetadata, validate_metadata
 from collection.models import Caption, Image
 from collection.tags import clean_tags
 from collection.text_index import refresh_text_documents
@@ -33,15 +34,18 @@ def add_image(
     licence: str = "",
     attribution: str = "",
     source: str = "",
+    metadata: dict | None = None,
 ) -> tuple[Image, bool]:
     """Store a validated image unless the same bytes are already in; returns (image, created).
 
     Files are written before the row (atomically, under their content hash), so a failed insert
     leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
     The attribution becomes a link on the image page, so anything but an http(s) URL is refused
-    (``InvalidLink``) before anything is written.
+    (``InvalidLink``) before anything is written; so is metadata that does not fit the declared schema
+    (``InvalidMetadata``).
     """
     attribution = checked_http_url(attribution.strip(), field="attribution")
+    cleaned_metadata = validate_metadata(metadata or {})
     existing = Image.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
@@ -63,6 +67,7 @@ def add_image(
                 "source": source[:2000],
                 "licence": licence[:300],
                 "attribution": attribution,
+                "metadata": cleaned_metadata,
             },
         )
         if created:
@@ -87,8 +92,9 @@ def ingest_items(items: Iterable[IngestItem], *, progress: Callable[[IngestItem]
                 licence=item.licence,
                 attribution=item.attribution,
                 source=str(item.path),
+                metadata=item.metadata,
             )
-        except (OSError, InvalidImage, InvalidLink) as exc:
+        except (OSError, InvalidImage, InvalidLink, InvalidMetadata) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             report.failed.append((str(item.path), reason))
             logger.warning("Skipped %s: %s", item.path, reason)

@@ -31,6 +31,7 @@ class IngestItem:
     tags: list[str] = field(default_factory=list)
     licence: str = ""
     attribution: str = ""
+    metadata: dict | str = field(default_factory=dict)  # checked by add_image against the declared fields
 
 
 def folder_items(root: Path, *, folder_tags: bool = True) -> Iterator[IngestItem]:
@@ -117,7 +118,22 @@ def _row_item(row: dict, base: Path, where: str) -> IngestItem:
         tags=tags,
         licence=str(row.get("licence") or row.get("license") or ""),
         attribution=str(row.get("attribution") or ""),
+        metadata=_row_metadata(row.get("metadata"), where),
     )
+
+
+def _row_metadata(raw, where: str) -> dict:
+    """A row's ``metadata``: an object in JSON lines, a JSON object in a CSV cell, or nothing."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{where}: the metadata column is not a JSON object ({exc.msg}).") from None
+    if not isinstance(raw, dict):
+        raise SourceError(f"{where}: the metadata column must be a JSON object of field -> value.")
+    return raw
 
 
 def table_items(path: Path) -> Iterator[IngestItem]:
