@@ -14,6 +14,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 
+from collection.metadata_filter import NO_FILTER, MetadataFilter
 from collection.models import EncoderVersion
 
 
@@ -76,31 +77,62 @@ def count_tagged(tags: Sequence[str]) -> int:
         return int(cursor.fetchone()[0])
 
 
+def image_filter_sql(tags: Sequence[str], metadata: MetadataFilter) -> tuple[list[str], list]:
+    """The WHERE conditions over images ``i`` that a search's tags and metadata filters make, and their parameters."""
+    where, params = [], []
+    if tags:
+        where.append("i.tags @> %s::varchar[]")
+        params.append(list(tags))
+    if metadata:
+        condition, metadata_params = metadata.sql("i")
+        where.append(condition)
+        params.extend(metadata_params)
+    return where, params
+
+
+def few_match(tags: Sequence[str], metadata: MetadataFilter) -> bool:
+    """Whether at most ``LOUPE_EXACT_FILTER_LIMIT`` images pass the filters: then an exact scan of them is
+    cheaper than the HNSW walk and finds every one. Counting stops one past the limit (the GIN and
+    B-tree indexes give the matching rows, so a selective filter counts in well under a millisecond)."""
+    where, params = image_filter_sql(tags, metadata)
+    limit = int(settings.LOUPE_EXACT_FILTER_LIMIT)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM searchapp_image i WHERE {' AND '.join(where)} LIMIT %s) m",
+            [*params, limit + 1],
+        )
+        return int(cursor.fetchone()[0]) <= limit
+
+
 def nearest_images(
     version: EncoderVersion,
     vector: np.ndarray,
     *,
     k: int,
     tags: Sequence[str] = (),
+    metadata: MetadataFilter = NO_FILTER,
     exclude_ids: Sequence[int] = (),
     exact: bool = False,
     text_flags: bool = False,
 ) -> list[Neighbour]:
-    """The ``k`` images nearest to ``vector``, best first, optionally restricted to images with all ``tags``.
+    """The ``k`` images nearest to ``vector``, best first, optionally restricted to images with all ``tags``
+    and passing the ``metadata`` filter.
 
-    A tag filter keeps its recall: when few images carry the tags they are scanned exactly
-    (through the GIN index on tags), otherwise the HNSW scan is iterative (pgvector 0.8), so
-    it goes on past the first ``ef_search`` candidates until ``k`` rows pass the filter.
+    A filter keeps its recall: when few images pass it they are scanned exactly (through the GIN
+    indexes on tags and metadata, or a field's B-tree), otherwise the HNSW scan is iterative
+    (pgvector 0.8), so it goes on past the first ``ef_search`` candidates until ``k`` rows pass.
     """
     d = int(version.dimension)
     where = ["e.encoder_version_id = %s"]
     params: list = [version.pk]
     join = ""
-    if tags:
+    filtered = bool(tags) or bool(metadata)
+    if filtered:
         join = "JOIN searchapp_image i ON i.id = e.image_id"
-        where.append("i.tags @> %s::varchar[]")
-        params.append(list(tags))
-        exact = exact or count_tagged(tags) <= settings.LOUPE_EXACT_FILTER_LIMIT
+        image_where, image_params = image_filter_sql(tags, metadata)
+        where.extend(image_where)
+        params.extend(image_params)
+        exact = exact or few_match(tags, metadata)
     if exclude_ids:
         where.append("NOT (e.image_id = ANY(%s))")
         params.append(list(exclude_ids))
@@ -111,7 +143,10 @@ def nearest_images(
     )
     if text_flags:
         sql = _with_text_flags(sql)
-    return _run_nearest(sql, [vector_literal(vector), *params, int(k)], k=k, exact=exact, filtered=bool(tags))
+    ef_search = max(settings.LOUPE_HNSW_EF_SEARCH, settings.LOUPE_FILTERED_EF_SEARCH) if filtered else None
+    return _run_nearest(
+        sql, [vector_literal(vector), *params, int(k)], k=k, exact=exact, filtered=filtered, ef_search=ef_search
+    )
 
 
 def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> list[Neighbour]:
@@ -179,6 +214,7 @@ def nearest_caption_images(
     *,
     k: int,
     tags: Sequence[str] = (),
+    metadata: MetadataFilter = NO_FILTER,
     exclude_ids: Sequence[int] = (),
     min_similarity: float = -1.0,
     text_flags: bool = False,
@@ -186,27 +222,31 @@ def nearest_caption_images(
     """Images ranked by their best-matching caption's vector (the caption-vector channel).
 
     Looks at the ``1.5k`` nearest captions (an image has several), keeps each image's best one.
+    Filters keep their recall as in ``nearest_images``: exact over few matching images, else iterative.
     """
     d = int(version.dimension)
     where = ["e.encoder_version_id = %s"]
     params: list = [version.pk]
-    if tags:
-        where.append("i.tags @> %s::varchar[]")
-        params.append(list(tags))
+    filtered = bool(tags) or bool(metadata)
+    if filtered:
+        image_where, image_params = image_filter_sql(tags, metadata)
+        where.extend(image_where)
+        params.extend(image_params)
     if exclude_ids:
         where.append("NOT (c.image_id = ANY(%s))")
         params.append(list(exclude_ids))
     sql = (
         f"SELECT c.image_id AS image_id, e.vector::vector({d}) <=> %s::vector({d}) AS distance "
         "FROM searchapp_captionembedding e JOIN searchapp_caption c ON c.id = e.caption_id "
-        f"{'JOIN searchapp_image i ON i.id = c.image_id' if tags else ''} "
+        f"{'JOIN searchapp_image i ON i.id = c.image_id' if filtered else ''} "
         f"WHERE {' AND '.join(where)} ORDER BY distance LIMIT %s"
     )
     if text_flags:
         sql = _with_text_flags(sql)
     depth = math.ceil(CAPTIONS_PER_IMAGE_SCANNED * int(k))
+    exact = filtered and few_match(tags, metadata)
     rows = _run_nearest(
-        sql, [vector_literal(vector), *params, depth], k=depth, exact=False, filtered=bool(tags), ef_search=depth
+        sql, [vector_literal(vector), *params, depth], k=depth, exact=exact, filtered=filtered, ef_search=depth
     )
     best: dict[int, Neighbour] = {}
     for row in rows:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.postgres.expressions import ArraySubquery
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.contrib.postgres.search import SearchVectorField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import OuterRef
 from pgvector.django import VectorField
@@ -77,11 +80,17 @@ class Image(models.Model):
     text_document = SearchVectorField(null=True, editable=False)
     # Kept with text_document: lets fusion know, without another query, that the caption channel could see it.
     has_captions = models.BooleanField(default=False, editable=False)
+    # The partner's fields (date taken, author, licence, ...), checked against the declared MetadataFields
+    # by collection.metadata.validate_metadata before they are stored.
+    metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
             GinIndex(fields=["tags"], name="image_tags_gin"),
             GinIndex(fields=["text_document"], name="image_text_document_gin"),
+            # Keyword and boolean filters are containment (metadata @> {"author": "smith"}); jsonb_path_ops
+            # indexes exactly that operator and is a third the size of the default jsonb_ops.
+            GinIndex(OpClass("metadata", name="jsonb_path_ops"), name="image_metadata_gin"),
         ]
 
     def __str__(self) -> str:
@@ -109,6 +118,45 @@ class Image(models.Model):
         for image in images:
             image._caption_texts = image._captions
         return images
+
+
+METADATA_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Names the search API and query syntax already use, and the endings of the API's filters (FIELD_from,
+# FIELD_to, FIELD_not): a field by such a name could not be filtered on.
+RESERVED_FIELD_NAMES = {"q", "tag", "tags", "page", "page_size", "min_score", "max_drop", "user", "session"}
+RESERVED_FIELD_NAMES |= {"sort", "filter", "format", "image", "image_id"}
+RESERVED_ENDINGS = ("_from", "_to", "_not")
+
+
+def validate_field_name(name: str) -> None:
+    if not METADATA_FIELD_NAME.match(name):
+        raise ValidationError("Lower-case letters, digits and _, starting with a letter (e.g. taken_on).")
+    if name in RESERVED_FIELD_NAMES or name.endswith(RESERVED_ENDINGS):
+        raise ValidationError(f"{name!r} is taken by the search API; the endings _from, _to and _not too.")
+
+
+class MetadataField(models.Model):
+    """One declared field of the images' metadata (one collection per deployment, so one schema).
+
+    Metadata naming an undeclared field, or a value of the wrong type, is refused at ingest and update
+    (``collection.metadata.validate_metadata``), so filters and date sort can trust what is stored.
+    """
+
+    class Kind(models.TextChoices):
+        KEYWORD = "keyword", "keyword (exact text: author, licence, orientation)"
+        NUMBER = "number", "number (price, rating)"
+        DATE = "date", "date (YYYY-MM-DD, or an ISO date and time)"
+        BOOLEAN = "boolean", "boolean (true / false)"
+
+    name = models.CharField(max_length=40, unique=True, validators=[validate_field_name])
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
 
 
 class Caption(models.Model):

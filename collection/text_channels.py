@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from collection.index import Neighbour, nearest_caption_images
+from collection.metadata_filter import NO_FILTER, MetadataFilter
 from collection.text_index import full_text_matches
 from collection.versions import sentence_version
 
@@ -31,11 +32,15 @@ class TextChannels:
     weights: dict[str, float] = field(default_factory=dict)
 
 
-def full_text_channel(text: str, depth: int, tags: Sequence[str]) -> tuple[list[Neighbour], float]:
-    return full_text_matches(text, k=depth, tags=tags), settings.LOUPE_FTS_WEIGHT
+def full_text_channel(
+    text: str, depth: int, tags: Sequence[str], metadata: MetadataFilter = NO_FILTER
+) -> tuple[list[Neighbour], float]:
+    return full_text_matches(text, k=depth, tags=tags, metadata=metadata), settings.LOUPE_FTS_WEIGHT
 
 
-def caption_channel(text: str, depth: int, tags: Sequence[str]) -> tuple[list[Neighbour], float] | None:
+def caption_channel(
+    text: str, depth: int, tags: Sequence[str], metadata: MetadataFilter = NO_FILTER
+) -> tuple[list[Neighbour], float] | None:
     sentence_encoder, text_version = sentence_version()
     if sentence_encoder is None:
         return None
@@ -44,6 +49,7 @@ def caption_channel(text: str, depth: int, tags: Sequence[str]) -> tuple[list[Ne
         sentence_encoder.encode_query(text),
         k=depth,
         tags=tags,
+        metadata=metadata,
         min_similarity=settings.LOUPE_CAPTION_MIN_SIMILARITY,
         text_flags=True,
     )
@@ -68,18 +74,24 @@ def _collect(results: dict[str, tuple[list[Neighbour], float] | None]) -> TextCh
     return channels
 
 
-def run_text_channels(text: str, depth: int, tags: Sequence[str]) -> TextChannels:
+def run_text_channels(text: str, depth: int, tags: Sequence[str], metadata: MetadataFilter = NO_FILTER) -> TextChannels:
     """Both channels, one after the other, in this thread."""
-    return _collect({name: channel(text, depth, tags) for name, channel in CHANNELS.items()})
+    return _collect({name: channel(text, depth, tags, metadata) for name, channel in CHANNELS.items()})
 
 
-def start_text_channels(text: str, depth: int, tags: Sequence[str]) -> Callable[[], TextChannels]:
-    """Start the channels (in the pool when parallel); call the returned function for their results."""
+def start_text_channels(
+    text: str, depth: int, tags: Sequence[str], metadata: MetadataFilter = NO_FILTER
+) -> Callable[[], TextChannels]:
+    """Start the channels (in the pool when parallel); call the returned function for their results.
+
+    Every channel gets the search's tags and metadata filter, so a filtered search fuses only images
+    that pass it, each channel's list as deep as unfiltered."""
     if not settings.LOUPE_PARALLEL_CHANNELS:
-        return lambda: run_text_channels(text, depth, tags)
+        return lambda: run_text_channels(text, depth, tags, metadata)
     pool = channel_pool()
     futures: dict[str, Future] = {
-        name: pool.submit(_on_own_connection, channel, text, depth, tags) for name, channel in CHANNELS.items()
+        name: pool.submit(_on_own_connection, channel, text, depth, tags, metadata)
+        for name, channel in CHANNELS.items()
     }
     return lambda: _collect({name: future.result() for name, future in futures.items()})
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from collection.index import Neighbour
+from collection.metadata_filter import NO_FILTER, MetadataFilter
 
 # An image's document from its current tags and captions (``i`` is the image row).
 DOCUMENT_EXPRESSION = """
@@ -52,7 +53,12 @@ def refresh_lexeme_stats() -> None:
 
 
 def full_text_matches(
-    text: str, *, k: int, tags: Sequence[str] = (), exclude_ids: Sequence[int] = ()
+    text: str,
+    *,
+    k: int,
+    tags: Sequence[str] = (),
+    metadata: MetadataFilter = NO_FILTER,
+    exclude_ids: Sequence[int] = (),
 ) -> list[Neighbour]:
     """Images whose captions or tags share words with ``text``, best first; score = ts_rank_cd.
 
@@ -74,6 +80,11 @@ def full_text_matches(
     if tags:
         where.append("i.tags @> %(tags)s::varchar[]")
         params["tags"] = list(tags)
+    if metadata:
+        # Before the LIMIT on matched documents, so a filter never leaves fewer matches than exist.
+        condition, metadata_params = metadata.named_sql("i")
+        where.append(condition)
+        params.update(metadata_params)
     if exclude_ids:
         where.append("NOT (i.id = ANY(%(exclude)s))")
         params["exclude"] = list(exclude_ids)

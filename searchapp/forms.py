@@ -9,6 +9,9 @@ from django.conf import settings
 class SearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=settings.LOUPE_MAX_QUERY_CHARS, strip=True)
     page = forms.IntegerField(required=False, min_value=1)
+    sort = forms.ChoiceField(
+        required=False, choices=[("relevance", "most relevant"), ("date", "newest first")], initial="relevance"
+    )
 
 
 class ImageSearchForm(forms.Form):

@@ -26,7 +26,7 @@ from ranking.experiments.serving import ServingPlan, plan_search
 from searchapp.pipeline.order import served_order
 from searchapp.pipeline.page import SearchHit, apply_slice, page_of
 from searchapp.pipeline.plan import plan_depths
-from searchapp.pipeline.request import InvalidQuery, NotIndexed, SearchError, SearchRequest, ValidSearch, validate
+from searchapp.pipeline.request import DATE, InvalidQuery, NotIndexed, SearchError, SearchRequest, ValidSearch, validate
 from searchapp.pipeline.response import SearchResponse, StageTimes, served_list
 from searchapp.pipeline.retrieve import stored_vector
 
@@ -80,7 +80,8 @@ class SearchService:
         started = time.perf_counter()
         try:
             search = validate(request)
-            plan = plan_search(viewer, rerank_allowed=request.kind == "text")
+            # A date-sorted list compares no rankers: it is served by production's configuration, never an arm's.
+            plan = plan_search(viewer if request.sort != DATE else None, rerank_allowed=request.kind == "text")
             service = self
             if plan.encoder_version_id and plan.encoder_version_id != self.version.pk:
                 service = service_for_encoder_version(plan.encoder_version_id)
@@ -113,6 +114,8 @@ class SearchService:
             kind=search.kind,
             query_text=search.text,
             tags=search.tags,
+            filters=search.metadata.describe(),
+            sort=search.sort,
             hits=page.hits,
             page=search.page,
             page_size=search.page_size,

@@ -51,7 +51,10 @@ def search_page(request: HttpRequest) -> HttpResponse:
             if form.is_valid():
                 page = form.cleaned_data.get("page") or 1
                 context["response"] = SearchService().search(
-                    SearchRequest(text=form.cleaned_data["q"], page=page), web_viewer(request)
+                    SearchRequest(
+                        text=form.cleaned_data["q"], page=page, sort=form.cleaned_data.get("sort") or "relevance"
+                    ),
+                    web_viewer(request),
                 )
             else:
                 context["error"] = " ".join(e for errors in form.errors.values() for e in errors)

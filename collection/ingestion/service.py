@@ -19,6 +19,7 @@ from collection.images import (
     thumbnail_jpeg,
 )
 from collection.ingestion.sources import IngestItem
+from collection.metadata import InvalidMetadata, validate_metadata
 from collection.models import Caption, Image
 from collection.tags import clean_tags
 from collection.text_index import refresh_text_documents
@@ -43,6 +44,7 @@ def add_image(
     attribution: str = "",
     source: str = "",
     thumbnail: bytes | None = None,
+    metadata: dict | None = None,
 ) -> tuple[Image, bool]:
     """Store a validated image unless the same bytes are already in; returns (image, created).
 
@@ -52,6 +54,7 @@ def add_image(
     (``InvalidLink``) before anything is written. ``thumbnail``: its JPEG bytes, when made ahead.
     """
     attribution = checked_http_url(attribution.strip(), field="attribution")
+    cleaned_metadata = validate_metadata(metadata or {})
     existing = Image.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
@@ -72,6 +75,7 @@ def add_image(
                 "source": source[:2000],
                 "licence": licence[:300],
                 "attribution": attribution,
+                "metadata": cleaned_metadata,
             },
         )
         if created:
@@ -130,8 +134,9 @@ def ingest_items(
                 attribution=item.attribution,
                 source=str(item.path),
                 thumbnail=prepared.result.thumbnail,
+                metadata=item.metadata,
             )
-        except (OSError, InvalidImage, InvalidLink) as exc:
+        except (OSError, InvalidImage, InvalidLink, InvalidMetadata) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             report.failed.append((str(item.path), reason))
             logger.warning("Skipped %s: %s", item.path, reason)

@@ -36,6 +36,7 @@ class IngestItem:
     licence: str = ""
     attribution: str = ""
     problem: str = ""  # why the source refused this image (a bad row of a caption table): reported, not read
+    metadata: dict | str = field(default_factory=dict)  # checked by add_image against the declared fields
 
 
 def folder_items(root: Path, *, folder_tags: bool = True) -> Iterator[IngestItem]:
@@ -124,6 +125,7 @@ class CaptionRow:
     tags: tuple[str, ...]
     licence: str
     attribution: str
+    metadata: dict
 
 
 def _first(row: dict, names: tuple[str, ...]):
@@ -181,7 +183,22 @@ def _caption_row(row: object, where: str) -> CaptionRow:
         tags=tuple(tags),
         licence=str(row.get("licence") or row.get("license") or ""),
         attribution=str(row.get("attribution") or ""),
+        metadata=_row_metadata(row.get("metadata"), where, file_name),
     )
+
+
+def _row_metadata(raw, where: str, file_name: str) -> dict:
+    """A row's ``metadata``: an object in JSON lines, a JSON object in a CSV cell, or nothing."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadRow(f"{where}: the metadata column is not a JSON object ({exc.msg}).", file_name) from None
+    if not isinstance(raw, dict):
+        raise BadRow(f"{where}: the metadata column must be a JSON object of field -> value.", file_name)
+    return raw
 
 
 def _merged_items(rows: Iterator[tuple[str, object]], base: Path, source: Path) -> list[IngestItem]:
@@ -219,6 +236,7 @@ def _merged_items(rows: Iterator[tuple[str, object]], base: Path, source: Path) 
         item.tags = clean_tags([*item.tags, *row.tags])
         item.licence = item.licence or row.licence
         item.attribution = item.attribution or row.attribution
+        item.metadata = {**row.metadata, **item.metadata}  # rows of one image: the first row's value of a field wins
     if unplaced:
         shown = "\n  ".join(unplaced[:MAX_REPORTED_ROWS])
         more = f"\n  ... and {len(unplaced) - MAX_REPORTED_ROWS} more" if len(unplaced) > MAX_REPORTED_ROWS else ""

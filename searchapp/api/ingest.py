@@ -8,6 +8,7 @@ and the periodic embedding task picks it up.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -43,6 +44,21 @@ class AddImageSerializer(serializers.Serializer):
     tags = serializers.CharField(required=False, allow_blank=True, max_length=2000, help_text="Comma-separated.")
     licence = serializers.CharField(required=False, allow_blank=True, max_length=300)
     attribution = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    metadata = serializers.JSONField(
+        required=False,
+        help_text="A JSON object of declared field -> value (in multipart: the object as JSON text), e.g. "
+        '{"date": "2021-06-01", "author": "smith"}. Undeclared fields and wrong types are refused.',
+    )
+
+    def validate_metadata(self, value):
+        if isinstance(value, str):  # multipart sends the object as text
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                raise serializers.ValidationError("metadata must be a JSON object.") from None
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be a JSON object of field name -> value.")
+        return value
 
     def validate(self, attrs):
         if ("image" in attrs) == ("path" in attrs):
@@ -124,6 +140,7 @@ class AddImageView(APIView):
             licence=data.get("licence", ""),
             attribution=data.get("attribution", ""),
             source=source,
+            metadata=data.get("metadata"),
         )
         indexed = embed_new_images([image.pk])
         body = {"created": created, "indexed": indexed, "image": image}

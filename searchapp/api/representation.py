@@ -48,6 +48,7 @@ def image_json(image: Image, base: str) -> dict:
         "byte_size": image.byte_size,
         "captions": image.caption_texts(),
         "tags": list(image.tags),
+        "metadata": image.metadata,
         "licence": image.licence,
         "attribution": http_url(image.attribution),  # a row stored before validation is not passed on
         "created_at": timestamp(image.created_at),
@@ -60,6 +61,8 @@ def search_meta(response) -> dict:
         "kind": response.kind,
         "query": response.query_text,
         "tags": list(response.tags),
+        "filters": response.filters,
+        "sort": response.sort,
         "page": response.page,
         "page_size": response.page_size,
         "returned": len(response.hits),

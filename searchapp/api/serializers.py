@@ -15,6 +15,26 @@ class SearchParamsSerializer(serializers.Serializer):
     """Shared knobs of every search."""
 
     tags = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated tags; all must match.")
+    filter = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=1000,
+        help_text='Metadata filters in the query syntax: author:smith,jones date>=2020-01-01 -licence:"cc by-nc" '
+        "price:10..20. Each declared field is also a parameter: FIELD=v (repeat for any of several), FIELD_not=v, "
+        "FIELD_from= / FIELD_to= (inclusive, dates and numbers); date_from / date_to bound the date field.",
+    )
+    date_from = serializers.CharField(
+        required=False, allow_blank=True, max_length=40, help_text="Earliest date (YYYY, YYYY-MM or YYYY-MM-DD)."
+    )
+    date_to = serializers.CharField(
+        required=False, allow_blank=True, max_length=40, help_text="Latest date, inclusive (YYYY, YYYY-MM, YYYY-MM-DD)."
+    )
+    sort = serializers.ChoiceField(
+        choices=["relevance", "date"],
+        required=False,
+        default="relevance",
+        help_text="relevance, or date: the results that pass the relevance cut, newest first.",
+    )
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=settings.LOUPE_MAX_PAGE_SIZE)
     min_score = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)
@@ -70,6 +90,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "tags",
             "licence",
             "attribution",
+            "metadata",
             "created_at",
         ]
 

@@ -23,6 +23,7 @@ from feedback.api_keys import ApiKeyThrottle, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
 from feedback.throttling import SearchThrottle, request_address
+from searchapp.api.filters import request_filter
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
@@ -57,9 +58,11 @@ def api_viewer(request: Request, data: dict) -> Viewer:
     )
 
 
-def _search_request(data: dict, **query) -> SearchRequest:
+def _search_request(data: dict, params, **query) -> SearchRequest:
     return SearchRequest(
         tags=tuple(split_tag_list(data.get("tags") or "")),
+        metadata=request_filter(params, data.get("filter") or ""),
+        sort=data.get("sort") or "relevance",
         page=data.get("page") or 1,
         page_size=data.get("page_size") or 0,
         min_score=data.get("min_score"),
@@ -82,7 +85,9 @@ class SearchView(APIView):
         params = TextSearchSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        response = SearchService().search(_search_request(data, text=data["q"]), api_viewer(request, data))
+        response = SearchService().search(
+            _search_request(data, request.query_params, text=data["q"]), api_viewer(request, data)
+        )
         return Response(search_json(response, request))
 
     @extend_schema(
@@ -95,9 +100,9 @@ class SearchView(APIView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         if "image" in data:
-            search = _search_request(data, image=read_upload(data["image"]))
+            search = _search_request(data, request.data, image=read_upload(data["image"]))
         else:
-            search = _search_request(data, image_id=data["image_id"])
+            search = _search_request(data, request.data, image_id=data["image_id"])
         response = SearchService().search(search, api_viewer(request, data))
         return Response(search_json(response, request))
 

@@ -7,10 +7,11 @@ its own slice and is logged with its own event (``searchapp.result_cache``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from collection.encoders import Encoder
 from collection.fusion_setting import Fusion
+from collection.metadata import image_dates
 from collection.models import EncoderVersion
 from collection.text_channels import channel_weights
 from feedback.identity import Viewer
@@ -18,7 +19,7 @@ from feedback.impressions import query_key
 from ranking.experiments.serving import ServingPlan
 from searchapp.pipeline.fuse import first_stage, fused_weights
 from searchapp.pipeline.plan import Depths, OrderKey
-from searchapp.pipeline.request import ValidSearch
+from searchapp.pipeline.request import DATE, ValidSearch
 from searchapp.pipeline.rerank import Reranked, RerankInput, rank
 from searchapp.pipeline.retrieve import retrieve
 from searchapp.result_cache import result_cache
@@ -54,6 +55,8 @@ def served_order(
     ranking_started = time.perf_counter()
     query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
     order = rank(first_stage(retrieved, fusion), plan, query, kind=search.kind, viewer=viewer)
+    if search.sort == DATE:
+        order = newest_first(order, search.date_field)
     made = RankedOrder(
         order=order,
         query=query,
@@ -65,6 +68,20 @@ def served_order(
     if key is not None:
         result_cache.put(key, made)
     return made
+
+
+def newest_first(order: Reranked, date_field: str) -> Reranked:
+    """The served order's images by ``date_field``, newest first; images without a date after them, in
+    their relevance order (the sort is stable). The relevance cut already chose which images are here."""
+    dates = image_dates([r.candidate.image_id for r in order.ranked], date_field)
+    # sorted(reverse=True) stays stable: images of the same date keep their relevance order.
+    dated = sorted(
+        (r for r in order.ranked if r.candidate.image_id in dates),
+        key=lambda r: dates[r.candidate.image_id],
+        reverse=True,
+    )
+    undated = [r for r in order.ranked if r.candidate.image_id not in dates]
+    return replace(order, ranked=dated + undated, ranker_label=f"{order.ranker_label}, by {date_field}")
 
 
 def order_key(
@@ -79,6 +96,8 @@ def order_key(
         encoder_version_id=version.pk,
         query=query_key(search.text),
         tags=search.tags,
+        metadata=search.metadata,
+        sort=search.sort,
         depth=depths.candidates,
         text_depth=depths.text,
         # The fusion and the weights it will use: a calibration that changes them is a new key at once.

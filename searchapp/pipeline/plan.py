@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from collection.metadata_filter import MetadataFilter
 from ranking.experiments.serving import ServingPlan
-from searchapp.pipeline.request import ValidSearch
+from searchapp.pipeline.request import DATE, ValidSearch
 from searchapp.slices import Slice, draw_slice
 
 
@@ -44,7 +45,12 @@ def plan_depths(search: ValidSearch, plan: ServingPlan, *, logged: bool) -> Dept
     fusing = text_search and settings.LOUPE_TEXT_CHANNEL
     if (text_search and plan.ranker is not None) or plan.teams is not None:
         depth = max(depth, plan.rerank_depth)
-    sliced = logged and text_search and search.page == 1 and plan.teams is None
+    if search.sort == DATE:
+        # The date order is of every result that passes the cut, not of the page's depth: take the same
+        # candidates on every page, so that paging through "newest first" never shows one twice.
+        depth = max(depth, settings.LOUPE_DATE_SORT_DEPTH)
+    # A logged slice perturbs the relevance order to measure position bias; a date order has none to perturb.
+    sliced = logged and text_search and search.page == 1 and plan.teams is None and search.sort != DATE
     logged_slice = draw_slice() if sliced else Slice()
     depth = min(settings.LOUPE_MAX_CANDIDATES, max(depth, logged_slice.needs_depth))
     if not fusing:
@@ -60,6 +66,8 @@ class OrderKey:
     encoder_version_id: int
     query: str  # normalised (feedback.impressions.query_key)
     tags: tuple[str, ...]
+    metadata: MetadataFilter  # the metadata filters (hashable terms)
+    sort: str  # relevance, or date: the passing results newest first
     depth: int
     text_depth: int
     fusion: tuple  # (method, weights) of collection.fusion_setting.Fusion; () without text channels

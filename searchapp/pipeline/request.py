@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from collection.images import CheckedImage
+from collection.metadata import declared_fields
+from collection.metadata_filter import NO_FILTER, MetadataFilter, mentions_fields
+from collection.models import MetadataField
 from collection.query import QuerySyntaxError, parse_query
 from collection.tags import clean_tags
 from core.errors import Refused
+
+RELEVANCE, DATE = "relevance", "date"
+SORTS = (RELEVANCE, DATE)
 
 
 class SearchError(Refused):
@@ -35,6 +41,8 @@ class SearchRequest:
     image_id: int | None = None
     image: CheckedImage | None = None
     tags: tuple[str, ...] = ()
+    metadata: MetadataFilter = NO_FILTER  # filters given beside the query (the API's parameters)
+    sort: str = RELEVANCE
     page: int = 1
     page_size: int = 0  # 0: the configured default
     min_score: float | None = None
@@ -55,6 +63,9 @@ class ValidSearch:
     tags: tuple[str, ...]
     page: int
     page_size: int
+    metadata: MetadataFilter = NO_FILTER  # the query's filter tokens and the request's, together
+    sort: str = RELEVANCE
+    date_field: str = ""  # with sort=date: the declared date field the results are ordered by
 
     @property
     def kind(self) -> str:
@@ -77,12 +88,14 @@ def validate(request: SearchRequest) -> ValidSearch:
             f"The query is {len(request.text)} characters; the limit is {settings.LOUPE_MAX_QUERY_CHARS}.",
             field="q",
         )
+    fields = declared_fields() if (request.sort == DATE or mentions_fields(request.text)) else {}
     try:
-        parsed = parse_query(request.text) if request.text else None
+        parsed = parse_query(request.text, fields) if request.text else None
     except QuerySyntaxError as exc:
         raise InvalidQuery(str(exc), field="q") from None
     if parsed is not None and not parsed.text:
-        raise InvalidQuery("Type something to search for.", field="q")
+        raise InvalidQuery("Type something to search for beside the filters.", field="q")
+    metadata = (parsed.metadata if parsed else NO_FILTER).and_also(request.metadata)
     tags = tuple(clean_tags([*(parsed.tags if parsed else ()), *request.tags]))
     if len(tags) > settings.LOUPE_MAX_QUERY_TAGS:
         raise InvalidQuery(f"At most {settings.LOUPE_MAX_QUERY_TAGS} tags per search.", field="tags")
@@ -99,4 +112,25 @@ def validate(request: SearchRequest) -> ValidSearch:
         raise InvalidQuery("max_drop must be at least 0 and below 1.", field="max_drop")
     if request.min_score is not None and not -1 <= request.min_score <= 1:
         raise InvalidQuery("min_score must be between -1 and 1.", field="min_score")
-    return ValidSearch(request, parsed.text if parsed else "", tags, request.page, page_size)
+    return ValidSearch(
+        request,
+        parsed.text if parsed else "",
+        tags,
+        request.page,
+        page_size,
+        metadata=metadata,
+        sort=request.sort,
+        date_field=sort_field(request.sort, fields),
+    )
+
+
+def sort_field(sort: str, fields: dict[str, str]) -> str:
+    """The date field a ``sort=date`` search orders by: the one named ``date``, else the first declared."""
+    if sort == RELEVANCE:
+        return ""
+    if sort != DATE:
+        raise InvalidQuery(f"sort is {RELEVANCE} or {DATE}, not {sort!r}.", field="sort")
+    dates = [name for name, kind in fields.items() if kind == MetadataField.Kind.DATE]
+    if not dates:
+        raise InvalidQuery("sort=date needs a date field in the metadata schema; none is declared.", field="sort")
+    return "date" if "date" in dates else sorted(dates)[0]

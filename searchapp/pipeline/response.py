@@ -21,6 +21,8 @@ class SearchResponse:
     page_size: int
     has_next: bool
     encoder: EncoderInfo
+    filters: str = ""  # the metadata filters, in the query syntax
+    sort: str = "relevance"
     timings_ms: dict[str, float] = field(default_factory=dict)
     channel_weights: dict[str, float] = field(default_factory=dict)
     ranker: str = "embedding"

@@ -44,7 +44,8 @@ def retrieve(
     started = time.perf_counter()
     request = search.request
     if depths.fusing:
-        text_channels = start_text_channels(search.text, depths.text, search.tags)  # runs while CLIP encodes
+        # The text channels run while CLIP encodes.
+        text_channels = start_text_channels(search.text, depths.text, search.tags, search.metadata)
     exclude: list[int] = []
     if search.kind == "similar":
         vector = stored_vector(version, request.image_id)
@@ -56,7 +57,13 @@ def retrieve(
     encoded = time.perf_counter()
 
     neighbours = nearest_images(
-        version, vector, k=depths.candidates, tags=search.tags, exclude_ids=exclude, text_flags=depths.fusing
+        version,
+        vector,
+        k=depths.candidates,
+        tags=search.tags,
+        metadata=search.metadata,
+        exclude_ids=exclude,
+        text_flags=depths.fusing,
     )
     rankings = {"clip": cut(neighbours, request, plan)}
     weights = {"clip": version.channel_weight}
