@@ -42,9 +42,12 @@ def allowed_url(url: str) -> str:
 def fetch_url(url: str) -> bytes:
     """The bytes at an allowed URL, at most ``LOUPE_MAX_UPLOAD_BYTES``."""
     limit = settings.LOUPE_MAX_UPLOAD_BYTES
+    url = allowed_url(url)
     try:
-        with _opener.open(allowed_url(url), timeout=FETCH_TIMEOUT_SECONDS) as response:
+        with _opener.open(url, timeout=FETCH_TIMEOUT_SECONDS) as response:
             data = response.read(limit + 1)
+    except InvalidImage:  # a redirect refused; a ValueError, but already in the partner's words
+        raise
     except urllib.error.HTTPError as exc:
         raise InvalidImage(f"The URL answered HTTP {exc.code}.", field="url") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:

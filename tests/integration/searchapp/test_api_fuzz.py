@@ -45,7 +45,13 @@ def test_no_request_makes_the_api_fail(api_schema, every_scope):
     # One Hypothesis run per operation (schemathesis' pytest plugin does the same; it is not used
     # because it relies on pytest internals that pytest 9 removed).
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/api/v1/search", "/api/v1/feedback/clicks", "/api/v1/images"}
+    assert {op.path for op in operations} >= {
+        "/api/v1/search",
+        "/api/v1/feedback/clicks",
+        "/api/v1/images",
+        "/api/v1/ingest-jobs",
+        "/api/v1/ingest-jobs/{job_id}/items",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy())
