@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
-from collection.models import Caption, FusionSetting, Image
+from collection.models import Caption, EmbedRun, FusionSetting, Image, IngestJob, IngestJobItem
 from core.links import InvalidLink, checked_http_url
 
 
@@ -72,3 +72,49 @@ class FusionSettingAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the workers write: shown for progress, never edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(IngestJob)
+class IngestJobAdmin(ReadOnlyAdmin):
+    """Bulk ingest jobs with their progress; the per-item results are under "Ingest job items"."""
+
+    list_display = ["id", "created_at", "status", "requested_by", "progress", "finished_at"]
+    list_filter = ["status"]
+    readonly_fields = ["status", "requested_by", "chunk_size", "created_at", "finished_at", "progress"]
+
+    @admin.display(description="stored / duplicate / refused / pending")
+    def progress(self, job: IngestJob) -> str:
+        counts = job.counts()
+        return " / ".join(str(counts[o]) for o in ("stored", "duplicate", "refused", "pending"))
+
+
+@admin.register(IngestJobItem)
+class IngestJobItemAdmin(ReadOnlyAdmin):
+    list_display = ["job", "position", "path", "url", "outcome", "reason", "image"]
+    list_filter = ["outcome"]
+    list_select_related = ["job"]
+    search_fields = ["path", "url", "external_id", "reason"]
+    readonly_fields = [f.name for f in IngestJobItem._meta.fields]
+
+
+@admin.register(EmbedRun)
+class EmbedRunAdmin(ReadOnlyAdmin):
+    """Embedding fanned out over the workers: chunks done out of all, per run."""
+
+    list_display = ["id", "created_at", "encoder_version", "started_by", "chunks_done"]
+    readonly_fields = ["encoder_version", "recompute", "started_by", "created_at", "chunks_done"]
+
+    @admin.display(description="chunks done")
+    def chunks_done(self, run: EmbedRun) -> str:
+        done, total = run.progress()
+        return f"{done} of {total}"

@@ -189,15 +189,21 @@ def embed_new_images(image_ids: list[int]) -> bool:
     try:
         choice, version = serving_version()
         embed_images(choice.encoder, version, images=Image.objects.filter(pk__in=image_ids))
-        captions = Caption.objects.filter(image_id__in=image_ids)
-        _embed_these_captions(choice.encoder.encode_texts, version, captions)
-        sentence_encoder, text_version = sentence_version()
-        if sentence_encoder is not None:
-            _embed_these_captions(sentence_encoder.encode_texts, text_version, captions)
+        embed_captions_of(image_ids)
     except Exception:  # noqa: BLE001 - the image is stored; embedding is retried by the periodic task
         logger.exception("Could not embed new images %s now; the periodic task will.", image_ids)
         return False
     return True
+
+
+def embed_captions_of(image_ids: list[int]) -> None:
+    """The captions of these images, with the serving CLIP text tower and the text channel's model."""
+    choice, version = serving_version()
+    captions = Caption.objects.filter(image_id__in=image_ids)
+    _embed_these_captions(choice.encoder.encode_texts, version, captions)
+    sentence_encoder, text_version = sentence_version()
+    if sentence_encoder is not None:
+        _embed_these_captions(sentence_encoder.encode_texts, text_version, captions)
 
 
 def _embed_these_captions(encode_texts, version: EncoderVersion, captions) -> None:

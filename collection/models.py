@@ -250,3 +250,113 @@ class FusionSetting(models.Model):
     @property
     def weights(self) -> dict[str, float]:
         return {"clip": self.clip_weight, "fts": self.fts_weight, "caption": self.caption_weight}
+
+
+class IngestJob(models.Model):
+    """A bulk ingest sent through the API (``POST /api/v1/ingest-jobs``), run on the workers in chunks.
+
+    Its progress is read from its items (counted by outcome), so it is right however many workers ran it
+    and however often a chunk was redone.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.CharField(max_length=16, blank=True, help_text="Prefix of the API key that sent it.")
+    chunk_size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"ingest job {self.pk} ({self.status})"
+
+    def counts(self) -> dict[str, int]:
+        """Items per outcome, every outcome present (0 when none)."""
+        counted = dict(self.items.values_list("outcome").annotate(n=models.Count("pk")).order_by())
+        return {outcome: counted.get(outcome, 0) for outcome in IngestJobItem.Outcome.values}
+
+
+class IngestJobItem(models.Model):
+    """One line of an ingest job and what became of it.
+
+    (Not ``IngestItem``: that name is the parsed source line of ``collection.ingestion.sources``.)
+    """
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending"
+        STORED = "stored", "stored (new image)"
+        DUPLICATE = "duplicate", "already in the collection"
+        REFUSED = "refused"
+
+    job = models.ForeignKey(IngestJob, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField(help_text="Line number in the request, from 1.")
+    path = models.CharField(max_length=4096, blank=True)
+    url = models.CharField(max_length=2000, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    captions = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    licence = models.CharField(max_length=300, blank=True)
+    attribution = models.CharField(max_length=2000, blank=True)
+    outcome = models.CharField(max_length=9, choices=Outcome.choices, default=Outcome.PENDING)
+    reason = models.CharField(max_length=500, blank=True, help_text="Why it was refused.")
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="ingest_item_position_unique")]
+        indexes = [models.Index(fields=["job", "outcome"], name="ingest_item_job_outcome")]
+
+    def __str__(self) -> str:
+        return f"item {self.position} of job {self.job_id}: {self.outcome}"
+
+
+class EmbedRun(models.Model):
+    """Embedding fanned out over the workers: the images to embed under one version, cut into chunks."""
+
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="embed_runs")
+    recompute = models.BooleanField(default=False)
+    started_by = models.CharField(max_length=100, blank=True, help_text="'manage.py embed', 'ingest job 7', ...")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"embed run {self.pk} ({self.encoder_version_id})"
+
+    def progress(self) -> tuple[int, int]:
+        """(chunks done, chunks in all)."""
+        chunks = self.chunks.aggregate(
+            done=models.Count("pk", filter=models.Q(done_at__isnull=False)), all=models.Count("pk")
+        )
+        return chunks["done"], chunks["all"]
+
+
+class EmbedChunk(models.Model):
+    """A few images that one worker embeds and stores in one transaction (``collection.embed_chunks``).
+
+    ``stored_times`` counts the commits that stored this chunk's vectors: 1 once done, whatever was
+    redelivered or killed on the way (the tests check it); ``attempts`` counts the deliveries that began it.
+    """
+
+    run = models.ForeignKey(EmbedRun, on_delete=models.CASCADE, related_name="chunks")
+    image_ids = ArrayField(models.BigIntegerField())
+    attempts = models.PositiveIntegerField(default=0)
+    stored_times = models.PositiveIntegerField(default=0)
+    embedded = models.PositiveIntegerField(default=0, help_text="Vectors stored (unreadable files are not).")
+    failed = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker that stored it.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "pk"]
+
+    def __str__(self) -> str:
+        return f"chunk {self.pk} of embed run {self.run_id}"

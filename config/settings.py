@@ -152,6 +152,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# With Redis, a task taken by a worker that then dies (SIGKILL, a lost machine) goes back to the queue only
+# after this many seconds unacknowledged; a live worker's task that runs longer is delivered again too, which
+# the tasks tolerate (an embed chunk is locked and stored once: collection.embed_chunks).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("LOUPE_TASK_VISIBILITY_SECONDS", default=3600)}
 
 
 def _throttle_redis_url(broker: str) -> str:
@@ -404,6 +408,14 @@ LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
 LOUPE_API_ANONYMOUS_SEARCH = env.bool("LOUPE_API_ANONYMOUS_SEARCH", default=True)
 # Folders the server may read when a partner adds an image by local path (none: adding by path is off).
 LOUPE_INGEST_ROOTS = [Path(p).resolve() for p in env.list("LOUPE_INGEST_ROOTS", default=[])]
+# Hosts an ingest job may fetch images from by URL (none: URLs are refused per item; see collection.ingestion.fetch).
+LOUPE_INGEST_URL_ALLOW = env.list("LOUPE_INGEST_URL_ALLOW", default=[])
+# Items per worker task of an ingest job, and the most items one job may name (a 2 MB body holds ~20,000 lines).
+LOUPE_INGEST_JOB_CHUNK_SIZE = env.int("LOUPE_INGEST_JOB_CHUNK_SIZE", default=50)
+LOUPE_INGEST_JOB_MAX_ITEMS = env.int("LOUPE_INGEST_JOB_MAX_ITEMS", default=10_000)
+# Images per embedding task when `manage.py embed` fans out over the workers: a few encoder batches, so a
+# killed worker loses little and the chunk's one transaction stays short.
+LOUPE_EMBED_CHUNK_SIZE = env.int("LOUPE_EMBED_CHUNK_SIZE", default=128)
 
 # --- Workers: the Celery beat schedule and queues ------------------------------------------------------
 CELERY_BEAT_SCHEDULE = {

@@ -7,8 +7,10 @@ from dataclasses import asdict
 
 from celery import shared_task
 
-from collection.embedding import embed_everything_missing
-from collection.models import EncoderVersion
+from collection.embed_chunks import EMBED_CHUNK_TASK, ChunkBusy, dispatch_run, embed_chunk, plan_run
+from collection.embedding import embed_captions_of, embed_everything_missing
+from collection.ingestion.jobs import run_job_chunk
+from collection.models import EmbedChunk, EncoderVersion, Image
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 from core.locks import advisory_lock
@@ -30,6 +32,34 @@ def embed_missing() -> dict:
     if result["images"] or result["captions"]:
         logger.info("Embedded %s", result)
     return result
+
+
+@shared_task(name=EMBED_CHUNK_TASK, bind=True, acks_late=True, max_retries=None)
+def embed_images_chunk(self, chunk_id: int) -> dict:
+    """Embed one chunk of an embed run (``manage.py embed``, an ingest job); see ``collection.embed_chunks``."""
+
+    choice, version = serving_version()
+    try:
+        outcome = embed_chunk(chunk_id, choice.encoder, version=version, worker=self.request.hostname or "")
+    except ChunkBusy:
+        raise self.retry(countdown=30) from None  # a live worker has it; if that one dies, this delivery takes it
+    if not outcome.skipped:
+        embed_captions_of(list(EmbedChunk.objects.get(pk=chunk_id).image_ids))
+    return asdict(outcome)
+
+
+@shared_task(name="loupe.ingest_job_chunk", acks_late=True)
+def ingest_job_chunk(job_id: int, first: int, last: int) -> dict:
+    """Ingest items ``first..last`` of an ingest job, then fan the embedding of their images out."""
+
+    result = run_job_chunk(job_id, first, last)
+    if result.image_ids:
+        _, version = serving_version()
+        run = plan_run(version, images=Image.objects.filter(pk__in=result.image_ids), started_by=f"ingest job {job_id}")
+        dispatch_run(run)
+    if result.finished:
+        refresh_lexeme_stats()
+    return {"job": job_id, "done": result.done, "finished": result.finished}
 
 
 @shared_task(name="loupe.refresh_text_stats", acks_late=True)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -22,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collection.embedding import embed_new_images
-from collection.images import InvalidImage, read_image, read_upload
+from collection.images import read_image, read_upload
+from collection.ingestion.paths import allowed_path, read_path
 from collection.ingestion.service import add_image
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
@@ -70,41 +68,6 @@ class AddedImageSerializer(serializers.Serializer):
     created = serializers.BooleanField(help_text="False when the same bytes were already in the collection.")
     indexed = serializers.BooleanField(help_text="Searchable now (else within a minute, by the periodic task).")
     image = ImageSerializer()
-
-
-def allowed_path(raw: str) -> Path:
-    """The file a partner named, if it lies inside an ingest folder; InvalidImage otherwise."""
-    if raw.startswith("file:"):
-        parsed = urlparse(raw)
-        if parsed.netloc not in ("", "localhost"):
-            raise InvalidImage("Only file:// URLs of this server are accepted.")
-        raw = unquote(parsed.path)
-    if "\x00" in raw:
-        raise InvalidImage("The path contains a NUL character.")
-    if not settings.LOUPE_INGEST_ROOTS:
-        raise InvalidImage("Adding images by path is off on this server (LOUPE_INGEST_ROOTS is empty).")
-    path = Path(raw)
-    if not path.is_absolute():
-        raise InvalidImage("Give an absolute path.")
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop, a name too long
-        raise InvalidImage("That path cannot be resolved.") from None
-    if not any(resolved.is_relative_to(root) for root in settings.LOUPE_INGEST_ROOTS):
-        raise InvalidImage("That path is outside the folders this server may ingest from.")
-    if not resolved.is_file():
-        raise InvalidImage("There is no file at that path.")
-    return resolved
-
-
-def read_path(path: Path) -> bytes:
-    """The file's bytes, its size checked first; a file the server may not read is the partner's 400."""
-    try:
-        if path.stat().st_size > settings.LOUPE_MAX_UPLOAD_BYTES:
-            raise InvalidImage(f"The file is over the {settings.LOUPE_MAX_UPLOAD_BYTES:,}-byte limit.")
-        return path.read_bytes()
-    except OSError as exc:  # permissions, a folder's race, an I/O error: once a 500 (issue 19, finding 9)
-        raise InvalidImage(f"The server cannot read that file ({exc.strerror or type(exc).__name__}).") from None
 
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}

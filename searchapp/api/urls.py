@@ -4,13 +4,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from feedback import api as feedback_api
 from feedback import users_api
 from ranking import api as ranking_api
-from searchapp.api import docs, ingest, views
+from searchapp.api import docs, ingest, ingest_jobs, views
 
 urlpatterns = [
     path("search", views.SearchView.as_view(), name="api-search"),
     path("images", ingest.AddImageView.as_view(), name="api-add-image"),
     path("images/<int:image_id>", views.ImageDetailView.as_view(), name="api-image"),
     path("images/<int:image_id>/captions", views.ImageCaptionsView.as_view(), name="api-image-captions"),
+    path("ingest-jobs", ingest_jobs.IngestJobsView.as_view(), name="api-ingest-jobs"),
+    path("ingest-jobs/<int:job_id>", ingest_jobs.IngestJobView.as_view(), name="api-ingest-job"),
+    path("ingest-jobs/<int:job_id>/items", ingest_jobs.IngestJobItemsView.as_view(), name="api-ingest-job-items"),
     path("tags", views.TagSuggestionsView.as_view(), name="api-tags"),
     path("feedback/clicks", feedback_api.ClickView.as_view(), name="api-clicks"),
     path("feedback/clicks/batch", feedback_api.ClickBatchView.as_view(), name="api-clicks-batch"),

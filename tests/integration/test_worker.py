@@ -31,8 +31,12 @@ def purge(queue: str) -> None:
         conn.default_channel.queue_purge(queue)
 
 
-def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
-    purge(queue)
+def start_worker(
+    redis_url, media_root, queue: str, *, name: str = "", env: dict | None = None, purged: bool = True
+) -> subprocess.Popen:
+    """A worker process on ``queue``, named ``name@host`` (default: the queue's name)."""
+    if purged:
+        purge(queue)
     db = connection.settings_dict
     env = dict(
         os.environ,
@@ -40,6 +44,7 @@ def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
         DATABASE_URL=f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}",
         REDIS_URL=redis_url,
         LOUPE_MEDIA_ROOT=str(media_root),
+        **(env or {}),
     )
     return subprocess.Popen(
         [
@@ -56,7 +61,7 @@ def start_worker(redis_url, media_root, queue: str) -> subprocess.Popen:
             "-Q",
             queue,
             "-n",
-            f"{queue}@%h",
+            f"{name or queue}@%h",
             "--without-heartbeat",
             "--without-gossip",
             "--without-mingle",

@@ -115,7 +115,7 @@ class Command(BaseCommand):
             self.stdout.write("The collection is empty: ingesting the demo set (40 COCO images).")
             call_command("ingest", str(DEMO_SET), verbosity=0)
         else:
-            call_command("embed", verbosity=0)
+            call_command("embed", local=True, verbosity=0)  # the workers start after this
         self.stdout.write(f"Collection: {Image.objects.count()} images")
 
     # --- children ---------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""Bulk ingest as jobs through the partner API, run by a real Celery worker (embedded Redis/PostgreSQL)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+from rest_framework.test import APIClient
+
+from collection.models import Image, ImageEmbedding, IngestJob
+from tests.conftest import image_bytes, write_images
+from tests.integration.feedback.conftest import bearer, key_with
+from tests.integration.test_embed_fanout import stop, wait_until
+from tests.integration.test_worker import redis_url, start_worker  # noqa: F401 - redis_url is a fixture
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """An ingest root with four images, a broken file and a symlink that leads outside; a file outside."""
+    root, outside = tmp_path / "ingest", tmp_path / "elsewhere"
+    good = write_images(root / "cats", range(40, 44))
+    (root / "cats" / "broken.jpg").write_bytes(b"not an image at all")
+    secret = write_images(outside, [50])[0]
+    (root / "sneaky.png").symlink_to(secret)
+    return root, good, secret
+
+
+@pytest.fixture
+def worker(transactional_db, redis_url, media_root, folders):  # noqa: F811
+    root = folders[0]
+    process = start_worker(
+        redis_url,
+        media_root,
+        "celery",
+        name="ingester",
+        env={"LOUPE_INGEST_ROOTS": str(root), "LOUPE_INGEST_JOB_CHUNK_SIZE": "3"},
+    )
+    yield process
+    stop(process)
+
+
+def lines(folders) -> list[dict]:
+    root, good, secret = folders
+    items = [{"path": str(p), "captions": [f"a cat number {i}"], "tags": ["cat", "pet"]} for i, p in enumerate(good)]
+    items.append({"path": str(root / "cats" / "broken.jpg"), "caption": "broken"})
+    items.append({"path": str(secret), "caption": "outside the ingest folders"})
+    items.append({"path": str(root / "sneaky.png"), "caption": "a symlink out of the folder"})
+    return items
+
+
+def finished(api, key, job_id: int) -> dict:
+    return wait_until(
+        lambda: (body := api.get(f"/api/v1/ingest-jobs/{job_id}", **bearer(key)).json())["status"] == "done" and body,
+        180,
+        f"ingest job {job_id} to finish",
+    )
+
+
+def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_nothing_new(worker, folders, settings):
+    settings.LOUPE_INGEST_JOB_CHUNK_SIZE = 3  # 7 items: three worker tasks
+    api, key = APIClient(), key_with("ingest")
+    body = "\n".join(json.dumps(line) for line in lines(folders)) + "\n"
+    response = api.post("/api/v1/ingest-jobs", body, content_type="application/x-ndjson", **bearer(key))
+    assert response.status_code == 202, response.content
+    first = response.json()
+    assert first["total"] == 7 and first["counts"]["pending"] == 7
+
+    done = finished(api, key, first["id"])
+    assert done["counts"] == {"pending": 0, "stored": 4, "duplicate": 0, "refused": 3}
+    refused = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"outcome": "refused"}, **bearer(key)).json()
+    reasons = {item["position"]: item["reason"] for item in refused["items"]}
+    assert refused["count"] == 3 and set(reasons) == {5, 6, 7}
+    assert "not" in reasons[5].lower() and "image" in reasons[5].lower()
+    assert "outside the folders" in reasons[6] and "outside the folders" in reasons[7]  # the symlink is resolved
+    stored = Image.objects.order_by("pk")
+    assert stored.count() == 4 and all(image.tags == ["cat", "pet"] for image in stored)
+    assert sorted(image.caption for image in stored) == [f"a cat number {i}" for i in range(4)]
+    wait_until(lambda: ImageEmbedding.objects.count() == 4, 120, "the job's images to be embedded on the worker")
+
+    again = api.post("/api/v1/ingest-jobs", {"items": lines(folders)}, format="json", **bearer(key))
+    assert again.status_code == 202, again.content
+    second = finished(api, key, again.json()["id"])
+    assert second["counts"] == {"pending": 0, "stored": 0, "duplicate": 4, "refused": 3}
+    assert Image.objects.count() == 4 and ImageEmbedding.objects.count() == 4
+
+    page = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"page_size": 2, "page": 2}, **bearer(key)).json()
+    assert [item["position"] for item in page["items"]] == [3, 4] and page["count"] == 7
+    other = api.get(f"/api/v1/ingest-jobs/{first['id']}", **bearer(key_with("ingest")))
+    assert other.status_code == 404 and other.json()["error"]["code"] == "unknown_ingest_job"
+
+
+@pytest.mark.django_db
+def test_a_malformed_job_is_refused_whole_and_creates_nothing(tmp_path):
+    api, key = APIClient(), key_with("ingest")
+    body = json.dumps({"path": "/a.png"}) + "\n{not json\n"
+    response = api.post("/api/v1/ingest-jobs", body, content_type="application/x-ndjson", **bearer(key))
+    assert response.status_code == 400 and "Line 2" in response.json()["error"]["message"]
+    both = api.post(
+        "/api/v1/ingest-jobs", {"items": [{"path": "/a.png", "url": "http://x/a.png"}]}, format="json", **bearer(key)
+    )
+    assert both.status_code == 400 and both.json()["error"]["fields"]["items.0.path"]
+    assert api.post("/api/v1/ingest-jobs", {"files": []}, format="json", **bearer(key)).status_code == 400
+    unscoped = api.post("/api/v1/ingest-jobs", {"files": ["/a.png"]}, format="json", **bearer(key_with("search")))
+    assert unscoped.status_code == 403
+    assert not IngestJob.objects.exists()
+
+
+@pytest.fixture
+def image_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving one image at /cat.png (and a redirect at /moved)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+                self.end_headers()
+                return
+            data = image_bytes(60) if self.path == "/cat.png" else b""
+            self.send_response(200 if data else 404)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.django_db
+def test_urls_are_fetched_only_from_allowed_hosts_and_never_through_a_redirect(settings, image_server):
+    from collection.ingestion.jobs import JobLine, create_job, run_job_chunk
+
+    settings.LOUPE_INGEST_URL_ALLOW = ["127.0.0.1"]
+    job = create_job(
+        [
+            JobLine(url=f"{image_server}/cat.png", captions=("a cat from the web",)),
+            JobLine(url=f"{image_server}/moved"),
+            JobLine(url="http://localhost:9/a.png"),
+            JobLine(url="file:///etc/passwd"),
+        ],
+        chunk_size=10,
+    )
+    result = run_job_chunk(job.pk, 1, 4)
+    assert result.finished and len(result.image_ids) == 1
+    outcomes = list(job.items.order_by("position").values_list("outcome", "reason"))
+    assert outcomes[0] == ("stored", "")
+    assert outcomes[1] == ("refused", "The URL redirects (HTTP 302); give the final address.")
+    assert outcomes[2] == ("refused", "The host 'localhost' is not one this server may fetch from.")
+    assert outcomes[3] == ("refused", "Give an http(s) URL.")
+    assert Image.objects.get().caption == "a cat from the web"
