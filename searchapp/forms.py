@@ -9,6 +9,7 @@ from django.conf import settings
 class SearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=settings.LOUPE_MAX_QUERY_CHARS, strip=True)
     page = forms.IntegerField(required=False, min_value=1)
+    like = forms.IntegerField(required=False, min_value=1)  # "more like this" image of the collection
 
 
 class ImageSearchForm(forms.Form):
