@@ -12,6 +12,7 @@ class SearchForm(forms.Form):
     sort = forms.ChoiceField(
         required=False, choices=[("relevance", "most relevant"), ("date", "newest first")], initial="relevance"
     )
+    like = forms.IntegerField(required=False, min_value=1)  # "more like this" image of the collection
 
 
 class ImageSearchForm(forms.Form):

@@ -10,11 +10,12 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.http import urlencode
 
 from collection.images import InvalidImage, read_upload
 from collection.models import Image
 from collection.tag_stats import tag_suggestions
-from core.errors import error_body
+from core.errors import UnknownImage, error_body
 from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
 from feedback.throttling import SEARCH, Throttled, check, page_caller
@@ -27,15 +28,17 @@ DESCRIBE_COUNT = 5
 
 
 def search_page(request: HttpRequest) -> HttpResponse:
-    """GET ?q=… searches by text; POST with an image file searches by example."""
+    """GET ?q=… searches by text, ?like=<id> for more like an image; POST with an image file searches by example."""
     context: dict = {
         "form": SearchForm(request.GET or None),
         "image_form": ImageSearchForm(),
         "popular_tags": cache.get_or_set("loupe:popular-tags", lambda: tag_suggestions(limit=POPULAR_TAGS), 300),
+        "show_scores": shows_scores(request),
+        "page_query": _page_query(request),
     }
     status = 200
     try:
-        if request.method == "POST" or request.GET.get("q") is not None:
+        if request.method == "POST" or request.GET.get("q") is not None or request.GET.get("like"):
             check(SEARCH, page_caller(request))
         if request.method == "POST":
             image_form = ImageSearchForm(request.POST, request.FILES)
@@ -46,16 +49,19 @@ def search_page(request: HttpRequest) -> HttpResponse:
             else:
                 context["error"] = "Choose an image file to search with."
                 status = 400
-        elif request.GET.get("q") is not None:
+        elif request.GET.get("q") is not None or request.GET.get("like"):
             form = context["form"]
             if form.is_valid():
                 page = form.cleaned_data.get("page") or 1
-                context["response"] = SearchService().search(
-                    SearchRequest(
+                like = form.cleaned_data.get("like")
+                wanted = (
+                    SearchRequest(image_id=like, page=page)
+                    if like
+                    else SearchRequest(
                         text=form.cleaned_data["q"], page=page, sort=form.cleaned_data.get("sort") or "relevance"
-                    ),
-                    web_viewer(request),
+                    )
                 )
+                context["response"] = SearchService().search(wanted, web_viewer(request))
             else:
                 context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
                 status = 400
@@ -64,10 +70,23 @@ def search_page(request: HttpRequest) -> HttpResponse:
         response = render(request, "searchapp/search.html", context, status=exc.status)
         response["Retry-After"] = str(exc.retry_after)
         return response
-    except (SearchError, InvalidImage) as exc:
+    except (SearchError, InvalidImage, UnknownImage) as exc:  # UnknownImage: ?like= an image not there
         context["error"] = str(exc)
         status = getattr(exc, "status", 400)
     return render(request, "searchapp/search.html", context, status=status)
+
+
+def shows_scores(request: HttpRequest) -> bool:
+    """Ranking scores under results: for staff who ask with ``?debug=1``, never for anyone else.
+
+    People found them noise (issue 24), and served scores help someone probing how to push an image up.
+    """
+    return request.GET.get("debug") == "1" and request.user.is_active and request.user.is_staff
+
+
+def _page_query(request: HttpRequest) -> str:
+    """This search's query string without its page: the pager's links add their own."""
+    return urlencode([(name, value) for name, value in request.GET.items() if name in ("q", "sort", "like", "debug")])
 
 
 def image_page(request: HttpRequest, image_id: int) -> HttpResponse:
@@ -76,7 +95,7 @@ def image_page(request: HttpRequest, image_id: int) -> HttpResponse:
     if image is None:
         raise Http404("No such image.")
     service = SearchService()
-    context: dict = {"image": image, "came_from": _came_from(request)}
+    context: dict = {"image": image, "came_from": _came_from(request), "show_scores": shows_scores(request)}
     try:
         context["similar"] = service.search(
             SearchRequest(image_id=image_id, page_size=SIMILAR_COUNT), web_viewer(request)

@@ -70,8 +70,10 @@ def service(db):
     return SearchService()
 
 
-def build_collection(service) -> list:
-    """Twelve embedded images with captions and tags; returns the Image rows in insertion order."""
+def build_collection(service, sizes: list[tuple[int, int]] | None = None) -> list:
+    """Twelve embedded images with captions and tags; returns the Image rows in insertion order.
+
+    ``sizes`` gives image ``seed`` the size ``sizes[seed % len(sizes)]`` (default: all 96×72)."""
     from collection.embedding import embed_everything_missing
     from collection.images import read_image
     from collection.ingestion.service import add_image
@@ -79,7 +81,7 @@ def build_collection(service) -> list:
     images = []
     for seed in range(12):
         image, _ = add_image(
-            read_image(image_bytes(seed)),
+            read_image(image_bytes(seed, sizes[seed % len(sizes)]) if sizes else image_bytes(seed)),
             captions=[f"caption {seed} of a test picture", f"another view number {seed}"],
             tags=["even" if seed % 2 == 0 else "odd", f"s{seed}"],
         )

@@ -31,9 +31,9 @@
   }
 
   // --- clicks on results ---------------------------------------------------------------------------
-  function onResultActivated(event) {
-    const link = event.target.closest("a.result-link");
-    if (!link) return;
+  // A result opened (its page, or the lightbox): one click per result link, whichever way it was opened.
+  // Each card carries its own batch's event id, so a result loaded by "Load more" is credited to that batch.
+  function recordClick(link) {
     const list = link.closest("[data-event-id]");
     if (!list || !list.dataset.eventId) return;
     if (link.dataset.clickId) return;  // this link's click is already sent
@@ -49,6 +49,12 @@
     target.searchParams.set("pos", link.dataset.position);
     target.searchParams.set("click", clickId);
     link.href = target.toString();
+  }
+  window.loupeFeedback = { recordClick: recordClick };
+
+  function onResultActivated(event) {
+    const link = event.target.closest("a.result-link");
+    if (link) recordClick(link);
   }
   document.addEventListener("click", onResultActivated);
   document.addEventListener("auxclick", onResultActivated);  // middle click: a new tab is still a click

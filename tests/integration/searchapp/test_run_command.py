@@ -67,7 +67,7 @@ def test_run_starts_everything_with_demo_data_and_stops_cleanly(tmp_path):
         data = json.loads(body)
         assert status == 200 and len(data["results"]) == 3 and data["meta"]["encoder"]["demo"] is True
         status, html = _get(f"http://127.0.0.1:{port}/?q=kitchen")
-        assert b'data-testid="demo-banner"' in html and html.count(b'class="card"') == 24
+        assert b'data-testid="demo-banner"' in html and html.count(b'<li class="card ') == 24
         # Probes and metrics, the metrics added up over gunicorn's processes (multiprocess mode).
         assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         ready = json.loads(_get(f"http://127.0.0.1:{port}/readyz")[1])
