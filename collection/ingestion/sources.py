@@ -228,8 +228,9 @@ def _merged_items(rows: Iterator[tuple[str, object]], base: Path, source: Path) 
         try:
             path = inside(base, row.file_name, where)
         except SourceError as exc:
-            path = (base / row.file_name).resolve()
-            items.setdefault(path, IngestItem(path=path)).problem = str(exc)
+            # A table that reaches outside its folder is hostile or broken as a whole: refuse the source
+            # before any file is read (tests/integration/security/test_request_bodies_and_paths.py).
+            unplaced.append(str(exc))
             continue
         item = items.setdefault(path, IngestItem(path=path))
         item.captions.extend(row.captions)
