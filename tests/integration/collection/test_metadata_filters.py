@@ -76,9 +76,9 @@ def test_a_one_percent_filter_keeps_recall_at_10_on_both_scan_paths(filtered_col
     for filter_text, mask in masks.items():
         # 200 matching images: under the limit, so scanned exactly through the GIN or B-tree index.
         assert recall_at_10(version, ids, data, queries, filter_text, mask) == 1.0, filter_text
-    # The HNSW path: an iterative scan until ten rows pass, from LOUPE_FILTERED_EF_SEARCH. The planner still
-    # answers the positive filters from their indexes (it estimates 200 rows); the negated one, estimated
-    # to pass most images, walks the graph (measured: 0.95 at ef_search 100, 0.98 at 1000).
+    # The HNSW path: an iterative scan from LOUPE_FILTERED_EF_SEARCH until twice the ten rows pass
+    # (LOUPE_FILTERED_OVERFETCH). Measured here: 0.9725 for the date filter fetching ten, 0.9925 fetching
+    # twenty, so 0.98 holds with a margin (config/settings.py has the sweep).
     settings.LOUPE_EXACT_FILTER_LIMIT = 0
     for filter_text, mask in masks.items():
         assert recall_at_10(version, ids, data, queries, filter_text, mask) >= 0.98, filter_text
