@@ -7,10 +7,18 @@ experiments, which live in the layers above this one.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from collection.models import Caption, EmbedRun, FusionSetting, Image, IngestJob, IngestJobItem
+from collection.metadata import (
+    InvalidMetadata,
+    declare_field,
+    declared_fields,
+    validate_metadata,
+    values_not_fitting,
+)
+from collection.metadata_filter import InvalidFilter, mentions_fields, parse_filter_tokens
+from collection.models import Caption, EmbedRun, FusionSetting, Image, IngestJob, IngestJobItem, MetadataField
 from core.links import InvalidLink, checked_http_url
 
 
@@ -32,12 +40,23 @@ class ImageForm(forms.ModelForm):
         except InvalidLink as exc:
             raise forms.ValidationError(str(exc)) from None
 
+    def clean_metadata(self) -> dict:
+        """The same schema check as ingest and the API: filters trust what is stored."""
+        try:
+            return validate_metadata(self.cleaned_data.get("metadata"))
+        except InvalidMetadata as exc:
+            raise forms.ValidationError(str(exc)) from None
+
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     form = ImageForm
-    list_display = ["id", "preview", "first_caption", "tag_list", "width", "height", "licence", "created_at"]
+    list_display = ["id", "preview", "first_caption", "tag_list", "metadata_summary", "licence", "created_at"]
     search_fields = ["captions__text", "sha256", "source"]
+    search_help_text = (
+        "Caption text, hash or source; metadata filters in the search page's syntax: "
+        "author:smith  -licence:cc-by-nc  date>=2020-01-01  price:10..20"
+    )
     list_filter = ["format", "created_at"]
     readonly_fields = ["preview", "sha256", "file", "thumbnail", "width", "height", "format", "byte_size", "created_at"]
     inlines = [CaptionInline]
@@ -54,8 +73,27 @@ class ImageAdmin(admin.ModelAdmin):
     def tag_list(self, image: Image) -> str:
         return ", ".join(image.tags[:6])
 
+    @admin.display(description="metadata")
+    def metadata_summary(self, image: Image) -> str:
+        return ", ".join(f"{name}: {value}" for name, value in sorted(image.metadata.items())[:4])
+
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("captions")
+
+    def get_search_results(self, request, queryset, search_term):
+        """Metadata filters (``author:smith``, ``date>=2020``) select through the same SQL as search; the
+        rest of the box searches captions, hash and source as before."""
+        if not mentions_fields(search_term):
+            return super().get_search_results(request, queryset, search_term)
+        try:
+            rest, metadata = parse_filter_tokens(search_term, declared_fields())
+        except InvalidFilter as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return queryset.none(), False
+        if metadata:
+            condition, params = metadata.sql(Image._meta.db_table)
+            queryset = queryset.extra(where=[condition], params=params)
+        return super().get_search_results(request, queryset, rest)
 
 
 @admin.register(FusionSetting)
@@ -118,3 +156,50 @@ class EmbedRunAdmin(ReadOnlyAdmin):
     def chunks_done(self, run: EmbedRun) -> str:
         done, total = run.progress()
         return f"{done} of {total}"
+
+
+class MetadataFieldForm(forms.ModelForm):
+    class Meta:
+        model = MetadataField
+        fields = ["name", "kind", "description"]
+
+    def clean(self):
+        """A kind change that would leave stored values of another kind is refused, naming some of them."""
+        cleaned = super().clean()
+        name, kind = cleaned.get("name") or self.instance.name, cleaned.get("kind")
+        if self.instance.pk and kind and kind != self.instance.kind:
+            bad, examples = values_not_fitting(name, kind)
+            if bad:
+                raise forms.ValidationError(
+                    f"{bad} stored images have a {name} value that is not a {kind} (e.g. {'; '.join(examples)}): "
+                    f"correct them first, or declare a new field."
+                )
+        return cleaned
+
+
+@admin.register(MetadataField)
+class MetadataFieldAdmin(admin.ModelAdmin):
+    """The declared metadata schema: what ingest and updates accept, and what search can filter and sort on."""
+
+    form = MetadataFieldForm
+    list_display = ["name", "kind", "description", "images_with_it"]
+    list_filter = ["kind"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Renaming would leave every stored value under the old name, unfilterable and unvalidated.
+        return ["name"] if obj is not None else []
+
+    @admin.display(description="images with a value")
+    def images_with_it(self, field: MetadataField) -> int:
+        return Image.objects.filter(metadata__has_key=field.name).count()
+
+    def save_model(self, request, obj, form, change) -> None:
+        # declare_field also creates the B-tree a number or date field's range filters read.
+        obj.pk = declare_field(obj.name, obj.kind, obj.description).pk
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A field images still carry stays declared: undeclared values would make those images' next update
+        # fail validation, and filters on them would silently stop working.
+        if obj is not None and Image.objects.filter(metadata__has_key=obj.name).exists():
+            return False
+        return super().has_delete_permission(request, obj)

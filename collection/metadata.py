@@ -19,6 +19,7 @@ Values are stored in the form filters compare (``collection.metadata_filter``):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping
 
@@ -142,6 +143,27 @@ def declare_field(name: str, kind: str, description: str = "") -> MetadataField:
     field, _ = MetadataField.objects.update_or_create(name=name, defaults={"kind": kind, "description": description})
     ensure_range_index(field)
     return field
+
+
+def values_not_fitting(name: str, kind: str, limit: int = 5) -> tuple[int, list[str]]:
+    """How many stored images have a ``name`` value that ``kind`` would refuse, and the first few of them.
+
+    Asked before a field's kind changes: filters and date sort trust stored values to fit their kind,
+    so a change that would make some of them lie is refused until those images are corrected.
+    """
+    bad, examples = 0, []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, metadata -> %s FROM searchapp_image WHERE metadata ? %s ORDER BY id", [name, name])
+        for image_id, value in cursor:
+            try:
+                stored = json.loads(value) if isinstance(value, str) else value
+                if clean_value(name, kind, stored) != stored:
+                    raise InvalidMetadata("stored in another form")
+            except InvalidMetadata:
+                bad += 1
+                if len(examples) < limit:
+                    examples.append(f"image {image_id}: {stored!r}")
+    return bad, examples
 
 
 def ensure_range_index(field: MetadataField) -> None:
