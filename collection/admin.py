@@ -18,7 +18,16 @@ from collection.metadata import (
     values_not_fitting,
 )
 from collection.metadata_filter import InvalidFilter, mentions_fields, parse_filter_tokens
-from collection.models import Caption, EmbedRun, FusionSetting, Image, IngestJob, IngestJobItem, MetadataField
+from collection.models import (
+    Caption,
+    EmbedRun,
+    FusionSetting,
+    Image,
+    IngestJob,
+    IngestJobItem,
+    MetadataField,
+    NearDuplicate,
+)
 from core.links import InvalidLink, checked_http_url
 
 
@@ -203,3 +212,26 @@ class MetadataFieldAdmin(admin.ModelAdmin):
         if obj is not None and Image.objects.filter(metadata__has_key=obj.name).exists():
             return False
         return super().has_delete_permission(request, obj)
+
+
+@admin.register(NearDuplicate)
+class NearDuplicateAdmin(ReadOnlyAdmin):
+    """The near-duplicate report: each grouped image beside its group's first image, group by group.
+
+    Found by the hourly scan (``manage.py near_duplicates`` runs it at once); search shows one image per
+    group unless the search or the deployment turns collapsing off."""
+
+    list_display = ["group", "group_preview", "image_id", "preview", "similarity", "encoder_version"]
+    list_filter = ["encoder_version"]
+    search_fields = ["=group", "=image__id"]
+    list_select_related = ["image"]
+    readonly_fields = ["image", "encoder_version", "group", "similarity", "found_at"]
+
+    @admin.display(description="group's first image")
+    def group_preview(self, row: NearDuplicate) -> str:
+        first = Image.objects.filter(pk=row.group).only("thumbnail").first()
+        return format_html('<img src="{}" alt="" class="loupe-thumb">', first.thumbnail.url) if first else "removed"
+
+    @admin.display(description="image")
+    def preview(self, row: NearDuplicate) -> str:
+        return format_html('<img src="{}" alt="" class="loupe-thumb">', row.image.thumbnail.url)

@@ -360,3 +360,39 @@ class EmbedChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.pk} of embed run {self.run_id}"
+
+
+class NearDuplicate(models.Model):
+    """An image found nearly identical to others under one encoder version: one row per grouped image.
+
+    ``group`` is the group's first image (the lowest id); search collapses a group to its best-ranked
+    member, and admin lists the groups (``collection.near_duplicates``). Images in no group have no row.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    encoder_version = models.ForeignKey(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    # Not a foreign key: a group outlives the removal of its first image (its other members stay grouped).
+    group = models.BigIntegerField(help_text="The group's first image id (the lowest when it was found).")
+    similarity = models.FloatField(help_text="Cosine similarity to the nearest image of its group it was found with.")
+    found_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["encoder_version", "image"], name="near_duplicate_unique")]
+        indexes = [models.Index(fields=["encoder_version", "group"], name="near_duplicate_group")]
+        ordering = ["group", "image_id"]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} in group {self.group}"
+
+
+class NearDuplicateScan(models.Model):
+    """How far the near-duplicate scan has gone under one encoder version: images above ``last_image_id``
+    are new to it, and the next scan compares just them with everything."""
+
+    encoder_version = models.OneToOneField(EncoderVersion, on_delete=models.CASCADE, related_name="+")
+    last_image_id = models.BigIntegerField(default=0)
+    similarity = models.FloatField()
+    scanned_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"near-duplicate scan of v{self.encoder_version_id} up to image {self.last_image_id}"

@@ -309,6 +309,14 @@ LOUPE_EXACT_FILTER_LIMIT = env.int("LOUPE_EXACT_FILTER_LIMIT", default=20_000)
 # them is lost; asking for 2k makes the scan go one step further (docs/retrieval.md).
 LOUPE_FILTERED_EF_SEARCH = env.int("LOUPE_FILTERED_EF_SEARCH", default=1000)
 LOUPE_FILTERED_OVERFETCH = env.int("LOUPE_FILTERED_OVERFETCH", default=2)
+# Near-duplicates (collection.near_duplicates): images at this cosine similarity or more under the serving
+# encoder are one group, found among each image's nearest LOUPE_NEAR_DUPLICATE_NEIGHBOURS. 0.95 is a
+# starting point to check on the collection's own groups in admin, not a measured optimum (no real CLIP
+# weights here); results show one image per group unless LOUPE_COLLAPSE_NEAR_DUPLICATES is off or the
+# search asks collapse=false.
+LOUPE_NEAR_DUPLICATE_SIMILARITY = env.float("LOUPE_NEAR_DUPLICATE_SIMILARITY", default=0.95)
+LOUPE_NEAR_DUPLICATE_NEIGHBOURS = env.int("LOUPE_NEAR_DUPLICATE_NEIGHBOURS", default=10)
+LOUPE_COLLAPSE_NEAR_DUPLICATES = env.bool("LOUPE_COLLAPSE_NEAR_DUPLICATES", default=True)
 LOUPE_FTS_CONFIG = env.str("LOUPE_FTS_CONFIG", default="english")  # a PostgreSQL text search configuration
 
 
@@ -441,6 +449,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-text-stats": {
         "task": "loupe.refresh_text_stats",
         "schedule": env.float("LOUPE_TEXT_STATS_EVERY_SECONDS", default=600.0),
+    },
+    "find-near-duplicates": {
+        "task": "loupe.find_near_duplicates",
+        "schedule": env.float("LOUPE_NEAR_DUPLICATES_EVERY_SECONDS", default=3600.0),
     },
     "finetune-encoder": {
         "task": "loupe.finetune_encoder",

@@ -11,6 +11,8 @@ from collection.embed_chunks import EMBED_CHUNK_TASK, ChunkBusy, dispatch_run, e
 from collection.embedding import embed_captions_of, embed_everything_missing
 from collection.ingestion.jobs import run_job_chunk
 from collection.models import EmbedChunk, EncoderVersion, Image
+from collection.near_duplicates import NearDuplicateScanRefused
+from collection.near_duplicates import scan as scan_near_duplicates
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 from core.locks import advisory_lock
@@ -67,6 +69,23 @@ def refresh_text_stats() -> None:
     """Recount how many documents hold each full-text word (steers which words select candidates)."""
 
     refresh_lexeme_stats()
+
+
+NEAR_DUPLICATES_LOCK = 7_301_003  # one near-duplicate scan at a time: two would store each other's groups
+
+
+@shared_task(name="loupe.find_near_duplicates", acks_late=True)
+def find_near_duplicates() -> dict:
+    """Group the images embedded since the last scan with their near-duplicates (serving encoder)."""
+
+    _, version = serving_version()
+    with advisory_lock(NEAR_DUPLICATES_LOCK) as held:
+        if not held:
+            return {"skipped": "another worker is scanning"}
+        try:
+            return asdict(scan_near_duplicates(version))
+        except NearDuplicateScanRefused as exc:
+            return {"skipped": str(exc)}
 
 
 @shared_task(name="loupe.refresh_feedback_summaries", acks_late=True)

@@ -12,6 +12,7 @@ from collection.models import MetadataField
 
 # Parameters of a search that are never metadata filters (SearchParamsSerializer's, and the API key's).
 SEARCH_PARAMS = {"q", "tags", "page", "page_size", "min_score", "max_drop", "user", "session", "sort", "filter"}
+SEARCH_PARAMS |= {"collapse"}
 SEARCH_PARAMS |= {"image", "image_id", "format", "api_key"}
 
 

@@ -35,6 +35,13 @@ class SearchParamsSerializer(serializers.Serializer):
         default="relevance",
         help_text="relevance, or date: the results that pass the relevance cut, newest first.",
     )
+    collapse = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="One image per group of near-duplicates (the best-ranked); default: the deployment's setting "
+        "(LOUPE_COLLAPSE_NEAR_DUPLICATES, on).",
+    )
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=settings.LOUPE_MAX_PAGE_SIZE)
     min_score = serializers.FloatField(required=False, min_value=-1.0, max_value=1.0)

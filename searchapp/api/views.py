@@ -67,6 +67,7 @@ def _search_request(data: dict, params, **query) -> SearchRequest:
         page_size=data.get("page_size") or 0,
         min_score=data.get("min_score"),
         max_relative_drop=data.get("max_drop"),
+        collapse=data.get("collapse"),
         **query,
     )
 

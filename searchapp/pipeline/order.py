@@ -13,6 +13,7 @@ from collection.encoders import Encoder
 from collection.fusion_setting import Fusion
 from collection.metadata import image_dates
 from collection.models import EncoderVersion
+from collection.near_duplicates import first_of_each_group, groups_of
 from collection.text_channels import channel_weights
 from feedback.identity import Viewer
 from feedback.impressions import query_key
@@ -55,6 +56,8 @@ def served_order(
     ranking_started = time.perf_counter()
     query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
     order = rank(first_stage(retrieved, fusion), plan, query, kind=search.kind, viewer=viewer)
+    if search.collapse:
+        order = collapse_near_duplicates(order, version)
     if search.sort == DATE:
         order = newest_first(order, search.date_field)
     made = RankedOrder(
@@ -68,6 +71,17 @@ def served_order(
     if key is not None:
         result_cache.put(key, made)
     return made
+
+
+def collapse_near_duplicates(order: Reranked, version: EncoderVersion) -> Reranked:
+    """The order with one image per near-duplicate group, the best-ranked, before the date sort and paging
+    (so a page never shows five frames of one burst, and positions are those of the images shown)."""
+    ids = [r.candidate.image_id for r in order.ranked]
+    groups = groups_of(version, ids)
+    if not groups:
+        return order
+    kept = set(first_of_each_group(ids, groups))
+    return replace(order, ranked=[r for r in order.ranked if r.candidate.image_id in kept])
 
 
 def newest_first(order: Reranked, date_field: str) -> Reranked:
@@ -98,6 +112,7 @@ def order_key(
         tags=search.tags,
         metadata=search.metadata,
         sort=search.sort,
+        collapse=search.collapse,
         depth=depths.candidates,
         text_depth=depths.text,
         # The fusion and the weights it will use: a calibration that changes them is a new key at once.

@@ -68,6 +68,7 @@ class OrderKey:
     tags: tuple[str, ...]
     metadata: MetadataFilter  # the metadata filters (hashable terms)
     sort: str  # relevance, or date: the passing results newest first
+    collapse: bool  # near-duplicates collapsed to the best-ranked of each group
     depth: int
     text_depth: int
     fusion: tuple  # (method, weights) of collection.fusion_setting.Fusion; () without text channels

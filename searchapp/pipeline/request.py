@@ -47,6 +47,7 @@ class SearchRequest:
     page_size: int = 0  # 0: the configured default
     min_score: float | None = None
     max_relative_drop: float | None = None
+    collapse: bool | None = None  # one image per near-duplicate group; None: LOUPE_COLLAPSE_NEAR_DUPLICATES
 
     @property
     def kind(self) -> str:
@@ -66,6 +67,7 @@ class ValidSearch:
     metadata: MetadataFilter = NO_FILTER  # the query's filter tokens and the request's, together
     sort: str = RELEVANCE
     date_field: str = ""  # with sort=date: the declared date field the results are ordered by
+    collapse: bool = False  # one image per near-duplicate group (collection.near_duplicates)
 
     @property
     def kind(self) -> str:
@@ -121,6 +123,7 @@ def validate(request: SearchRequest) -> ValidSearch:
         metadata=metadata,
         sort=request.sort,
         date_field=sort_field(request.sort, fields),
+        collapse=settings.LOUPE_COLLAPSE_NEAR_DUPLICATES if request.collapse is None else request.collapse,
     )
 
 
