@@ -444,8 +444,18 @@ LOUPE_INGEST_JOB_MAX_ITEMS = env.int("LOUPE_INGEST_JOB_MAX_ITEMS", default=10_00
 # killed worker loses little and the chunk's one transaction stays short.
 LOUPE_EMBED_CHUNK_SIZE = env.int("LOUPE_EMBED_CHUNK_SIZE", default=128)
 
+# The daily index recall check (ranking.index_recall): queries replayed per encoder version, and the recall@10
+# below which it alerts (log error, /readyz degraded). 0.9: the target at 1M is 0.95, so an alert
+# means the index has drifted well below what it was tuned for.
+LOUPE_INDEX_RECALL_SAMPLE = env.int("LOUPE_INDEX_RECALL_SAMPLE", default=200)
+LOUPE_MIN_INDEX_RECALL = env.float("LOUPE_MIN_INDEX_RECALL", default=0.9)
+
 # --- Workers: the Celery beat schedule and queues ------------------------------------------------------
 CELERY_BEAT_SCHEDULE = {
+    "measure-index-recall": {
+        "task": "loupe.measure_index_recall",
+        "schedule": env.float("LOUPE_INDEX_RECALL_EVERY_SECONDS", default=86_400.0),
+    },
     "embed-missing": {"task": "loupe.embed_missing", "schedule": env.float("LOUPE_EMBED_EVERY_SECONDS", default=60.0)},
     "refresh-feedback-summaries": {
         "task": "loupe.refresh_feedback_summaries",
