@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from collection.embedding import embed_everything_missing
@@ -107,6 +107,9 @@ def test_search_reads_on_the_replica_while_the_log_and_a_click_go_to_the_primary
         response = service.search(SearchRequest(text=NEW_CAPTION, page_size=20), VIEWER)
 
     assert response.hits and zebra.pk not in found(response)  # answered by the replica, which cannot see it yet
+    # The text channels (on pool threads) read the replica too: had one read the primary, it would have
+    # ranked the zebra (its caption is the query), and the page, read from the replica, would lack its row.
+    assert [hit.position for hit in response.hits] == list(range(1, len(response.hits) + 1))
     assert any("<=>" in sql for sql in reads(on_replica)), "the index query ran on the replica"
     assert any("searchapp_image" in sql and "array" in sql.lower() for sql in reads(on_replica)), "page rows"
     assert not any(sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) for sql in reads(on_replica))
@@ -115,7 +118,9 @@ def test_search_reads_on_the_replica_while_the_log_and_a_click_go_to_the_primary
 
     # A click right after the search finds its event: feedback reads and writes the primary.
     hit = response.hits[0]
-    record_click(VIEWER, ClickInput(event_id=response.event_id, image_id=hit.image.pk, position=1, client_id="c-1"))
+    record_click(
+        VIEWER, ClickInput(event_id=response.event_id, image_id=hit.image.pk, position=hit.position, client_id="c-1")
+    )
     assert Click.objects.filter(event_id=response.event_id).count() == 1
     assert SearchEvent.objects.filter(pk=response.event_id).exists()
 
@@ -167,6 +172,17 @@ def test_a_replica_stopped_mid_test_leaves_searches_working_from_the_primary(rep
     assert images[5].pk in found(service.search(SearchRequest(text="caption 5 of a test picture")))
     assert counted(DEFAULT_DB_ALIAS, "replicas_unusable") == skipped_before + 1
     assert SearchEvent.objects.filter(pk=response.event_id).exists()
+
+
+def test_a_search_inside_a_transaction_on_the_primary_reads_its_own_writes(replica):
+    service = SearchService()
+    build_collection(service)
+    caught_up(replica)
+    before = counted(DEFAULT_DB_ALIAS, "in_transaction")
+    with transaction.atomic():
+        zebra = add_zebra()  # not committed: only this transaction sees it
+        assert zebra.pk in found(service.search(SearchRequest(text=NEW_CAPTION, page_size=20)))
+    assert counted(DEFAULT_DB_ALIAS, "in_transaction") == before + 1
 
 
 def test_rows_read_from_a_replica_are_written_to_the_primary_and_replicas_are_never_migrated(replica):
