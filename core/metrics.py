@@ -51,10 +51,11 @@ SEARCH_READS = Counter(
     "failed on the replica and answered by the primary: replica_failed).",
     ["database", "reason"],
 )
-# Each process checks the replicas it reads from (core.replica_health); the largest lag any process saw.
+# Each process checks the replicas it reads from (core.replica_health); the largest lag any process saw,
+# so one process that finds a replica down (+Inf) is not hidden by another that still finds it fine.
 REPLICA_LAG_SECONDS = Gauge(
     "loupe_replica_lag_seconds",
-    "A replica's replay lag at its last check (0: caught up; -1: down or unknown).",
+    "A replica's replay lag at its last check (0: caught up; +Inf: down or unknown).",
     ["database"],
     multiprocess_mode="max",
 )

@@ -102,7 +102,7 @@ class ReplicaHealth:
 
     def _remember(self, state: ReplicaState) -> ReplicaState:
         self._states[state.alias] = state
-        REPLICA_LAG_SECONDS.labels(state.alias).set(state.lag_seconds if math.isfinite(state.lag_seconds) else -1)
+        REPLICA_LAG_SECONDS.labels(state.alias).set(state.lag_seconds)  # +Inf when down
         return state
 
     @staticmethod

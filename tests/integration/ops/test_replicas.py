@@ -7,6 +7,7 @@ server answered.
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from collection.images import read_image
 from collection.ingestion.service import add_image
 from collection.models import Image
 from collection.text_channels import shutdown_pool
-from core.metrics import SEARCH_READS
+from core.metrics import REPLICA_LAG_SECONDS, SEARCH_READS
 from core.replica_health import replica_health
 from core.replicas import PrimaryRouter
 from feedback.capture import ClickInput, record_click
@@ -167,6 +168,7 @@ def test_a_replica_stopped_mid_test_leaves_searches_working_from_the_primary(rep
     assert images[3].pk in found(response) and response.event_id is not None
     assert counted(DEFAULT_DB_ALIAS, "replica_failed") == failed_before + 1
     assert replica_health.state(ALIAS).reason.startswith("down")
+    assert REPLICA_LAG_SECONDS.labels(ALIAS)._value.get() == math.inf  # what Prometheus scrapes
     # The next search does not try it again until its retry time: straight to the primary.
     skipped_before = counted(DEFAULT_DB_ALIAS, "replicas_unusable")
     assert images[5].pk in found(service.search(SearchRequest(text="caption 5 of a test picture")))
