@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from collection.metadata_filter import NO_FILTER, MetadataFilter
 from collection.models import EncoderVersion
+from core.replicas import read_connection
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def drop_hnsw_indexes(version: EncoderVersion) -> None:
 
 
 def count_tagged(tags: Sequence[str]) -> int:
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute("SELECT count(*) FROM searchapp_image WHERE tags @> %s::varchar[]", [list(tags)])
         return int(cursor.fetchone()[0])
 
@@ -96,7 +97,7 @@ def few_match(tags: Sequence[str], metadata: MetadataFilter) -> bool:
     B-tree indexes give the matching rows, so a selective filter counts in well under a millisecond)."""
     where, params = image_filter_sql(tags, metadata)
     limit = int(settings.LOUPE_EXACT_FILTER_LIMIT)
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM searchapp_image i WHERE {' AND '.join(where)} LIMIT %s) m",
             [*params, limit + 1],
@@ -187,15 +188,20 @@ def _run_nearest(
         knob_params = [str(min(wanted, HNSW_MAX_EF_SEARCH))]
         if filtered or wanted > HNSW_MAX_EF_SEARCH:
             knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-    if connection.in_atomic_block:
-        with transaction.atomic(), connection.cursor() as cursor:
+    reads = read_connection()  # a replica inside a search's on_replica scope (core.replicas), else the primary
+    if reads.in_atomic_block:
+        # Transaction-local knobs set inside a savepoint outlive its release, up to the caller's commit: an
+        # exact scan would leave the caller's later index queries exact too. Rolling the savepoint back
+        # (the query only read) undoes them.
+        with transaction.atomic(using=reads.alias), reads.cursor() as cursor:
             cursor.execute(f"SELECT {knobs}", knob_params)
             cursor.execute(sql, params)
             rows = cursor.fetchall()
+            transaction.set_rollback(True, using=reads.alias)
     else:
         # Two statements in one simple-protocol message run as one implicit transaction, so the knobs
         # (transaction-local) apply to the query: one round trip instead of BEGIN, SET, query, COMMIT.
-        with connection.cursor() as cursor:
+        with reads.cursor() as cursor:
             cursor.execute(f"SELECT {knobs}; {sql}", [*knob_params, *params])
             cursor.nextset()
             rows = cursor.fetchall()

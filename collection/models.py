@@ -110,11 +110,12 @@ class Image(models.Model):
         return texts
 
     @classmethod
-    def with_caption_texts(cls, ids: list[int]) -> list[Image]:
-        """These images (without their full-text document) and their caption texts, in one query."""
+    def with_caption_texts(cls, ids: list[int], using: str = "default") -> list[Image]:
+        """These images (without their full-text document) and their caption texts, in one query (on ``using``)."""
 
         texts = Caption.objects.filter(image_id=OuterRef("pk")).order_by("position", "pk").values("text")
-        images = list(cls.objects.filter(pk__in=ids).defer("text_document").annotate(_captions=ArraySubquery(texts)))
+        found = cls.objects.using(using).filter(pk__in=ids).defer("text_document")
+        images = list(found.annotate(_captions=ArraySubquery(texts)))
         for image in images:
             image._caption_texts = image._captions
         return images

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -90,7 +91,8 @@ def start_text_channels(
         return lambda: run_text_channels(text, depth, tags, metadata)
     pool = channel_pool()
     futures: dict[str, Future] = {
-        name: pool.submit(_on_own_connection, channel, text, depth, tags, metadata)
+        # In the search's context, so each channel reads the database the search reads (core.replicas).
+        name: pool.submit(copy_context().run, _on_own_connection, channel, text, depth, tags, metadata)
         for name, channel in CHANNELS.items()
     }
     return lambda: _collect({name: future.result() for name, future in futures.items()})

@@ -15,6 +15,7 @@ from django.db import connection
 
 from collection.index import Neighbour
 from collection.metadata_filter import NO_FILTER, MetadataFilter
+from core.replicas import read_connection
 
 # An image's document from its current tags and captions (``i`` is the image row).
 DOCUMENT_EXPRESSION = """
@@ -113,7 +114,7 @@ def full_text_matches(
         ORDER BY rank DESC, m.id
         LIMIT %(k)s
     """
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, params)
         return [
             Neighbour(int(image_id), float(rank), has_document=True, has_captions=has_captions)

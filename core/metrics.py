@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Search latency buckets: the targets are 8 ms (cached) and 25/80 ms p50/p99 (uncached).
 LATENCY_BUCKETS = (0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.08, 0.12, 0.25, 0.5, 1, 2.5)
@@ -43,6 +43,21 @@ FALLBACKS = Counter(
     "Times a search served a simpler answer than planned (rerank: first-stage order; "
     "ranker_refused: an artefact failed its checksum or load; encoder_arm: an arm's encoder could not serve).",
     ["kind"],
+)
+SEARCH_READS = Counter(
+    "loupe_search_reads_total",
+    "Searches by the database their reads went to (a replica's alias, or default: the primary) and why "
+    "(replica; no usable replica: replicas_unusable; the caller's transaction: in_transaction; "
+    "failed on the replica and answered by the primary: replica_failed).",
+    ["database", "reason"],
+)
+# Each process checks the replicas it reads from (core.replica_health); the largest lag any process saw,
+# so one process that finds a replica down (+Inf) is not hidden by another that still finds it fine.
+REPLICA_LAG_SECONDS = Gauge(
+    "loupe_replica_lag_seconds",
+    "A replica's replay lag at its last check (0: caught up; +Inf: down or unknown).",
+    ["database"],
+    multiprocess_mode="max",
 )
 
 

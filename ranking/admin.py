@@ -16,6 +16,7 @@ from ranking.models import (
     Experiment,
     ExperimentAudit,
     FineTuneRun,
+    IndexRecall,
     RankerVersion,
     ServingConfig,
     TrainingRun,
@@ -356,3 +357,24 @@ def _before_after(values: dict | None) -> str:
     if not values:
         return "–"
     return f"{values['before']:.3f} → {values['after']:.3f}"
+
+
+@admin.register(IndexRecall)
+class IndexRecallAdmin(admin.ModelAdmin):
+    """The daily index recall check per encoder version (ranking.index_recall): read-only, the worker writes it."""
+
+    list_display = ["measured_at", "encoder_version", "recall_at_k", "alert", "ef_search", "served_queries"]
+    list_display += ["stored_queries", "seconds"]
+    list_filter = ["encoder_version"]
+    readonly_fields = [f.name for f in IndexRecall._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="recall@k")
+    def recall_at_k(self, row: IndexRecall) -> str:
+        return f"{row.recall:.3f} @{row.k}"
+
+    @admin.display(description="below threshold", boolean=True)
+    def alert(self, row: IndexRecall) -> bool:
+        return row.below_threshold

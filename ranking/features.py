@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 
 from collection.index import vector_literal
 from collection.models import Image, ImageEmbedding
+from core.replicas import read_connection
 from feedback.models import ImageFeedbackSummary
 from feedback.summaries import QUERY_IMAGE_SUMMARY_VIEW
 
@@ -182,7 +182,7 @@ def fetch_facts(
         # A cosine reads the image's 2 KB vector: only where asked (a scalar subquery runs only when needed).
         "need": [True] * len(image_ids) if need_cosine is None else [i in needed for i in image_ids],
     }
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(FACTS_SQL.format(d=d, counted=counted_prefix(), **TABLES), params)
         return {
             int(row[0]): ImageFacts(
@@ -206,7 +206,7 @@ def collection_rates() -> CollectionRates:
     """The collection-wide click rate the priors are smoothed toward (cached for 5 minutes)."""
 
     def compute() -> CollectionRates:
-        with connection.cursor() as cursor:
+        with read_connection().cursor() as cursor:
             counted = counted_prefix()
             cursor.execute(f"SELECT sum({counted}clicks), sum({counted}examinations) FROM {TABLES['image_summary']}")
             clicks, examinations = cursor.fetchone()

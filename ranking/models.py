@@ -309,3 +309,31 @@ class FineTuneRun(Attempt):
 
     def __str__(self) -> str:
         return f"fine-tune run {self.pk}: {self.outcome}"
+
+
+class IndexRecall(models.Model):
+    """One daily measurement of the recall an encoder version's HNSW index serves (``ranking.index_recall``).
+
+    recall@k of the index's answer (at the served ``hnsw.ef_search``) against an exact scan, averaged over
+    a sample of the day's served queries, topped up with stored image vectors ("more like this").
+    """
+
+    encoder_version = models.ForeignKey("searchapp.EncoderVersion", on_delete=models.CASCADE, related_name="+")
+    measured_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    k = models.PositiveSmallIntegerField()
+    ef_search = models.PositiveIntegerField(help_text="hnsw.ef_search the index answered with (the served setting).")
+    recall = models.FloatField(help_text="Mean over the sample of |index top k ∩ exact top k| / |exact top k|.")
+    served_queries = models.PositiveIntegerField(help_text="Distinct served text queries replayed.")
+    stored_queries = models.PositiveIntegerField(help_text="Stored image vectors used as queries (top-up).")
+    threshold = models.FloatField(help_text="LOUPE_MIN_INDEX_RECALL when measured.")
+    seconds = models.FloatField(help_text="Time the measurement took.")
+
+    class Meta:
+        ordering = ["-measured_at"]
+
+    def __str__(self) -> str:
+        return f"v{self.encoder_version_id} recall@{self.k} {self.recall:.3f} at {self.measured_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.recall < self.threshold

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db.models import Count, Max
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ranking.index_recall import latest_index_recalls
 from ranking.models import FineTuneRun, RankerVersion, TrainingRun
 
 
@@ -36,3 +38,26 @@ class TrainingCollector(Collector):
         yield last
         active = RankerVersion.objects.filter(status=RankerVersion.Status.ACTIVE).values_list("pk", flat=True).first()
         yield GaugeMetricFamily("loupe_active_ranker_version", "The active ranker's id (0: none).", value=active or 0)
+
+
+class IndexRecallCollector(Collector):
+    """The newest measured recall@k of each servable encoder version's index, and the alert threshold."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        recall = GaugeMetricFamily(
+            "loupe_index_recall",
+            "recall@k the HNSW index served on the last daily sample, against an exact scan (ranking.index_recall).",
+            labels=["encoder_version", "k"],
+        )
+        measured = GaugeMetricFamily(
+            "loupe_index_recall_measured_timestamp_seconds",
+            "When each version's index recall was last measured (Unix time).",
+            labels=["encoder_version"],
+        )
+        for row in latest_index_recalls():
+            recall.add_metric([str(row.encoder_version_id), str(row.k)], row.recall)
+            measured.add_metric([str(row.encoder_version_id)], row.measured_at.timestamp())
+        yield recall
+        yield measured
+        threshold = settings.LOUPE_MIN_INDEX_RECALL
+        yield GaugeMetricFamily("loupe_index_recall_threshold", "Alert below this recall.", value=threshold)

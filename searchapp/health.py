@@ -37,7 +37,8 @@ from collection.monitoring import ServingCollector
 from collection.sentence import serving_sentence_encoder
 from collection.versions import serving_version
 from core.errors import error_body
-from ranking.monitoring import TrainingCollector
+from ranking.index_recall import latest_index_recalls
+from ranking.monitoring import IndexRecallCollector, TrainingCollector
 from ranking.registry import active_ranker
 
 logger = logging.getLogger(__name__)
@@ -98,19 +99,35 @@ def ranker_probe() -> str:
     return serving.version.label if serving is not None else "none active or refused: first-stage order"
 
 
+def index_recall_probe() -> str:
+    """The newest daily recall measurement of each servable version; below ``LOUPE_MIN_INDEX_RECALL`` fails.
+
+    Not required: a lower-recall index still answers, so it degrades readiness instead of taking traffic away."""
+    rows = latest_index_recalls()
+    if not rows:
+        return "not measured yet"
+    low = [row for row in rows if row.below_threshold]
+    summary = ", ".join(f"v{row.encoder_version_id} {row.recall:.3f}" for row in rows)
+    if low:
+        raise RuntimeError(f"recall@{low[0].k} below {low[0].threshold:g}: {summary}")
+    return f"recall@{rows[0].k}: {summary}"
+
+
 def _not_checked() -> str:
     raise RuntimeError("not checked: the database is unreachable")
 
 
 def readiness() -> list[Check]:
     database = _timed("database", True, database_probe)
-    model_probes = (encoder_probe, text_channel_probe, ranker_probe) if database.ok else (_not_checked,) * 3
+    probes = (encoder_probe, text_channel_probe, ranker_probe, index_recall_probe)
+    model_probes = probes if database.ok else (_not_checked,) * len(probes)
     return [  # the models need their version rows, so they are only checked with a database
         database,
         _timed("broker", False, broker_probe),
         _timed("encoder", True, model_probes[0]),
         _timed("text_channel", False, model_probes[1]),
         _timed("ranker", False, model_probes[2]),
+        _timed("index_recall", False, model_probes[3]),
     ]
 
 
@@ -198,4 +215,5 @@ def exposition() -> bytes:
     extra = CollectorRegistry()
     extra.register(TrainingCollector())
     extra.register(ServingCollector())
+    extra.register(IndexRecallCollector())
     return body + generate_latest(extra)

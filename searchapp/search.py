@@ -20,6 +20,7 @@ from collection.models import Caption, EncoderVersion
 from collection.versions import EncoderInfo, encoder_info, service_encoder_choice, serving_version, version_for
 from core.errors import Refused
 from core.metrics import FALLBACKS, observe_search
+from core.replicas import on_replica, read_alias
 from feedback.identity import Viewer
 from feedback.impressions import record_search
 from ranking.experiments.serving import ServingPlan, plan_search
@@ -96,7 +97,16 @@ class SearchService:
         return response
 
     def serve(self, search: ValidSearch, viewer: Viewer | None, plan: ServingPlan, started: float) -> SearchResponse:
-        """Run a search ``validate`` accepted, with ``plan`` (production's configuration or the user's arm)."""
+        """Run a search ``validate`` accepted, with ``plan`` (production's configuration or the user's arm).
+
+        Its reads go to a usable replica (and again to the primary if they fail there: ``core.replicas``);
+        the log of what was served is written to the primary, once.
+        """
+        response = on_replica(lambda: self.answer(search, viewer, plan, started))
+        return response if viewer is None else self.log(response, search.request, viewer, time.perf_counter())
+
+    def answer(self, search: ValidSearch, viewer: Viewer | None, plan: ServingPlan, started: float) -> SearchResponse:
+        """The search's response, unlogged: it only reads, from the database ``core.replicas.read_alias`` names."""
         depths = plan_depths(search, plan, logged=viewer is not None)
         fusion = self.fusion or serving_fusion(self.version)
         made = served_order(self.encoder, self.version, search, depths, plan, fusion, viewer)
@@ -110,7 +120,7 @@ class SearchService:
         sliced = apply_slice(made.order.ranked, depths.slice, search.page_size)
         page = page_of(search, sliced, made.order, made.query)
         times = StageTimes(started, encoded, retrieved, ranked, paged=time.perf_counter())
-        response = SearchResponse(
+        return SearchResponse(
             kind=search.kind,
             query_text=search.text,
             tags=search.tags,
@@ -131,7 +141,6 @@ class SearchService:
             explore_position=sliced.explore_position,
             explore_from=sliced.explore_from,
         )
-        return response if viewer is None else self.log(response, search.request, viewer, times.paged)
 
     @staticmethod
     def log(response: SearchResponse, request: SearchRequest, viewer: Viewer, paged: float) -> SearchResponse:
@@ -144,7 +153,10 @@ class SearchService:
         """Image to text: the captions of the collection that best describe this image."""
         if not 1 <= k <= 100:
             raise InvalidQuery("k must be between 1 and 100.", field="k")
+        return on_replica(lambda: self._captions_describing(image_id, k))
+
+    def _captions_describing(self, image_id: int, k: int) -> list[CaptionHit]:
         vector = stored_vector(self.version, image_id)
         neighbours = nearest_captions(self.version, vector, k=k)
-        captions = Caption.objects.in_bulk([n.id for n in neighbours])
+        captions = Caption.objects.using(read_alias()).in_bulk([n.id for n in neighbours])
         return [CaptionHit(captions[n.id], n.score) for n in neighbours if n.id in captions]

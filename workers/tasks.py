@@ -19,6 +19,7 @@ from core.locks import advisory_lock
 from feedback.analytics.fold import fold_search_rollups
 from ranking.finetune.building import finish_building_versions
 from ranking.finetune.service import FineTuneSettings, fine_tune
+from ranking.index_recall import record_all_index_recalls
 from ranking.models import FineTuneRun, TrainingRun
 from ranking.summaries import refresh_with_estimated_curve
 from ranking.training import retrain
@@ -101,6 +102,13 @@ def fold_search_analytics() -> dict:
     """Recount the search analytics' hours that changed since the last fold (the admin's analytics page)."""
 
     return asdict(fold_search_rollups())
+
+
+@shared_task(name="loupe.measure_index_recall", acks_late=True)
+def measure_index_recall() -> dict:
+    """Replay a sample of the day's queries against exact scans: the recall@10 each version's index serves."""
+
+    return {str(row.encoder_version_id): round(row.recall, 4) for row in record_all_index_recalls()}
 
 
 RETRAIN_LOCK = 7_301_001  # pg advisory lock key: one retraining at a time across all workers

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from collection.models import Image
+from core.replicas import read_alias
 from feedback.impressions import query_key
 from ranking.features import candidate_features
 from searchapp.pipeline.fuse import Ranked
@@ -74,7 +75,9 @@ def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: Re
         scored = {c.image_id: Scored(row, facts.get(c.image_id)) for c, row in zip(candidates, matrix, strict=True)}
     # One query with the captions as an array (a prefetch measured ~2 ms a page), and recently shown
     # images from memory.
-    images = page_images([r.candidate.image_id for r in shown], Image.with_caption_texts)
+    images = page_images(
+        [r.candidate.image_id for r in shown], lambda ids: Image.with_caption_texts(ids, using=read_alias())
+    )
     hits = [
         SearchHit(
             images[r.candidate.image_id],

@@ -18,6 +18,7 @@ from collection.index import Neighbour, nearest_images
 from collection.models import EncoderVersion, Image, ImageEmbedding
 from collection.text_channels import start_text_channels
 from core.errors import UnknownImage
+from core.replicas import read_alias
 from ranking.experiments.serving import ServingPlan
 from searchapp.pipeline.plan import Depths
 from searchapp.pipeline.request import NotIndexed, SearchRequest, ValidSearch
@@ -83,9 +84,10 @@ def retrieve(
 
 def stored_vector(version: EncoderVersion, image_id: int) -> np.ndarray:
     """An image's vector under ``version`` ("more like this", image to text)."""
-    if not Image.objects.filter(pk=image_id).exists():
+    reads = read_alias()
+    if not Image.objects.using(reads).filter(pk=image_id).exists():
         raise UnknownImage(f"There is no image {image_id}.", field="image_id")
-    row = ImageEmbedding.objects.filter(image_id=image_id, encoder_version=version).first()
+    row = ImageEmbedding.objects.using(reads).filter(image_id=image_id, encoder_version=version).first()
     if row is None:
         raise NotIndexed(f"Image {image_id} has no vector for the serving encoder yet; try again shortly.")
     return row.vector
