@@ -27,6 +27,7 @@ from django.db import connection
 
 from collection.models import METADATA_FIELD_NAME, MetadataField
 from core.errors import Refused
+from core.replicas import read_connection
 
 KEYWORD_MAX_CHARS = 300
 MAX_FIELDS_PER_IMAGE = 50
@@ -189,7 +190,7 @@ def image_dates(image_ids: list[int], field: str) -> dict[int, str]:
     """The stored ``field`` date of each of these images that has one (stored dates order as text)."""
     if not image_ids:
         return {}
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # a replica inside a search (core.replicas)
         cursor.execute(
             "SELECT id, metadata ->> %s FROM searchapp_image "
             "WHERE id = ANY(%s) AND jsonb_typeof(metadata -> %s) = 'string'",

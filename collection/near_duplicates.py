@@ -18,11 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from collection.index import nearest_images
 from collection.models import EncoderVersion, ImageEmbedding, NearDuplicate, NearDuplicateScan
 from core.errors import Refused
+from core.replicas import read_connection
 
 SCAN_BATCH = 500
 
@@ -155,7 +156,7 @@ def groups_of(version: EncoderVersion, image_ids: Sequence[int]) -> dict[int, in
     """image id -> its group, for the grouped ones among ``image_ids`` (one indexed query)."""
     if not image_ids:
         return {}
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # a replica inside a search (core.replicas)
         cursor.execute(
             'SELECT image_id, "group" FROM searchapp_nearduplicate WHERE encoder_version_id = %s '
             "AND image_id = ANY(%s)",
