@@ -1,8 +1,8 @@
 """What the search analytics page shows, read from the rollups only (``feedback.analytics.fold``).
 
-A range of 90 days on one surface is at most 2,160 ``SearchHour`` rows; the query and user tables are
-summed in SQL with the day index narrowing the scan (bench/analytics_page.py measures the page at 1
-million logged searches).
+A range of 90 days on one surface is at most 2,160 ``SearchHour`` rows; the query table is summed in
+SQL with the day index narrowing the scan; distinct users come from one ``DayUsers`` row per day
+(bench/analytics_page.py measures the page at 1 million logged searches).
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 from django.db import connection
 from django.db.models import Max
 
 from feedback.analytics.latency import add_counts, percentile
-from feedback.models import QueryDay, SearchHour, UserDay
+from feedback.models import DayUsers, QueryDay, SearchHour
 
 SURFACES = {
     "": "all surfaces",
@@ -200,24 +201,37 @@ def _bucket_starts(chosen: AnalyticsFilter) -> list[datetime]:
 
 
 def _users_per_bucket(chosen: AnalyticsFilter, buckets: dict[datetime, _Sum]) -> dict[datetime, int]:
-    """Distinct users per bucket: an hour's count is stored with it; a day's comes from ``UserDay``."""
+    """Distinct users per bucket: an hour's count is stored with it, and so is a day's (``DayUsers``)."""
     if chosen.bucket == "hour":
         return {at: s.counts["users"] for at, s in buckets.items()}
-    where, params = _user_days_where(chosen)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT day, count(DISTINCT user_key) FROM {UserDay._meta.db_table} WHERE {where} GROUP BY day",
-                       params)  # fmt: skip
-        return {datetime.combine(day, time.min, UTC): n for day, n in cursor.fetchall()}
+    days = DayUsers.objects.filter(day__gte=chosen.start, day__lte=chosen.end, surface=chosen.surface)
+    return {datetime.combine(day, time.min, UTC): n for day, n in days.values_list("day", "users")}
 
 
 def _distinct_users(chosen: AnalyticsFilter) -> int:
-    where, params = _user_days_where(chosen)
+    """Distinct users over the range, exactly: the union of the days' sorted id arrays.
+
+    Exact rather than a HyperLogLog sketch (~1% error at 2^14 registers) because it is affordable: the
+    ids are dense (``AnalyticsUser``), so the union is a boolean array indexed by id, linear in the
+    ids read. At 1M searches over 30 days that is 30 arrays, ~720k ids, read and unioned in tens of
+    milliseconds where count(DISTINCT) over 863k user-day rows took 1.7 s (docs/performance.md).
+    """
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(DISTINCT user_key) FROM {UserDay._meta.db_table} WHERE {where}", params)
-        return cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT user_ids FROM {DayUsers._meta.db_table} WHERE day >= %s AND day <= %s AND surface = %s",
+            [chosen.start, chosen.end, chosen.surface],
+        )
+        days = [np.asarray(ids, dtype=np.int64) for (ids,) in cursor.fetchall()]
+    days = [ids for ids in days if ids.size]
+    if not days:
+        return 0
+    seen = np.zeros(max(int(ids[-1]) for ids in days) + 1, dtype=bool)  # each array is sorted
+    for ids in days:
+        seen[ids] = True
+    return int(np.count_nonzero(seen))
 
 
-def _user_days_where(chosen: AnalyticsFilter) -> tuple[str, list]:
+def _days_where(chosen: AnalyticsFilter) -> tuple[str, list]:
     where, params = "day >= %s AND day <= %s", [chosen.start, chosen.end]
     if chosen.surface:
         where, params = where + " AND surface = %s", params + [chosen.surface]
@@ -225,7 +239,7 @@ def _user_days_where(chosen: AnalyticsFilter) -> tuple[str, list]:
 
 
 def _queries(chosen: AnalyticsFilter, having: str, order: str) -> list[QueryRow]:
-    where, params = _user_days_where(chosen)
+    where, params = _days_where(chosen)
     sql = (
         f"SELECT query, sum(searches), sum(no_results), sum(clicked_searches) FROM {QueryDay._meta.db_table} "
         f"WHERE {where} GROUP BY query HAVING {having} ORDER BY {order}, query LIMIT {TOP}"
