@@ -110,13 +110,14 @@ def seed(searches: int, days: int, queries: int, users: int, start: date, seed: 
 
 
 def day_user_rows(user_keys: np.ndarray, start: date):
-    """One row per day and surface ('' = all surfaces), the users' ids sorted, as the fold writes them."""
+    """One row per day and surface ('' = all surfaces), the users' ids sorted and packed, as the fold writes them."""
     for d in np.unique(user_keys[0]):
         of_day = user_keys[:, user_keys[0] == d]
         for s, name in [(None, ""), *enumerate(SURFACES)]:
             ids = np.unique(of_day[2] if s is None else of_day[2, of_day[1] == s]) + 1
             if ids.size:
-                yield f"{start + timedelta(days=int(d))}\t{name}\t{ids.size}\t{{{','.join(map(str, ids))}}}\n"
+                packed = ids.astype(">i4").tobytes().hex()  # bytea in COPY's text form: \\x and hex
+                yield f"{start + timedelta(days=int(d))}\t{name}\t{ids.size}\t\\\\x{packed}\n"
 
 
 def distinct_users_both_ways(chosen, repeat: int) -> dict:

@@ -409,12 +409,17 @@ class AnalyticsUser(models.Model):
 
 class DayUsers(models.Model):
     """Who searched on which day and surface ('' = all surfaces): the distinct count, and the users' ids
-    (``AnalyticsUser``) sorted, so distinct users over any range of days is an exact union of arrays."""
+    (``AnalyticsUser``) sorted, so distinct users over any range of days is an exact union of arrays.
+
+    The ids are packed 4-byte big-endian integers (``int4send``), read straight into numpy: as an int4[]
+    the server's array_send of 870k ids (30 days at 1M searches) alone took 140 ms, twice the page's
+    share for it (docs/performance.md).
+    """
 
     day = models.DateField()
     surface = models.CharField(max_length=8)
     users = models.IntegerField()
-    user_ids = ArrayField(models.IntegerField())
+    user_ids = models.BinaryField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "surface"], name="day_users_surface")]

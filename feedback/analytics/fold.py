@@ -131,10 +131,11 @@ ON CONFLICT (key_digest) DO NOTHING
 """
 
 # A day's distinct users per surface and over all surfaces (a user on two surfaces counts once there),
-# with their ids sorted: array_agg(DISTINCT) sorts and removes duplicates.
+# with their ids sorted and packed (4-byte big-endian, whose byte order is the ids' order for ids > 0).
 RECOUNT_DAY_USERS = f"""
 INSERT INTO {DayUsers._meta.db_table} (day, surface, users, user_ids)
-SELECT day, coalesce(surface, ''), count(DISTINCT id), array_agg(DISTINCT id)
+SELECT day, coalesce(surface, ''), count(DISTINCT id),
+    string_agg(DISTINCT int4send(id), ''::bytea ORDER BY int4send(id))
 FROM (SELECT DISTINCT {DAY_SQL} AS day, {SURFACE_SQL} AS surface, u.id
       FROM {EVENTS} e JOIN {AnalyticsUser._meta.db_table} u ON u.key_digest = {KEY_DIGEST_SQL}
       WHERE {DAY_FILTER}) searched

@@ -24,7 +24,9 @@ def snapshot() -> dict:
     queries = sorted(
         QueryDay.objects.values_list("day", "surface", "query", "searches", "no_results", "clicked_searches")
     )
-    users = sorted(DayUsers.objects.values_list("day", "surface", "users", "user_ids"))
+    users = sorted(
+        (d, s, n, bytes(ids)) for d, s, n, ids in DayUsers.objects.values_list("day", "surface", "users", "user_ids")
+    )
     return {"hours": hours, "queries": queries, "users": users}
 
 
@@ -73,6 +75,10 @@ def test_range_users_are_the_union_of_the_days_and_surfaces_not_their_sum():
     assert search_analytics(page_only).totals.users == 4
     api_only = AnalyticsFilter(three_days.start, three_days.end, surface="api")
     assert search_analytics(api_only).totals.users == 1
+    # a day's ids are packed sorted, 4-byte big-endian: the dictionary's ids of that day's users
+    day = DayUsers.objects.get(day=date(2026, 11, 4), surface="")
+    ids = AnalyticsUser.objects.filter(key_digest__in=[key_digest("anon:both"), key_digest("anon:only-4")])
+    assert bytes(day.user_ids) == b"".join(i.to_bytes(4, "big") for i in sorted(ids.values_list("id", flat=True)))
     # the dictionary keeps digests, never a user key (an erased user's key must not outlive their searches)
     assert set(AnalyticsUser.objects.values_list("key_digest", flat=True)) == {
         key_digest(k) for k in ["anon:both", "anon:only-3", "anon:only-4", "anon:only-5"]
