@@ -67,6 +67,7 @@ def test_the_page_shows_a_direct_count_and_filters_by_surface(live_server, trans
     screenshot("all-surfaces")
     page.click("#toggle-nav-sidebar")  # the README's picture: the page without the admin's app list
     page.set_viewport_size({"width": 1280, "height": 1000})
+    page.evaluate("window.scrollTo(0, 0)")  # the toggle's click scrolled it into view
     page.screenshot(path=str(SCREENSHOT))
     page.click("#toggle-nav-sidebar")
 
