@@ -96,8 +96,10 @@ def _page_query(request: HttpRequest, response: SearchResponse | None = None) ->
     ("Next" or "Load more") continues it instead of showing the moved-up result again.
     """
     kept = {name: value for name, value in request.GET.items() if name in ("q", "sort", "like", "debug", "explored")}
-    if response is not None and response.explore_position is not None:
-        kept["explored"] = f"{response.explore_from}-{response.explore_position}"
+    if response is not None and response.page == 1:  # a first page (back from page 2) draws its own slice
+        kept.pop("explored", None)
+        if response.explore_position is not None:
+            kept["explored"] = f"{response.explore_from}-{response.explore_position}"
     return urlencode(list(kept.items()))
 
 

@@ -47,6 +47,16 @@ def test_the_next_page_continues_an_explored_first_page(client, service, collect
     assert SearchEvent.objects.exclude(explore_position=None).count() == 1  # only the first page is a slice
 
 
+def test_a_first_page_without_exploration_drops_a_move_carried_back_to_it(client, collection, settings):
+    settings.LOUPE_PAGE_SIZE = 4
+    settings.LOUPE_SWAP_SHARE, settings.LOUPE_EXPLORE_SHARE = 0.0, 0.0
+    first = client.get("/?q=a+test+picture&explored=6-2").content.decode()  # "Previous" from page 2
+    assert "explored" not in next_link(first)
+    second = client.get("/" + next_link(first)).content.decode()
+    images = [image for page in (first, second) for _, image in shown(page)]
+    assert len(set(images)) == len(images) == 8
+
+
 @pytest.mark.parametrize("explored", ["3-2", "5-9", "9999-1", "x-1"])
 def test_an_impossible_move_is_a_400(client, collection, settings, explored):
     settings.LOUPE_PAGE_SIZE = 4
