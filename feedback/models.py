@@ -393,18 +393,39 @@ class QueryDay(models.Model):
         return f"{self.query!r}: {self.searches} searches on {self.day}"
 
 
-class UserDay(models.Model):
-    """Who searched on which day and surface: distinct users over any date range, exactly."""
+class AnalyticsUser(models.Model):
+    """A small integer for each user key that has searched, so a day's users fit in a sorted int array.
+
+    Keyed by the key's digest (``feedback.erasure.key_digest``, the form an erasure marker already
+    keeps), not the key itself: the dictionary outlives the searches, so an erased user leaves no key.
+    """
+
+    id = models.AutoField(primary_key=True)  # int4: dense ids make the page's union a bitmap
+    key_digest = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return f"analytics user {self.id}"
+
+
+class DayUsers(models.Model):
+    """Who searched on which day and surface ('' = all surfaces): the distinct count, and the users' ids
+    (``AnalyticsUser``) sorted, so distinct users over any range of days is an exact union of arrays.
+
+    The ids are packed 4-byte big-endian integers (``int4send``), read straight into numpy: as an int4[]
+    the server's array_send of 870k ids (30 days at 1M searches) alone took 140 ms, twice the page's
+    share for it (docs/performance.md).
+    """
 
     day = models.DateField()
     surface = models.CharField(max_length=8)
-    user_key = models.CharField(max_length=200)
+    users = models.IntegerField()
+    user_ids = models.BinaryField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "surface", "user_key"], name="user_day_surface")]
+        constraints = [models.UniqueConstraint(fields=["day", "surface"], name="day_users_surface")]
 
     def __str__(self) -> str:
-        return f"{self.user_key} on {self.day}"
+        return f"{self.users} users on {self.day} ({self.surface or 'all surfaces'})"
 
 
 class StaleSearchHour(models.Model):

@@ -25,7 +25,7 @@ from feedback.identity import Viewer
 from feedback.impressions import record_search
 from ranking.experiments.serving import ServingPlan, plan_search
 from searchapp.pipeline.order import served_order
-from searchapp.pipeline.page import SearchHit, apply_slice, page_of
+from searchapp.pipeline.page import SearchHit, apply_slice, continue_first_page, page_of
 from searchapp.pipeline.plan import plan_depths
 from searchapp.pipeline.request import DATE, InvalidQuery, NotIndexed, SearchError, SearchRequest, ValidSearch, validate
 from searchapp.pipeline.response import SearchResponse, StageTimes, served_list
@@ -117,7 +117,7 @@ class SearchService:
             encoded = started + made.encode_seconds
             retrieved = encoded + made.retrieve_seconds
             ranked = retrieved + made.rank_seconds
-        sliced = apply_slice(made.order.ranked, depths.slice, search.page_size)
+        sliced = apply_slice(continue_first_page(made.order.ranked, search), depths.slice, search.page_size)
         page = page_of(search, sliced, made.order, made.query)
         times = StageTimes(started, encoded, retrieved, ranked, paged=time.perf_counter())
         return SearchResponse(

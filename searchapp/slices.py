@@ -74,7 +74,12 @@ def explore_below_page(
         return ranked, None, None
     source = rng.randint(page_size + 1, pool_end)
     slot = rng.randint(first_slot, page_size)
-    explored = list(ranked)
-    item = explored.pop(source - 1)
-    explored.insert(slot - 1, item)
-    return explored, slot, source
+    return move_up(ranked, source, slot), slot, source
+
+
+def move_up(ranked: list[T], source: int, slot: int) -> list[T]:
+    """The order with the item at ``source`` (1-based) shown at ``slot``; those from the slot down move one place."""
+    moved = list(ranked)
+    if source <= len(moved):
+        moved.insert(slot - 1, moved.pop(source - 1))
+    return moved

@@ -20,6 +20,7 @@ from feedback.capture import CLIENT_ID
 from feedback.identity import web_viewer
 from feedback.throttling import SEARCH, Throttled, check, page_caller
 from searchapp.forms import ImageSearchForm, SearchForm
+from searchapp.pipeline.response import SearchResponse
 from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
 
 POPULAR_TAGS = 12
@@ -58,10 +59,14 @@ def search_page(request: HttpRequest) -> HttpResponse:
                     SearchRequest(image_id=like, page=page)
                     if like
                     else SearchRequest(
-                        text=form.cleaned_data["q"], page=page, sort=form.cleaned_data.get("sort") or "relevance"
+                        text=form.cleaned_data["q"],
+                        page=page,
+                        sort=form.cleaned_data.get("sort") or "relevance",
+                        explored=form.cleaned_data.get("explored"),
                     )
                 )
                 context["response"] = SearchService().search(wanted, web_viewer(request))
+                context["page_query"] = _page_query(request, context["response"])
             else:
                 context["error"] = " ".join(e for errors in form.errors.values() for e in errors)
                 status = 400
@@ -84,9 +89,18 @@ def shows_scores(request: HttpRequest) -> bool:
     return request.GET.get("debug") == "1" and request.user.is_active and request.user.is_staff
 
 
-def _page_query(request: HttpRequest) -> str:
-    """This search's query string without its page: the pager's links add their own."""
-    return urlencode([(name, value) for name, value in request.GET.items() if name in ("q", "sort", "like", "debug")])
+def _page_query(request: HttpRequest, response: SearchResponse | None = None) -> str:
+    """This search's query string without its page: the pager's links add their own.
+
+    A first page the exploration slice changed passes the move on (``explored``), so that the next page
+    ("Next" or "Load more") continues it instead of showing the moved-up result again.
+    """
+    kept = {name: value for name, value in request.GET.items() if name in ("q", "sort", "like", "debug", "explored")}
+    if response is not None and response.page == 1:  # a first page (back from page 2) draws its own slice
+        kept.pop("explored", None)
+        if response.explore_position is not None:
+            kept["explored"] = f"{response.explore_from}-{response.explore_position}"
+    return urlencode(list(kept.items()))
 
 
 def image_page(request: HttpRequest, image_id: int) -> HttpResponse:

@@ -3,7 +3,7 @@
 Database triggers mark an hour stale whenever one of its searches, or a click or rating on one of
 them, is written, changed or deleted (``feedback.models.StaleSearchHour``, migration 0013). A fold
 takes the marks it can see, recounts those hours (``SearchHour``) and their days (``QueryDay``,
-``UserDay``) from the log, and commits the new rows and the removal of the marks together: a mark
+``DayUsers``) from the log, and commits the new rows and the removal of the marks together: a mark
 written meanwhile stays for the next fold, and a failed fold leaves every mark in place. Recounting a
 whole hour rather than adding deltas keeps a late click, a deleted search or a fold run twice exact.
 """
@@ -21,14 +21,15 @@ from core.locks import transaction_lock
 from feedback.analytics.latency import BUCKET_SQL
 from feedback.models import (
     RATING_UTILITY_SQL,
+    AnalyticsUser,
     Click,
+    DayUsers,
     Impression,
     QueryDay,
     Rating,
     SearchEvent,
     SearchHour,
     StaleSearchHour,
-    UserDay,
 )
 
 EVENTS = SearchEvent._meta.db_table
@@ -119,9 +120,26 @@ FROM {EVENTS} e WHERE {DAY_FILTER} AND e.normalised_query <> ''
 GROUP BY 1, 2, 3
 """
 
-RECOUNT_USER_DAYS = f"""
-INSERT INTO {UserDay._meta.db_table} (day, surface, user_key)
-SELECT DISTINCT {DAY_SQL}, {SURFACE_SQL}, e.user_key FROM {EVENTS} e WHERE {DAY_FILTER}
+# The digest erasure markers keep (feedback.erasure.key_digest), computed by Postgres's sha256.
+KEY_DIGEST_SQL = "encode(sha256(convert_to(e.user_key, 'UTF8')), 'hex')"
+
+# New users get the next small id; a user keeps theirs, so a refold rewrites the same arrays.
+NUMBER_NEW_USERS = f"""
+INSERT INTO {AnalyticsUser._meta.db_table} (key_digest)
+SELECT DISTINCT {KEY_DIGEST_SQL} FROM {EVENTS} e WHERE {DAY_FILTER}
+ON CONFLICT (key_digest) DO NOTHING
+"""
+
+# A day's distinct users per surface and over all surfaces (a user on two surfaces counts once there),
+# with their ids sorted and packed (4-byte big-endian, whose byte order is the ids' order for ids > 0).
+RECOUNT_DAY_USERS = f"""
+INSERT INTO {DayUsers._meta.db_table} (day, surface, users, user_ids)
+SELECT day, coalesce(surface, ''), count(DISTINCT id),
+    string_agg(DISTINCT int4send(id), ''::bytea ORDER BY int4send(id))
+FROM (SELECT DISTINCT {DAY_SQL} AS day, {SURFACE_SQL} AS surface, u.id
+      FROM {EVENTS} e JOIN {AnalyticsUser._meta.db_table} u ON u.key_digest = {KEY_DIGEST_SQL}
+      WHERE {DAY_FILTER}) searched
+GROUP BY GROUPING SETS ((day, surface), (day))
 """
 
 
@@ -160,8 +178,9 @@ def recount_hours(cursor, hours: list[datetime]) -> None:
 
 def recount_days(cursor, days: list[date]) -> None:
     QueryDay.objects.filter(day__in=days).delete()
-    UserDay.objects.filter(day__in=days).delete()
+    DayUsers.objects.filter(day__in=days).delete()
     start = datetime.combine(days[0], datetime.min.time(), tzinfo=UTC)
     params = {"days": days, "start": start, "end": start + timedelta(days=(days[-1] - days[0]).days + 1)}
     cursor.execute(RECOUNT_QUERY_DAYS, params)
-    cursor.execute(RECOUNT_USER_DAYS, params)
+    cursor.execute(NUMBER_NEW_USERS, params)
+    cursor.execute(RECOUNT_DAY_USERS, params)

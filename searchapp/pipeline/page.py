@@ -18,7 +18,7 @@ from searchapp.pipeline.fuse import Ranked
 from searchapp.pipeline.request import ValidSearch
 from searchapp.pipeline.rerank import Reranked, RerankInput, Scored
 from searchapp.result_cache import page_images
-from searchapp.slices import Slice, explore_below_page, swap_adjacent
+from searchapp.slices import Slice, explore_below_page, move_up, swap_adjacent
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,20 @@ def apply_slice(ranked: list[Ranked], logged_slice: Slice, page_size: int) -> Sl
         )
         return SlicedOrder(explored, explore_position=position, explore_from=came_from)
     return SlicedOrder(ranked)
+
+
+def continue_first_page(ranked: list[Ranked], search: ValidSearch) -> list[Ranked]:
+    """A later page's order: the first page as shown, then what it did not show, in order.
+
+    Exploration moves a candidate from below the first page onto it; cut from the unchanged order, the
+    next page would show that candidate a second time and never show the one it pushed off the page
+    ("Load more" appended a duplicate card). The pager's links carry the move (``explored``), so the
+    later page moves the same candidate up again and continues where the first page ended.
+    """
+    if search.page == 1 or search.request.explored is None:
+        return ranked
+    source, slot = search.request.explored
+    return move_up(ranked, source, slot)
 
 
 def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: RerankInput) -> Page:

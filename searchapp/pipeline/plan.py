@@ -52,7 +52,10 @@ def plan_depths(search: ValidSearch, plan: ServingPlan, *, logged: bool) -> Dept
     # A logged slice perturbs the relevance order to measure position bias; a date order has none to perturb.
     sliced = logged and text_search and search.page == 1 and plan.teams is None and search.sort != DATE
     logged_slice = draw_slice() if sliced else Slice()
-    depth = min(settings.LOUPE_MAX_CANDIDATES, max(depth, logged_slice.needs_depth))
+    # A later page of an explored first page is cut from an order as deep as the first page's, so that
+    # it is the same order (the same result-cache entry) the explored candidate was moved up in.
+    continues = Slice("explore") if search.page > 1 and search.request.explored is not None else Slice()
+    depth = min(settings.LOUPE_MAX_CANDIDATES, max(depth, logged_slice.needs_depth, continues.needs_depth))
     if not fusing:
         return Depths(depth, 0, logged_slice)
     step = settings.LOUPE_CHANNEL_DEPTH

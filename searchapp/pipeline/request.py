@@ -48,6 +48,9 @@ class SearchRequest:
     min_score: float | None = None
     max_relative_drop: float | None = None
     collapse: bool | None = None  # one image per near-duplicate group; None: LOUPE_COLLAPSE_NEAR_DUPLICATES
+    # Where the first page's exploration slice moved a candidate up, (from, slot): a later page of the
+    # same search continues the first page as it was shown (searchapp.pipeline.page.continue_first_page).
+    explored: tuple[int, int] | None = None
 
     @property
     def kind(self) -> str:
@@ -106,6 +109,12 @@ def validate(request: SearchRequest) -> ValidSearch:
         raise InvalidQuery(f"page_size must be between 1 and {settings.LOUPE_MAX_PAGE_SIZE}.", field="page_size")
     if request.page < 1:
         raise InvalidQuery("page starts at 1.", field="page")
+    if request.explored is not None:
+        source, slot = request.explored
+        if not 1 <= slot <= page_size < source <= settings.LOUPE_MAX_CANDIDATES:
+            raise InvalidQuery(
+                f"explored must be a position below the first page and a slot on it (1-{page_size}).", field="explored"
+            )
     if request.page * page_size > settings.LOUPE_MAX_CANDIDATES:
         raise InvalidQuery(
             f"Results go {settings.LOUPE_MAX_CANDIDATES} deep; page {request.page} is past that.", field="page"

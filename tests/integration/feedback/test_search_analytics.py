@@ -6,7 +6,8 @@ import pytest
 
 from feedback.analytics.fold import fold_search_rollups
 from feedback.analytics.report import AnalyticsFilter, BadAnalyticsFilter, search_analytics
-from feedback.models import Click, QueryDay, Rating, SearchEvent, SearchHour, StaleSearchHour, UserDay
+from feedback.erasure import key_digest
+from feedback.models import AnalyticsUser, Click, DayUsers, QueryDay, Rating, SearchEvent, SearchHour, StaleSearchHour
 from tests.analytics_traffic import direct_counts, encoder_version, log_search, seed_traffic, traffic_images
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,9 @@ def snapshot() -> dict:
     queries = sorted(
         QueryDay.objects.values_list("day", "surface", "query", "searches", "no_results", "clicked_searches")
     )
-    users = sorted(UserDay.objects.values_list("day", "surface", "user_key"))
+    users = sorted(
+        (d, s, n, bytes(ids)) for d, s, n, ids in DayUsers.objects.values_list("day", "surface", "users", "user_ids")
+    )
     return {"hours": hours, "queries": queries, "users": users}
 
 
@@ -55,6 +58,31 @@ def test_daily_users_are_distinct_per_day_and_hourly_ones_per_hour():
     for point in hourly.series:
         assert point.figures.users == direct_counts(point.at, point.at + timedelta(hours=1))["users"]
     assert len(hourly.series) == 48 and len(daily.series) == 2
+
+
+def test_range_users_are_the_union_of_the_days_and_surfaces_not_their_sum():
+    images = traffic_images()
+    days = [START, START + timedelta(days=1), START + timedelta(days=2)]
+    for at in days:  # "anon:both" every day on two surfaces; one new user per day on the page
+        log_search(at, images=images, user="anon:both")
+        log_search(at, images=images, user="anon:both", surface="api")
+        log_search(at, images=images, user=f"anon:only-{at.day}")
+    fold_search_rollups()
+    three_days = AnalyticsFilter(date(2026, 11, 3), date(2026, 11, 5))
+    assert search_analytics(three_days).totals.users == 4 == direct_counts(three_days.since, three_days.until)["users"]
+    assert [p.figures.users for p in search_analytics(three_days).series] == [2, 2, 2]
+    page_only = AnalyticsFilter(three_days.start, three_days.end, surface="page")
+    assert search_analytics(page_only).totals.users == 4
+    api_only = AnalyticsFilter(three_days.start, three_days.end, surface="api")
+    assert search_analytics(api_only).totals.users == 1
+    # a day's ids are packed sorted, 4-byte big-endian: the dictionary's ids of that day's users
+    day = DayUsers.objects.get(day=date(2026, 11, 4), surface="")
+    ids = AnalyticsUser.objects.filter(key_digest__in=[key_digest("anon:both"), key_digest("anon:only-4")])
+    assert bytes(day.user_ids) == b"".join(i.to_bytes(4, "big") for i in sorted(ids.values_list("id", flat=True)))
+    # the dictionary keeps digests, never a user key (an erased user's key must not outlive their searches)
+    assert set(AnalyticsUser.objects.values_list("key_digest", flat=True)) == {
+        key_digest(k) for k in ["anon:both", "anon:only-3", "anon:only-4", "anon:only-5"]
+    }
 
 
 def in_hour(events, offset: int):
@@ -95,7 +123,7 @@ def test_incremental_folds_equal_a_full_recount_including_late_arrivals():
 
     SearchHour.objects.all().delete()
     QueryDay.objects.all().delete()
-    UserDay.objects.all().delete()
+    DayUsers.objects.all().delete()
     fold_search_rollups()  # with no rollups at all the fold recounts the whole log
     assert snapshot() == incremental
     assert search_analytics(TWO_DAYS).totals.searches == direct_counts(TWO_DAYS.since, TWO_DAYS.until)["searches"]
