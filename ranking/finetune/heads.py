@@ -72,7 +72,7 @@ def run_block(layer, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.T
 
 def run_block_at(layer, hidden: torch.Tensor, index: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """The block's output at one token per row (``index``), exactly as the full block computes it there."""
-    rows = torch.arange(len(hidden))
+    rows = torch.arange(len(hidden), device=hidden.device)
     normed = layer.layer_norm1(hidden)
     out = hidden[rows, index] + _attend(layer, normed, normed[rows, index].unsqueeze(1), key_mask)[:, 0]
     return out + layer.mlp(layer.layer_norm2(out))
@@ -150,7 +150,7 @@ class TowerHeads(nn.Module):
         hidden = inputs
         for layer in self.vision_blocks[:-1]:
             hidden = run_block(layer, hidden, None)
-        cls = torch.zeros(len(hidden), dtype=torch.long)
+        cls = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)
         return self.vision_norm(run_block_at(self.vision_blocks[-1], hidden, cls, None))
 
     def image(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -164,11 +164,11 @@ class TowerHeads(nn.Module):
         hidden, real = inputs.states, inputs.mask
         tokens = hidden.shape[1]
         if len(self.text_blocks) > 1:
-            causal = torch.ones(tokens, tokens, dtype=torch.bool).tril()
+            causal = torch.ones(tokens, tokens, dtype=torch.bool, device=hidden.device).tril()
             full_mask = (causal[None] & real[:, None, :])[:, None]  # (n, 1, tokens, tokens)
             for layer in self.text_blocks[:-1]:
                 hidden = run_block(layer, hidden, full_mask)
         # The EOS token attends to itself and everything before it (causal), never to padding after it.
-        key_mask = (torch.arange(tokens)[None] <= inputs.eos[:, None])[:, None, None, :]
+        key_mask = (torch.arange(tokens, device=hidden.device)[None] <= inputs.eos[:, None])[:, None, None, :]
         pooled = self.text_norm(run_block_at(self.text_blocks[-1], hidden, inputs.eos, key_mask))
         return F.normalize(self.text_projection(pooled), dim=-1)
