@@ -22,6 +22,7 @@ from collection.models import EncoderVersion, ImageEmbedding
 from collection.versions import forget_serving_version
 from ranking.finetune.heads import TowerHeads, UnsupportedModel
 from ranking.finetune.service import fine_tune
+from ranking.finetune.tower_inputs import text_inputs
 from ranking.models import FineTuneRun
 from searchapp.search import SearchRequest, SearchService
 from tests.conftest import DATASETS, build_collection
@@ -173,3 +174,19 @@ def test_a_projection_fine_tune_serves_a_new_version_of_each_family(service, cla
 def test_only_the_projections_of_these_families_fine_tune(encoders, name):
     with pytest.raises(UnsupportedModel, match=f"Only the projections of a {name} model"):
         TowerHeads(encoders[name].model, layers=1)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_fine_tune_heads_start_where_the_family_is(encoders, name):
+    """The projection-only heads, fed the cached inputs, give the encoder's own text and image vectors."""
+    encoder = encoders[name]
+    heads = TowerHeads(encoder.model)
+    texts = ["a red square", "two dogs playing in the snow"]
+    with torch.no_grad():
+        from_heads = heads.text(text_inputs(encoder, texts, 0)).numpy()
+    np.testing.assert_allclose(from_heads, encoder.encode_texts(texts), atol=1e-5)
+    images = [PILImage.new("RGB", (48, 40), (200, 30 * i, 60)) for i in range(3)]
+    vectors, pooled = encoder.encode_images_with_pooled(images)
+    with torch.no_grad():
+        np.testing.assert_allclose(heads.image(torch.from_numpy(pooled)).numpy(), vectors, atol=1e-5)
+    assert all(name.startswith(heads.layout.text_projection) for name in heads.model_state())
