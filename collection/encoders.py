@@ -100,7 +100,8 @@ class Encoder(AcceleratedText):
             self.image_processor = AutoImageProcessor.from_pretrained(
                 model_ref, local_files_only=local_files_only, use_fast=False
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            # ImportError: a tokenizer needing a package Loupe does not install (released SigLIP: sentencepiece).
             raise EncoderLoadError(f"Could not load model {model_ref!r}: {exc}") from exc
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise EncoderLoadError(f"{model_ref!r} is not a text-image model (no get_text/image_features).")

@@ -7,6 +7,7 @@ their int8 checks, and a projection-only fine-tune that serves a new version.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,10 @@ import pytest
 import torch
 from django.conf import settings
 from PIL import Image as PILImage
+from transformers.utils import is_sentencepiece_available
 
 from collection.demo_families import BUILT_IN_TEXT, SIGLIP_TEXT_TOKENS, build_demo_align, build_demo_siglip
-from collection.encoders import Encoder, reset_serving_encoder
+from collection.encoders import Encoder, EncoderLoadError, reset_serving_encoder
 from collection.model_card import MODEL_CARD_FILE
 from collection.models import EncoderVersion, ImageEmbedding
 from collection.versions import forget_serving_version
@@ -190,3 +192,18 @@ def test_the_fine_tune_heads_start_where_the_family_is(encoders, name):
     with torch.no_grad():
         np.testing.assert_allclose(heads.image(torch.from_numpy(pooled)).numpy(), vectors, atol=1e-5)
     assert all(name.startswith(heads.layout.text_projection) for name in heads.model_state())
+
+
+def test_a_tokenizer_needing_a_missing_package_is_a_clear_load_error(family_dirs, tmp_path):
+    """Released SigLIP checkpoints name SiglipTokenizer, which needs sentencepiece (not installed here): the
+    load fails as an EncoderLoadError that says so (so the demo fallback or a clear refusal follows), not an
+    ImportError out of the web process."""
+    if is_sentencepiece_available():
+        pytest.skip("sentencepiece is installed: SiglipTokenizer loads")
+    folder = tmp_path / "released-siglip-layout"
+    shutil.copytree(family_dirs["siglip"], folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    (folder / "spiece.model").write_bytes(b"")
+    with pytest.raises(EncoderLoadError, match="SentencePiece"):
+        Encoder(str(folder), local_files_only=True)
