@@ -100,7 +100,8 @@ class Encoder(AcceleratedText):
             self.image_processor = AutoImageProcessor.from_pretrained(
                 model_ref, local_files_only=local_files_only, use_fast=False
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            # ImportError: a tokenizer needing a package Loupe does not install (released SigLIP: sentencepiece).
             raise EncoderLoadError(f"Could not load model {model_ref!r}: {exc}") from exc
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise EncoderLoadError(f"{model_ref!r} is not a text-image model (no get_text/image_features).")
@@ -109,7 +110,7 @@ class Encoder(AcceleratedText):
         self.placement: Placement = resolve_placement(settings.LOUPE_DEVICE if device is None else device)
         if self.placement.is_accelerator:
             # Fingerprints name the stored fp32 weights: taken before the cast to half precision.
-            _fingerprints = (self.fingerprint, self.has_projection_heads and self.vision_tower_fingerprint)
+            _fingerprints = (self.fingerprint, hasattr(self.model, "vision_model") and self.vision_tower_fingerprint)
             self.model.to(device=self.placement.device, dtype=self.placement.dtype)
         self._fast_image: OnnxImageTower | None = None
         self._image_check: dict | None = None  # how to check the ONNX image tower, until it has been
@@ -198,7 +199,8 @@ class Encoder(AcceleratedText):
     def encode_images_with_pooled(
         self, images: Sequence[PILImage.Image], batch_size: int = 32, *, exact: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Unit vectors and, for CLIP-style models, the vision tower's pooled outputs from the same pass.
+        """Unit vectors and the vision tower's pooled outputs from the same pass: what enters CLIP's visual
+        projection, or for models without one (SigLIP, ALIGN) the image features before normalisation.
 
         ``exact``: eager PyTorch whatever serves (the fine-tuning cache of pooled outputs wants those).
         """
@@ -232,13 +234,16 @@ class Encoder(AcceleratedText):
             if self.has_projection_heads:
                 pooled = self.model.vision_model(pixel_values=tensor).pooler_output
                 return unit_rows(self.model.visual_projection(pooled)), pooled.float().cpu().numpy()
-            return unit_rows(self.model.get_image_features(pixel_values=tensor)), None
+            # SigLIP (attention-pooling head) and ALIGN (mean-pooled EfficientNet) have no image projection:
+            # their features are the tower's pooled output itself.
+            features = self.model.get_image_features(pixel_values=tensor)
+            return unit_rows(features), features.float().cpu().numpy()
 
     # --- the image tower on ONNX Runtime ----------------------------------------------------------------
     def accelerate_images(self, cache_dir: Path, *, int8: bool = True, threads: int = 0) -> bool:
         """Let the ONNX Runtime (int8 when close enough) image tower serve once a batch of the collection's
-        images has checked it (collection.fast_image); False where it cannot apply (a GPU, not CLIP-style)."""
-        if self.placement.is_accelerator or not self.has_projection_heads:
+        images has checked it (collection.fast_image); False on a GPU, where PyTorch is the fast path."""
+        if self.placement.is_accelerator:
             return False
         self._image_check = {"cache_dir": cache_dir, "int8": int8, "threads": threads or torch.get_num_threads()}
         return True

@@ -37,13 +37,21 @@ _export_lock = threading.Lock()
 
 
 class PooledImageTower(torch.nn.Module):
-    """pixel_values -> (unit vectors, pooled vision outputs) for CLIP-style models, for export."""
+    """pixel_values -> (unit vectors, pooled vision outputs), for export.
+
+    The pooled outputs are what enters CLIP's visual projection; SigLIP and ALIGN have none, so theirs are
+    the image features before normalisation (``collection.encoders.Encoder.encode_pixels`` does the same).
+    """
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self._projected = hasattr(model, "visual_projection")
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._projected:
+            features = self.model.get_image_features(pixel_values=pixel_values)
+            return torch.nn.functional.normalize(features, dim=-1), features
         pooled = self.model.vision_model(pixel_values=pixel_values).pooler_output
         vectors = torch.nn.functional.normalize(self.model.visual_projection(pooled), dim=-1)
         return vectors, pooled

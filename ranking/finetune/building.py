@@ -30,6 +30,7 @@ from collection.encoders import Encoder, weights_fingerprint
 from collection.fast_text import accelerate
 from collection.model_card import MODEL_CARD_FILE
 from collection.models import EncoderVersion, ImageEmbedding
+from ranking.finetune.heads import image_projection_weight
 from ranking.finetune.towers import cached_image_pooled
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def finish_building_versions() -> list[EncoderVersion]:
         have = set(ImageEmbedding.objects.filter(encoder_version=version).values_list("image_id", flat=True))
         missing = np.asarray([i for i in ids.tolist() if i not in have], dtype=np.int64)
         if len(missing):
-            weight = encoder.model.visual_projection.weight.detach()
+            weight = image_projection_weight(encoder.model)
             reproject_collection(version, missing, pooled[np.searchsorted(ids, missing)], weight)
         embed_collection_for(encoder, version)
         version.status = EncoderVersion.Status.READY

@@ -22,12 +22,13 @@ def info_nce(
 ) -> torch.Tensor:
     """Weighted symmetric InfoNCE of (n, d) text and image vectors (row i pairs with row i)."""
     text, image = F.normalize(text, dim=-1), F.normalize(image, dim=-1)
-    scale = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(float(logit_scale))
+    scale = torch.as_tensor(logit_scale, dtype=text.dtype, device=text.device)
     candidates = image if negatives is None else torch.cat([image, F.normalize(negatives, dim=-1)])
     logits_text = scale * text @ candidates.T  # (n, n + m): each text against every image
     logits_image = scale * image @ text.T  # (n, n): each image against every text
-    target = torch.arange(len(text))
-    weights = torch.ones(len(text)) if weights is None else weights
+    # Made where the vectors are, so the same loss trains on a GPU (bench/device_check.py).
+    target = torch.arange(len(text), device=text.device)
+    weights = torch.ones(len(text), device=text.device) if weights is None else weights.to(text.device)
     weights = weights / weights.sum()
     loss_text = (F.cross_entropy(logits_text, target, reduction="none") * weights).sum()
     loss_image = (F.cross_entropy(logits_image, target, reduction="none") * weights).sum()

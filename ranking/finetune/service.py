@@ -36,7 +36,7 @@ from ranking.finetune.building import (
     reproject_collection,
     write_version,
 )
-from ranking.finetune.heads import TowerHeads
+from ranking.finetune.heads import TowerHeads, logit_scale_of
 from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, served_by, windowed_pairs
 from ranking.finetune.reference import reference_split
 from ranking.finetune.tower_inputs import image_inputs, text_inputs
@@ -193,7 +193,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 text_vectors(heads, anchor_states),
                 options.anchor_weight,
             )
-        logit_scale = float(encoder.model.logit_scale.detach().exp())
+        logit_scale = logit_scale_of(encoder.model)
         timings["prepare_s"] = time.perf_counter() - started
 
         def guard_recall(image_vectors: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 
 from collection.models import Image
 from collection.processor_input import bounded_for_processor
-from ranking.finetune.heads import TextStates
+from ranking.finetune.heads import TextStates, layout_of
 from ranking.finetune.towers import cached_image_pooled, fill_image_cache, open_stored
 
 CHUNK = 256  # images per cache file
@@ -34,8 +34,9 @@ CHUNK = 256  # images per cache file
 def text_inputs(encoder, texts: Sequence[str], layers: int, batch_size: int = 256) -> TextStates:
     """The text tower's states entering its last ``layers`` blocks (or its pooled outputs), for ``texts``."""
     model = encoder.model.text_model
+    layout = layout_of(encoder.model)
     if not texts:
-        width = encoder.model.text_projection.in_features
+        width = layout.text_projection_of(encoder.model).in_features
         if not layers:
             return TextStates(torch.zeros((0, width)))
         return TextStates(torch.zeros((0, 1, width)), torch.zeros((0, 1), dtype=torch.bool), torch.zeros(0).long())
@@ -49,7 +50,7 @@ def text_inputs(encoder, texts: Sequence[str], layers: int, batch_size: int = 25
                 attention_mask=mask[start : start + batch_size],
                 output_hidden_states=bool(layers),
             )
-        out.append((result.hidden_states[-(layers + 1)] if layers else result.pooler_output).float().clone())
+        out.append((result.hidden_states[-(layers + 1)] if layers else layout.text_pooled(result)).float().clone())
     states = torch.cat(out)
     if not layers:
         return TextStates(states)
