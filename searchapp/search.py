@@ -108,7 +108,7 @@ class SearchService:
             retrieved = encoded + made.retrieve_seconds
             ranked = retrieved + made.rank_seconds
         sliced = apply_slice(made.order.ranked, depths.slice, search.page_size)
-        page = page_of(search, sliced, made.order, made.query)
+        page = page_of(search, sliced, made.order, made.query, made.revision)
         times = StageTimes(started, encoded, retrieved, ranked, paged=time.perf_counter())
         response = SearchResponse(
             kind=search.kind,

@@ -63,7 +63,7 @@ def apply_slice(ranked: list[Ranked], logged_slice: Slice, page_size: int) -> Sl
     return SlicedOrder(ranked)
 
 
-def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: RerankInput) -> Page:
+def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: RerankInput, revision: int = 0) -> Page:
     """The page's hits: features reused from reranking where it scored them all, else computed here."""
     start = search.start
     shown = sliced.ranked[start : start + search.page_size]
@@ -74,7 +74,7 @@ def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: Re
         scored = {c.image_id: Scored(row, facts.get(c.image_id)) for c, row in zip(candidates, matrix, strict=True)}
     # One query with the captions as an array (a prefetch measured ~2 ms a page), and recently shown
     # images from memory.
-    images = page_images([r.candidate.image_id for r in shown], Image.with_caption_texts)
+    images = page_images([r.candidate.image_id for r in shown], Image.with_caption_texts, revision)
     hits = [
         SearchHit(
             images[r.candidate.image_id],
