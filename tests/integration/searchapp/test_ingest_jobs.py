@@ -68,7 +68,7 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     assert first["total"] == 7 and first["counts"]["pending"] == 7
 
     done = finished(api, key, first["id"])
-    assert done["counts"] == {"pending": 0, "stored": 4, "duplicate": 0, "refused": 3}
+    assert done["counts"] == {"pending": 0, "stored": 4, "duplicate": 0, "updated": 0, "refused": 3}
     refused = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"outcome": "refused"}, **bearer(key)).json()
     reasons = {item["position"]: item["reason"] for item in refused["items"]}
     assert refused["count"] == 3 and set(reasons) == {5, 6, 7}
@@ -82,7 +82,7 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     again = api.post("/api/v1/ingest-jobs", {"items": lines(folders)}, format="json", **bearer(key))
     assert again.status_code == 202, again.content
     second = finished(api, key, again.json()["id"])
-    assert second["counts"] == {"pending": 0, "stored": 0, "duplicate": 4, "refused": 3}
+    assert second["counts"] == {"pending": 0, "stored": 0, "duplicate": 4, "updated": 0, "refused": 3}
     assert Image.objects.count() == 4 and ImageEmbedding.objects.count() == 4
 
     page = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"page_size": 2, "page": 2}, **bearer(key)).json()
