@@ -130,6 +130,10 @@ def test_feedback_names_an_image_by_external_id(api, service):
         **stock,
     )
     assert both.status_code == 400
+    exported = api.get("/api/v1/users/u1/export", **stock).json()
+    assert [r["external_id"] for r in exported["ratings"]] == ["sku-7"]
+    assert [c["external_id"] for c in exported["clicks"]] == ["sku-7"]
+    assert exported["searches"][0]["impressions"][0]["external_id"] == "sku-7"
 
 
 def test_cli_caption_table_with_external_ids_upserts(tmp_path, service):
