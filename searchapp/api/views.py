@@ -151,12 +151,18 @@ class ImageDetailView(APIView):
 
 
 class ExternalImageDetailView(ImageDetailView):
-    @extend_schema(parameters=[EXTERNAL_ID_PARAMETER], responses={200: ImageSerializer, 404: ErrorSerializer})
+    @extend_schema(
+        summary="One image of your catalogue, named by your id",
+        operation_id="images_by_external_id_retrieve",
+        parameters=[EXTERNAL_ID_PARAMETER],
+        responses={200: ImageSerializer, 404: ErrorSerializer},
+    )
     def get(self, request: Request, external_id: str) -> Response:
         return super().get(request, external_id=external_id)
 
     @extend_schema(
         summary="Change an image of your catalogue, named by your id",
+        operation_id="images_by_external_id_partial_update",
         parameters=[EXTERNAL_ID_PARAMETER],
         request=ImagePatchSerializer,
         responses={200: ImageSerializer, **ERRORS},
