@@ -135,6 +135,14 @@ def apply_changes(image: Image, changes: ImageChanges) -> Image:
     return Image.objects.get(pk=image.pk)
 
 
+def text_edited(image_id: int) -> None:
+    """Captions or tags changed by a form (the admin's): the full-text document, the vectors of new captions
+    and the caches follow, as after ``apply_changes``. Call inside the form's transaction."""
+    refresh_text_documents([image_id])
+    _embed_captions(image_id)
+    bump_revision()
+
+
 def _replace_captions(image: Image, captions: list[str]) -> None:
     """Keep the captions that stay (and their vectors), drop the others, add the new ones with their vectors."""
     kept = {caption.text: caption for caption in image.captions.all()}
@@ -145,11 +153,15 @@ def _replace_captions(image: Image, captions: list[str]) -> None:
             Caption.objects.create(image=image, text=text, position=position)
         elif caption.position != position:
             Caption.objects.filter(pk=caption.pk).update(position=position)
+    _embed_captions(image.pk)
+
+
+def _embed_captions(image_id: int) -> None:
     try:
         with transaction.atomic():  # a savepoint: the text is stored even if the encoders cannot run now
-            embed_captions_of([image.pk])
+            embed_captions_of([image_id])
     except Exception:  # noqa: BLE001 - the periodic embedding task embeds captions still without vectors
-        logger.exception("Could not embed the new captions of image %s now; the periodic task will.", image.pk)
+        logger.exception("Could not embed the new captions of image %s now; the periodic task will.", image_id)
 
 
 def replace_file(image: Image, checked: CheckedImage, *, file_name: str, thumbnail_name: str, source: str) -> None:

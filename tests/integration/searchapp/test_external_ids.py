@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,9 @@ def test_cli_caption_table_with_external_ids_upserts(tmp_path, service):
     table.write_text("image,caption,external_id\na.png,a snowy owl,owl-1\n")
     call_command("ingest", str(table), "--no-embed")
     table.write_text("image,caption,external_id\na.png,a snowy owl on a post,owl-1\n")
-    call_command("ingest", str(table), "--no-embed")
+    out = io.StringIO()
+    call_command("ingest", str(table), "--no-embed", stdout=out)
+    assert "0 added, 1 updated (known external id)" in out.getvalue()
     image = Image.objects.get()
     assert image.external_id == "owl-1" and image.catalogue == ""
     assert list(Caption.objects.filter(image=image).values_list("text", flat=True)) == ["a snowy owl on a post"]

@@ -103,3 +103,30 @@ def test_a_partner_changes_only_its_own_catalogue(api, stock, kite):
     assert patch(api, {}, kite["id"], {"captions": ["no key"]}).status_code == 401
     assert patch(api, stock, 10**9, {"captions": ["missing"]}).status_code == 404
     assert Image.objects.get(pk=kite["id"]).caption_texts() == ["a red kite"]
+
+
+def test_an_admin_caption_edit_reaches_full_text_and_moves_the_revision(admin_client, service):
+    from collection.images import read_image
+    from collection.ingestion.service import add_image
+    from collection.revisions import current_revision
+
+    image, _ = add_image(read_image(image_bytes(12)), captions=["a grey heron"])
+    caption = image.captions.get()
+    before = current_revision()
+    form = {
+        "tags": "bird",
+        "source": "",
+        "licence": "",
+        "attribution": "",
+        "metadata": "{}",
+        "captions-TOTAL_FORMS": "1",
+        "captions-INITIAL_FORMS": "1",
+        "captions-0-id": str(caption.pk),
+        "captions-0-image": str(image.pk),
+        "captions-0-position": "0",
+        "captions-0-text": "a grey heron by a canal",
+    }
+    response = admin_client.post(f"/admin/searchapp/image/{image.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert [n.id for n in full_text_matches("canal", k=3)] == [image.pk]
+    assert current_revision() > before
