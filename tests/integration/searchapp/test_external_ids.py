@@ -151,3 +151,17 @@ def test_cli_caption_table_with_external_ids_upserts(tmp_path, service):
     image = Image.objects.get()
     assert image.external_id == "owl-1" and image.catalogue == ""
     assert list(Caption.objects.filter(image=image).values_list("text", flat=True)) == ["a snowy owl on a post"]
+
+
+def test_your_image_sent_before_without_an_id_takes_the_id(api, service):
+    stock = partner("stock library")
+    before = upload(api, stock, 9, captions=["a quay"]).json()["image"]
+    assert before["external_id"] is None
+    named = upload(api, stock, 9, external_id="sku-9", tags="harbour")
+    assert named.status_code == 200 and named.json()["updated"] is True
+    image = Image.objects.get()
+    assert image.pk == before["id"] and image.external_id == "sku-9" and image.tags == ["harbour"]
+    assert image.caption_texts() == ["a quay"]
+    # Under another id it is not taken over twice.
+    again = upload(api, stock, 9, external_id="sku-other")
+    assert again.status_code == 409 and Image.objects.get().external_id == "sku-9"
