@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from collection.image_changes import text_edited
 from collection.metadata import (
     InvalidMetadata,
     declare_field,
@@ -60,15 +61,43 @@ class ImageForm(forms.ModelForm):
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     form = ImageForm
-    list_display = ["id", "preview", "first_caption", "tag_list", "metadata_summary", "licence", "created_at"]
-    search_fields = ["captions__text", "sha256", "source"]
+    list_display = [
+        "id",
+        "preview",
+        "first_caption",
+        "tag_list",
+        "metadata_summary",
+        "catalogue",
+        "external_id",
+        "licence",
+        "created_at",
+    ]
+    search_fields = ["captions__text", "sha256", "source", "external_id"]
     search_help_text = (
-        "Caption text, hash or source; metadata filters in the search page's syntax: "
+        "Caption text, hash, source or external id; metadata filters in the search page's syntax: "
         "author:smith  -licence:cc-by-nc  date>=2020-01-01  price:10..20"
     )
-    list_filter = ["format", "created_at"]
-    readonly_fields = ["preview", "sha256", "file", "thumbnail", "width", "height", "format", "byte_size", "created_at"]
+    list_filter = ["format", "catalogue", "created_at"]
+    # The partner's id and catalogue are the partner's to set (by ingest); a blank admin field would store ""
+    # where the unique index expects null.
+    readonly_fields = [
+        "preview",
+        "sha256",
+        "file",
+        "thumbnail",
+        "width",
+        "height",
+        "format",
+        "byte_size",
+        "catalogue",
+        "external_id",
+        "created_at",
+    ]
     inlines = [CaptionInline]
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        text_edited(form.instance.pk)  # the search sees the edited captions and tags at once
 
     @admin.display(description="image")
     def preview(self, image: Image) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +109,24 @@ def storage_name(sha256: str, extension: str, kind: str = "images") -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` so that no reader ever sees part of it, whoever else writes it meanwhile.
+
+    Two requests carrying the same image write the same name at once; each writes its own temporary file
+    (``mkstemp`` in the same folder, so ``os.replace`` stays on one file system and is atomic) and the
+    last rename wins with the same bytes. A fixed temporary name let one writer rename the other's file
+    while it was still being written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    if path.exists():  # content-addressed: already there is already right
+        return
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            tmp.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def store_original(image: CheckedImage) -> str:

@@ -61,6 +61,11 @@ class EncoderVersion(models.Model):
         return 0.0 if self.is_demo else 1.0
 
 
+# External ids travel in URLs (``/api/v1/images/ext:<id>``): no slash, space or percent sign, so a path
+# names one image whatever a proxy decodes.
+EXTERNAL_ID_PATTERN = r"[A-Za-z0-9._:@+\-]{1,200}"
+
+
 class Image(models.Model):
     """An image of the collection, stored once by content (sha256) under MEDIA_ROOT."""
 
@@ -83,8 +88,23 @@ class Image(models.Model):
     # The partner's fields (date taken, author, licence, ...), checked against the declared MetadataFields
     # by collection.metadata.validate_metadata before they are stored.
     metadata = models.JSONField(default=dict, blank=True)
+    # Whose image it is: the partner key's name (its catalogue), or "" for the global catalogue (admin and
+    # CLI ingests). A partner updates only its own catalogue's images.
+    catalogue = models.CharField(max_length=200, blank=True, default="")
+    # The partner's own id for the image, unique within its catalogue; ingest naming a known one updates it.
+    # Null, not "", is "no external id": the partial unique index leaves exactly those rows out.
+    external_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        constraints = [
+            # Partial: images without an external id (most of a CLI-ingested collection) take no index space.
+            models.UniqueConstraint(
+                fields=["catalogue", "external_id"],
+                condition=models.Q(external_id__isnull=False),
+                name="image_external_id_unique",
+            )
+        ]
         indexes = [
             GinIndex(fields=["tags"], name="image_tags_gin"),
             GinIndex(fields=["text_document"], name="image_text_document_gin"),
@@ -224,6 +244,19 @@ class ImageTowerOutput(models.Model):
         return f"tower {self.tower[:12]} output of image {self.image_id}"
 
 
+class CatalogueRevision(models.Model):
+    """One row counting the changes to stored images (updates, replaced files, removals).
+
+    Every web process keys its result and image caches by this number, read once per search, so an edit
+    committed in one process is never served stale by another (``collection.revisions``).
+    """
+
+    number = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"catalogue revision {self.number}"
+
+
 class FusionSetting(models.Model):
     """How text searches fuse their channels, fitted for one CLIP version: the newest row for the serving
     version serves (``collection.fusion_setting``). None: reciprocal rank with the channels' own weights."""
@@ -267,6 +300,7 @@ class IngestJob(models.Model):
 
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     requested_by = models.CharField(max_length=16, blank=True, help_text="Prefix of the API key that sent it.")
+    catalogue = models.CharField(max_length=200, blank=True, default="", help_text="Whose images it adds.")
     chunk_size = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -293,6 +327,7 @@ class IngestJobItem(models.Model):
         PENDING = "pending"
         STORED = "stored", "stored (new image)"
         DUPLICATE = "duplicate", "already in the collection"
+        UPDATED = "updated", "updated (its external id was known)"
         REFUSED = "refused"
 
     job = models.ForeignKey(IngestJob, on_delete=models.CASCADE, related_name="items")

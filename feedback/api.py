@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api_errors import ErrorSerializer, flatten_errors
+from core.errors import Refused
 from core.networks import network_key
-from feedback.api_keys import ApiKeyThrottle, scope_required
+from feedback.api_keys import ApiKeyThrottle, catalogue_of, scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer, request_address
 from feedback.serializers import (
@@ -34,7 +35,7 @@ def _viewer(request: Request, data: dict) -> Viewer:
 
 
 def _record_one(request: Request, serializer_class, record: Recorder) -> Response:
-    item = serializer_class(data=request.data)
+    item = serializer_class(data=request.data, context={"catalogue": catalogue_of(request)})
     item.is_valid(raise_exception=True)
     recorded = record(_viewer(request, item.validated_data), item.to_input())
     return Response(
@@ -49,9 +50,15 @@ def _record_batch(request: Request, batch_class, serializer_class) -> Response:
     raw_items = batch.validated_data["items"]
     outcomes: list = [None] * len(raw_items)
     valid: list[tuple[int, Viewer, object]] = []
+    context = {"catalogue": catalogue_of(request)}
     for index, raw in enumerate(raw_items):
-        item = serializer_class(data=raw)
-        if item.is_valid():
+        item = serializer_class(data=raw, context=context)
+        try:
+            valid_item = item.is_valid()
+        except Refused as exc:  # an external id this catalogue does not have
+            outcomes[index] = exc
+            continue
+        if valid_item:
             valid.append((index, _viewer(request, item.validated_data), item.to_input()))
         else:
             outcomes[index] = FeedbackError(_describe(item.errors))
@@ -60,7 +67,7 @@ def _record_batch(request: Request, batch_class, serializer_class) -> Response:
     results, counts = [], {"created": 0, "duplicate": 0, "rejected": 0}
     for index, (raw, outcome) in enumerate(zip(raw_items, outcomes, strict=True)):
         client_id = raw.get("client_id") if isinstance(raw.get("client_id"), str) else None
-        if isinstance(outcome, FeedbackError):
+        if isinstance(outcome, Refused):
             error = {"code": outcome.code, "message": str(outcome)}
             results.append({"index": index, "client_id": client_id, "status": "rejected", "error": error})
             counts["rejected"] += 1

@@ -136,6 +136,13 @@ def scope_required(scope: str, *, anonymous_allowed=lambda: False) -> type[BaseP
     return HasScope
 
 
+def catalogue_of(request) -> str:
+    """Whose images a request names and adds: its key's name (keys renewed under one name keep the
+    catalogue), or the global catalogue ("") of admin and CLI ingests when there is no key."""
+    api_key = getattr(request, "auth", None)  # a plain Django request (the page) has no key
+    return api_key.name if isinstance(api_key, ApiKey) else ""
+
+
 def count_request(api_key: ApiKey, now: datetime | None = None) -> tuple[int, datetime]:
     """Add one request to the key's current minute; return the count so far and when the window ends."""
     now = now or timezone.now()

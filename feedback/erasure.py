@@ -22,6 +22,7 @@ from datetime import timedelta
 from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, Func, OuterRef, QuerySet, TextField, Value
 from django.utils import timezone
 
+from collection.models import Image
 from feedback.log_writer import flush_queued_logs
 from feedback.models import ApiKey, Click, ErasedUser, Impression, Rating, SearchEvent
 
@@ -103,13 +104,31 @@ def _delete_in_batches(rows: QuerySet) -> int:
     return deleted
 
 
-def export_user_key(user_key: str, given: str = "") -> dict:
-    """Every search (with the list as shown), click and rating we hold for ``user_key``, oldest first."""
+def _external_ids(user_key: str, catalogue: str) -> dict[int, str]:
+    """Image id -> the partner's external id, for the images of ``catalogue`` this user saw, clicked or rated."""
+    seen = Impression.objects.filter(event__user_key=user_key).values("image_id")
+    touched = seen.union(
+        Click.objects.filter(user_key=user_key).values("image_id"),
+        Rating.objects.filter(user_key=user_key).values("image_id"),
+    )
+    images = Image.objects.filter(pk__in=touched, catalogue=catalogue, external_id__isnull=False)
+    return dict(images.values_list("pk", "external_id"))
+
+
+def export_user_key(user_key: str, given: str = "", catalogue: str = "") -> dict:
+    """Every search (with the list as shown), click and rating we hold for ``user_key``, oldest first; images
+    of ``catalogue`` (the asking partner's) carry its external ids beside Loupe's."""
     events = SearchEvent.objects.filter(user_key=user_key).order_by("created_at", "pk")
+    external = _external_ids(user_key, catalogue)
     shown: dict = {}
     for impression in Impression.objects.filter(event__user_key=user_key).order_by("event_id", "position"):
         shown.setdefault(impression.event_id, []).append(
-            {"position": impression.position, "image": impression.image_id, "score": impression.score}
+            {
+                "position": impression.position,
+                "image": impression.image_id,
+                "external_id": external.get(impression.image_id),
+                "score": impression.score,
+            }
         )
     searches = [
         {
@@ -132,6 +151,7 @@ def export_user_key(user_key: str, given: str = "") -> dict:
             "id": click.pk,
             "search": str(click.event_id),
             "image": click.image_id,
+            "external_id": external.get(click.image_id),
             "position": click.position,
             "dwell_ms": click.dwell_ms,
             "client_id": click.client_id,
@@ -144,6 +164,7 @@ def export_user_key(user_key: str, given: str = "") -> dict:
             "id": rating.pk,
             "search": str(rating.event_id) if rating.event_id else None,
             "image": rating.image_id,
+            "external_id": external.get(rating.image_id),
             "scale": rating.scale,
             "value": rating.value,
             "query": rating.query_text,

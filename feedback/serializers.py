@@ -5,14 +5,41 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from collection.models import EXTERNAL_ID_PATTERN, Image
+from core.errors import UnknownImage
 from feedback.capture import CLIENT_ID, MAX_DWELL_MS, ClickInput, RatingInput
 from feedback.identity import PARTNER_USER
 from feedback.models import Rating
 
 
-class ClickSerializer(serializers.Serializer):
+class NamedImageSerializer(serializers.Serializer):
+    """An image named by Loupe's ``image_id`` or by the caller's ``external_id`` (in the key's catalogue,
+    given as ``context["catalogue"]``); the external id is resolved to ``image_id`` here."""
+
+    image_id = serializers.IntegerField(min_value=1, max_value=2**62, required=False)
+    external_id = serializers.RegexField(
+        f"^{EXTERNAL_ID_PATTERN}$", required=False, help_text="Or: your own id of the image (your catalogue's)."
+    )
+
+    def validate(self, attrs):
+        if ("image_id" in attrs) == ("external_id" in attrs):
+            raise serializers.ValidationError({"image_id": "Give exactly one of 'image_id' and 'external_id'."})
+        if "external_id" in attrs:
+            catalogue = self.context.get("catalogue", "")
+            image_id = Image.objects.filter(catalogue=catalogue, external_id=attrs["external_id"]).values_list(
+                "pk", flat=True
+            )
+            if not image_id:
+                raise UnknownImage(
+                    f"There is no image with external id {attrs['external_id']!r} in this catalogue.",
+                    field="external_id",
+                )
+            attrs["image_id"] = image_id[0]
+        return attrs
+
+
+class ClickSerializer(NamedImageSerializer):
     event_id = serializers.UUIDField(help_text="The event_id of the search whose results were clicked.")
-    image_id = serializers.IntegerField(min_value=1, max_value=2**62)
     position = serializers.IntegerField(min_value=1, max_value=10_000, help_text="As given in the search results.")
     client_id = serializers.RegexField(
         CLIENT_ID, help_text="Your id for this click (1-64 chars): sending it again does not count it twice."
@@ -30,8 +57,7 @@ class ClickSerializer(serializers.Serializer):
         )
 
 
-class RatingSerializer(serializers.Serializer):
-    image_id = serializers.IntegerField(min_value=1, max_value=2**62)
+class RatingSerializer(NamedImageSerializer):
     value = serializers.IntegerField(min_value=-1, max_value=5, help_text="thumbs: 1 or -1; stars: 1 to 5.")
     scale = serializers.ChoiceField(choices=Rating.Scale.choices, default=Rating.Scale.THUMBS)
     client_id = serializers.RegexField(CLIENT_ID, help_text="Your id for this rating: resending it is harmless.")

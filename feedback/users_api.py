@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from core.api_errors import ErrorSerializer
 from core.errors import Refused
-from feedback.api_keys import ApiKeyThrottle, scope_required
+from feedback.api_keys import ApiKeyThrottle, catalogue_of, scope_required
 from feedback.erasure import erase_user_key, export_user_key, key_digest
 from feedback.identity import PARTNER_USER, partner_viewer
 from feedback.models import Click, ErasedUser, Rating, SearchEvent
@@ -40,6 +40,7 @@ class ErasureSerializer(serializers.Serializer):
 class ShownSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     image = serializers.IntegerField()
+    external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     score = serializers.FloatField()
 
 
@@ -61,6 +62,7 @@ class ExportedClickSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField()
     image = serializers.IntegerField()
+    external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     position = serializers.IntegerField()
     dwell_ms = serializers.IntegerField(allow_null=True)
     client_id = serializers.CharField()
@@ -71,6 +73,7 @@ class ExportedRatingSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField(allow_null=True)
     image = serializers.IntegerField()
+    external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     scale = serializers.CharField()
     value = serializers.IntegerField()
     query = serializers.CharField(allow_blank=True)
@@ -132,4 +135,6 @@ class PartnerUserExportView(APIView):
         user_key = partner_user_key(request, user)
         if not _holds_anything(user_key):
             raise UnknownUser(f"This key holds no searches, clicks or ratings of user {user!r}.")
-        return Response(UserExportSerializer(export_user_key(user_key, given=user)).data)
+        return Response(
+            UserExportSerializer(export_user_key(user_key, given=user, catalogue=catalogue_of(request))).data
+        )

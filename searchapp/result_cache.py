@@ -8,8 +8,9 @@ swap or exploration slice, pages from the same list, and is logged with its own 
 
 The key names everything the order depends on: the encoder version, the normalised query, tags,
 candidate depth, whether text channels ran, the ranker version and depth, and the cut thresholds.
-A newly promoted ranker or encoder is a new key at once. New images and new feedback priors reach a
-cached query within the time to live, which is the staleness this trades for speed.
+A newly promoted ranker or encoder is a new key at once, and so is an edit of any stored image (the
+catalogue revision, ``collection.revisions``, read once per search). New images and new feedback priors
+reach a cached query within the time to live, which is the staleness this trades for speed.
 """
 
 from __future__ import annotations
@@ -74,20 +75,21 @@ class ResultCache:
         return len(self._entries)
 
 
-def page_images(ids: list[int], load) -> dict:
+def page_images(ids: list[int], load, revision: int = 0) -> dict:
     """The page's Image rows by id: those read in the last ``LOUPE_RESULT_CACHE_SECONDS`` from memory, the
     rest through ``load(ids)`` (one query). Popular images are on many pages; reading each again costs ~1.5
-    ms a page at 100k images. A changed caption or tag shows within the time to live, as new images do."""
+    ms a page at 100k images. Rows are kept under the catalogue ``revision`` they were read at, so a changed
+    caption or tag (which moves it, ``collection.revisions``) is read afresh by the next page."""
     found = {}
     missing = []
     for image_id in ids:
-        image = image_cache.get(image_id)
+        image = image_cache.get((revision, image_id))
         if image is None:
             missing.append(image_id)
         else:
             found[image_id] = image
     for image in load(missing) if missing else ():
-        image_cache.put(image.pk, image)
+        image_cache.put((revision, image.pk), image)
         found[image.pk] = image
     return found
 

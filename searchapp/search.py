@@ -118,7 +118,7 @@ class SearchService:
             retrieved = encoded + made.retrieve_seconds
             ranked = retrieved + made.rank_seconds
         sliced = apply_slice(continue_first_page(made.order.ranked, search), depths.slice, search.page_size)
-        page = page_of(search, sliced, made.order, made.query)
+        page = page_of(search, sliced, made.order, made.query, made.revision)
         times = StageTimes(started, encoded, retrieved, ranked, paged=time.perf_counter())
         return SearchResponse(
             kind=search.kind,

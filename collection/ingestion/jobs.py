@@ -2,7 +2,8 @@
 
 Each item ends stored, duplicate or refused (with the reason); an item and the image it adds are
 committed together, so a chunk redone after its worker died picks up exactly the items still pending.
-Idempotent by content: a second job naming the same files stores nothing new (every item a duplicate).
+Idempotent by content: a second job naming the same files stores nothing new (every item a duplicate);
+by external id: an item naming one its catalogue already holds updates that image (outcome *updated*).
 
 Paths outside ``LOUPE_INGEST_ROOTS`` and URLs off ``LOUPE_INGEST_URL_ALLOW`` are refused per item,
 not for the whole request: one stale line must not void a job of thousands (docs/api.md, ingest jobs).
@@ -17,16 +18,23 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
+from collection.image_changes import ContentElsewhere
 from collection.images import InvalidImage, read_image
 from collection.ingestion.fetch import fetch_url
 from collection.ingestion.paths import allowed_path, read_path
-from collection.ingestion.service import add_image
-from collection.models import Image, IngestJob, IngestJobItem
+from collection.ingestion.service import Outcome as StoreOutcome
+from collection.ingestion.service import store_image
+from collection.models import IngestJob, IngestJobItem
 from core.links import InvalidLink
 
 logger = logging.getLogger(__name__)
 
 Outcome = IngestJobItem.Outcome
+OUTCOMES = {
+    StoreOutcome.STORED: Outcome.STORED,
+    StoreOutcome.DUPLICATE: Outcome.DUPLICATE,
+    StoreOutcome.UPDATED: Outcome.UPDATED,
+}
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,9 @@ class ChunkResult:
     finished: bool = False  # this chunk settled the job's last pending item
 
 
-def create_job(lines: Sequence[JobLine], *, chunk_size: int, requested_by: str = "") -> IngestJob:
+def create_job(lines: Sequence[JobLine], *, chunk_size: int, requested_by: str = "", catalogue: str = "") -> IngestJob:
     with transaction.atomic():
-        job = IngestJob.objects.create(requested_by=requested_by, chunk_size=chunk_size)
+        job = IngestJob.objects.create(requested_by=requested_by, catalogue=catalogue, chunk_size=chunk_size)
         IngestJobItem.objects.bulk_create(
             IngestJobItem(
                 job=job,
@@ -75,18 +83,6 @@ def job_chunks(job: IngestJob) -> list[tuple[int, int]]:
     return [(first, min(first + job.chunk_size - 1, total)) for first in range(1, total + 1, job.chunk_size)]
 
 
-def image_with_external_id(external_id: str) -> Image | None:
-    """The image the partner already sent under this id, if images carry external ids.
-
-    The hook for issue 20 item 1: once ``Image`` has an ``external_id`` field, an item naming a known id is
-    settled as a duplicate of that image without reading its file (the upsert of its captions and tags
-    belongs to that item's code).
-    """
-    if not external_id or "external_id" not in {f.name for f in Image._meta.get_fields()}:
-        return None
-    return Image.objects.filter(external_id=external_id).first()
-
-
 def _item_bytes(item: IngestJobItem) -> tuple[bytes, str]:
     if item.url:
         return fetch_url(item.url), item.url
@@ -94,27 +90,25 @@ def _item_bytes(item: IngestJobItem) -> tuple[bytes, str]:
     return read_path(path), str(path)
 
 
-def ingest_job_item(item: IngestJobItem) -> None:
-    """Settle one pending item: store its image (or find it already in), or refuse it with the reason."""
-    known = image_with_external_id(item.external_id)
+def ingest_job_item(item: IngestJobItem, catalogue: str) -> None:
+    """Settle one pending item: store its image, update the one its external id names, or refuse it."""
     try:
         with transaction.atomic():
-            if known is not None:
-                image, created = known, False
-            else:
-                data, source = _item_bytes(item)
-                image, created = add_image(
-                    read_image(data),
-                    captions=item.captions,
-                    tags=item.tags,
-                    licence=item.licence,
-                    attribution=item.attribution,
-                    source=source,
-                )
-            item.image, item.outcome = image, Outcome.STORED if created else Outcome.DUPLICATE
+            data, source = _item_bytes(item)
+            stored = store_image(
+                read_image(data),
+                captions=item.captions,
+                tags=item.tags,
+                licence=item.licence,
+                attribution=item.attribution,
+                source=source,
+                catalogue=catalogue,
+                external_id=item.external_id or None,
+            )
+            item.image, item.outcome = stored.image, OUTCOMES[stored.outcome]
             item.done_at = timezone.now()
             item.save(update_fields=["image", "outcome", "done_at"])
-    except (InvalidImage, InvalidLink, OSError) as exc:
+    except (InvalidImage, InvalidLink, ContentElsewhere, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         item.outcome, item.reason, item.done_at = Outcome.REFUSED, reason[:500], timezone.now()
         item.save(update_fields=["outcome", "reason", "done_at"])
@@ -128,8 +122,9 @@ def run_job_chunk(job_id: int, first: int, last: int) -> ChunkResult:
         job_id=job_id, position__gte=first, position__lte=last, outcome=Outcome.PENDING
     ).order_by("position")
     done = 0
+    catalogue = IngestJob.objects.values_list("catalogue", flat=True).get(pk=job_id)
     for item in pending:
-        ingest_job_item(item)
+        ingest_job_item(item, catalogue)
         done += 1
     image_ids = list(
         IngestJobItem.objects.filter(job_id=job_id, position__gte=first, position__lte=last, image__isnull=False)

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from collection.models import EXTERNAL_ID_PATTERN
 from collection.tags import clean_tags, split_tag_list
 
+EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -37,6 +40,7 @@ class IngestItem:
     attribution: str = ""
     problem: str = ""  # why the source refused this image (a bad row of a caption table): reported, not read
     metadata: dict | str = field(default_factory=dict)  # checked by add_image against the declared fields
+    external_id: str = ""  # the catalogue's own id (an ``external_id`` column): a known one updates that image
 
 
 def folder_items(root: Path, *, folder_tags: bool = True) -> Iterator[IngestItem]:
@@ -126,6 +130,7 @@ class CaptionRow:
     licence: str
     attribution: str
     metadata: dict
+    external_id: str = ""
 
 
 def _first(row: dict, names: tuple[str, ...]):
@@ -184,7 +189,17 @@ def _caption_row(row: object, where: str) -> CaptionRow:
         licence=str(row.get("licence") or row.get("license") or ""),
         attribution=str(row.get("attribution") or ""),
         metadata=_row_metadata(row.get("metadata"), where, file_name),
+        external_id=_external_id(row.get("external_id"), where, file_name),
     )
+
+
+def _external_id(raw, where: str, file_name: str) -> str:
+    value = "" if raw is None else str(raw).strip()
+    if value and not EXTERNAL_ID.fullmatch(value):
+        raise BadRow(
+            f"{where}: external_id {value[:80]!r} must be 1-200 of letters, digits and . _ : @ + -.", file_name
+        )
+    return value
 
 
 def _row_metadata(raw, where: str, file_name: str) -> dict:
@@ -238,6 +253,12 @@ def _merged_items(rows: Iterator[tuple[str, object]], base: Path, source: Path) 
         item.licence = item.licence or row.licence
         item.attribution = item.attribution or row.attribution
         item.metadata = {**row.metadata, **item.metadata}  # rows of one image: the first row's value of a field wins
+        if row.external_id and item.external_id and row.external_id != item.external_id:
+            item.problem = (
+                item.problem
+                or f"{where}: external_id {row.external_id!r} where an earlier row said {item.external_id!r}."
+            )
+        item.external_id = item.external_id or row.external_id
     if unplaced:
         shown = "\n  ".join(unplaced[:MAX_REPORTED_ROWS])
         more = f"\n  ... and {len(unplaced) - MAX_REPORTED_ROWS} more" if len(unplaced) > MAX_REPORTED_ROWS else ""

@@ -19,13 +19,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collection.embedding import embed_new_images
+from collection.image_changes import ImageChanges
 from collection.images import read_image, read_upload
 from collection.ingestion.paths import allowed_path, read_path
-from collection.ingestion.service import add_image
+from collection.ingestion.service import Outcome, store_image
+from collection.models import EXTERNAL_ID_PATTERN
 from collection.tags import split_tag_list
 from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
-from feedback.api_keys import scope_required
+from feedback.api_keys import catalogue_of, scope_required
 from searchapp.api.serializers import ImageSerializer
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,13 @@ class AddImageSerializer(serializers.Serializer):
     tags = serializers.CharField(required=False, allow_blank=True, max_length=2000, help_text="Comma-separated.")
     licence = serializers.CharField(required=False, allow_blank=True, max_length=300)
     attribution = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    external_id = serializers.RegexField(
+        f"^{EXTERNAL_ID_PATTERN}$",
+        required=False,
+        help_text="Your own id for the image (1-200 of letters, digits and . _ : @ + -), unique in your catalogue. "
+        "Sending a known one updates that image (captions, tags, metadata, licence, attribution given here; "
+        "new bytes replace its file and vectors): an upsert, never a second image.",
+    )
     metadata = serializers.JSONField(
         required=False,
         help_text="A JSON object of declared field -> value (in multipart: the object as JSON text), e.g. "
@@ -66,11 +75,25 @@ class AddImageSerializer(serializers.Serializer):
 
 class AddedImageSerializer(serializers.Serializer):
     created = serializers.BooleanField(help_text="False when the same bytes were already in the collection.")
+    updated = serializers.BooleanField(help_text="True when the external id was known and that image was updated.")
     indexed = serializers.BooleanField(help_text="Searchable now (else within a minute, by the periodic task).")
     image = ImageSerializer()
 
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 429)}
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 409, 429)}
+
+
+def upsert_changes(data: dict) -> ImageChanges:
+    """What a request naming a known external id changes: the fields it sends (an empty list or text clears
+    that field), the others kept."""
+    return ImageChanges(
+        captions=tuple(data["captions"]) if "captions" in data else None,
+        tags=tuple(split_tag_list(data["tags"])) if "tags" in data else None,
+        metadata=data.get("metadata"),
+        licence=data.get("licence"),
+        attribution=data.get("attribution"),
+        replace_metadata=True,
+    )
 
 
 class AddImageView(APIView):
@@ -96,7 +119,7 @@ class AddImageView(APIView):
         else:
             path = allowed_path(data["path"])
             checked, source = read_image(read_path(path)), str(path)
-        image, created = add_image(
+        stored = store_image(
             checked,
             captions=data.get("captions", []),
             tags=split_tag_list(data.get("tags", "")),
@@ -104,9 +127,13 @@ class AddImageView(APIView):
             attribution=data.get("attribution", ""),
             source=source,
             metadata=data.get("metadata"),
+            catalogue=catalogue_of(request),
+            external_id=data.get("external_id"),
+            changes=upsert_changes(data),
         )
+        image, created = stored.image, stored.outcome == Outcome.STORED
         indexed = embed_new_images([image.pk])
-        body = {"created": created, "indexed": indexed, "image": image}
+        body = {"created": created, "updated": stored.outcome == Outcome.UPDATED, "indexed": indexed, "image": image}
         return Response(
             AddedImageSerializer(body, context={"request": request}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

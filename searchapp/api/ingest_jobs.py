@@ -22,12 +22,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from collection.ingestion.jobs import JobLine, create_job, job_chunks
-from collection.models import IngestJob, IngestJobItem
+from collection.models import EXTERNAL_ID_PATTERN, IngestJob, IngestJobItem
 from collection.tags import clean_tags, split_tag_list
 from core.api_errors import ErrorSerializer
 from core.api_parsers import MAX_JSON_DEPTH, BodyTooLarge, BoundedJSONParser, json_depth
 from core.errors import Refused
-from feedback.api_keys import scope_required
+from feedback.api_keys import catalogue_of, scope_required
 from workers.tasks import ingest_job_chunk
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 413, 429)}
@@ -74,7 +74,11 @@ class JobLineSerializer(serializers.Serializer):
     tags = serializers.JSONField(required=False, help_text="A list of tags or a comma-separated string.")
     licence = serializers.CharField(required=False, allow_blank=True, max_length=300)
     attribution = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    external_id = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    external_id = serializers.RegexField(
+        f"^{EXTERNAL_ID_PATTERN}$",
+        required=False,
+        help_text="Your id for the image: a known one updates that image of your catalogue (outcome updated).",
+    )
 
     def validate_tags(self, value):
         if isinstance(value, str):
@@ -181,7 +185,10 @@ class IngestJobsView(APIView):
         params = IngestJobRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         job = create_job(
-            params.job_lines(), chunk_size=settings.LOUPE_INGEST_JOB_CHUNK_SIZE, requested_by=request.auth.prefix
+            params.job_lines(),
+            chunk_size=settings.LOUPE_INGEST_JOB_CHUNK_SIZE,
+            requested_by=request.auth.prefix,
+            catalogue=catalogue_of(request),
         )
         chunks = job_chunks(job)
         transaction.on_commit(lambda: [ingest_job_chunk.delay(job.pk, first, last) for first, last in chunks])

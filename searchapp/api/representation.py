@@ -14,6 +14,7 @@ from django.utils.encoding import filepath_to_uri
 from collection.model_names import public_model_name
 from collection.models import Image
 from core.links import http_url
+from feedback.api_keys import catalogue_of
 
 
 def absolute_base(request: HttpRequest | None) -> str:
@@ -36,9 +37,15 @@ def media_url(name: str) -> str:
     return default_storage.url(name)
 
 
-def image_json(image: Image, base: str) -> dict:
+def shown_external_id(image: Image, catalogue: str) -> str | None:
+    """The partner's id of the image, for that partner only: another catalogue's ids are not ours to show."""
+    return image.external_id if image.catalogue == catalogue else None
+
+
+def image_json(image: Image, base: str, catalogue: str = "") -> dict:
     return {
         "id": image.pk,
+        "external_id": shown_external_id(image, catalogue),
         "url": base + media_url(image.file.name),
         "thumbnail_url": base + media_url(image.thumbnail.name),
         "page_url": f"{base}/images/{image.pk}/",
@@ -84,6 +91,7 @@ def search_meta(response) -> dict:
 
 def search_json(response, request: HttpRequest | None) -> dict:
     base = absolute_base(request)
+    catalogue = catalogue_of(request)
     return {
         "event_id": str(response.event_id) if response.event_id is not None else None,
         "results": [
@@ -93,7 +101,7 @@ def search_json(response, request: HttpRequest | None) -> dict:
                 "similarity": float(hit.similarity) if hit.similarity is not None else None,
                 "channels": list(hit.channels),
                 "matched_text": hit.matched_text,
-                "image": image_json(hit.image, base),
+                "image": image_json(hit.image, base, catalogue),
             }
             for hit in response.hits
         ],

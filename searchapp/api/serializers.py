@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from collection.image_changes import ImageChanges
 from collection.models import Image
 from core.links import http_url
+from feedback.api_keys import catalogue_of
 from feedback.identity import PARTNER_USER
-from searchapp.api.representation import search_meta
+from searchapp.api.representation import search_meta, shown_external_id
 
 
 class SearchParamsSerializer(serializers.Serializer):
@@ -81,11 +83,15 @@ class ImageSerializer(serializers.ModelSerializer):
     page_url = serializers.SerializerMethodField()
     captions = serializers.SerializerMethodField()
     attribution = serializers.SerializerMethodField(help_text="The image's source: an http(s) URL, or empty.")
+    external_id = serializers.SerializerMethodField(
+        help_text="Your own id for the image when it is in your catalogue (the key's), else null."
+    )
 
     class Meta:
         model = Image
         fields = [
             "id",
+            "external_id",
             "url",
             "thumbnail_url",
             "page_url",
@@ -117,8 +123,51 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_attribution(self, image: Image) -> str:
         return http_url(image.attribution)
 
+    def get_external_id(self, image: Image) -> str | None:
+        return shown_external_id(image, catalogue_of(self.context.get("request")))
+
     def get_captions(self, image: Image) -> list[str]:
         return image.caption_texts()
+
+
+class ImagePatchSerializer(serializers.Serializer):
+    """``PATCH /api/v1/images/<id>``: the fields sent change, the others stay."""
+
+    captions = serializers.ListField(
+        child=serializers.CharField(max_length=2000),
+        required=False,
+        max_length=20,
+        help_text="The image's captions, in order (replaces them all; [] removes them).",
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=100, help_text="Replaces the tags."
+    )
+    metadata = serializers.DictField(
+        required=False,
+        help_text="Merged into the stored metadata (JSON merge patch): a field set to null is removed. Checked "
+        "against the declared fields.",
+    )
+    licence = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    attribution = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, help_text="An http(s) URL, or empty."
+    )
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError(
+                {"captions": "Nothing to change: send captions, tags, metadata, licence or attribution."}
+            )
+        return attrs
+
+    def changes(self) -> ImageChanges:
+        data = self.validated_data
+        return ImageChanges(
+            captions=tuple(data["captions"]) if "captions" in data else None,
+            tags=tuple(data["tags"]) if "tags" in data else None,
+            metadata=data.get("metadata"),
+            licence=data.get("licence"),
+            attribution=data.get("attribution"),
+        )
 
 
 class SearchHitSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from collection.models import EXTERNAL_ID_PATTERN
 from feedback import api as feedback_api
 from feedback import users_api
 from ranking import api as ranking_api
@@ -10,6 +11,11 @@ urlpatterns = [
     path("search", views.SearchView.as_view(), name="api-search"),
     path("images", ingest.AddImageView.as_view(), name="api-add-image"),
     path("images/<int:image_id>", views.ImageDetailView.as_view(), name="api-image"),
+    re_path(
+        rf"^images/ext:(?P<external_id>{EXTERNAL_ID_PATTERN})$",
+        views.ExternalImageDetailView.as_view(),
+        name="api-image-external",
+    ),
     path("images/<int:image_id>/captions", views.ImageCaptionsView.as_view(), name="api-image-captions"),
     path("ingest-jobs", ingest_jobs.IngestJobsView.as_view(), name="api-ingest-jobs"),
     path("ingest-jobs/<int:job_id>", ingest_jobs.IngestJobView.as_view(), name="api-ingest-job"),

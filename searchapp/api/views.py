@@ -7,10 +7,12 @@ import hashlib
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from collection.image_changes import apply_changes, find_image, own_image
 from collection.images import read_upload
 from collection.models import Image
 from collection.tag_stats import tag_suggestions
@@ -19,7 +21,7 @@ from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
 from core.networks import network_key
-from feedback.api_keys import ApiKeyThrottle, scope_required
+from feedback.api_keys import ApiKeyThrottle, catalogue_of, scope_required
 from feedback.identity import Viewer, partner_viewer
 from feedback.models import ApiKey
 from feedback.throttling import SearchThrottle, request_address
@@ -27,6 +29,7 @@ from searchapp.api.filters import request_filter
 from searchapp.api.representation import search_json
 from searchapp.api.serializers import (
     CaptionHitSerializer,
+    ImagePatchSerializer,
     ImageSearchSerializer,
     ImageSerializer,
     SearchResponseSerializer,
@@ -115,10 +118,58 @@ def _get_image(image_id: int) -> Image:
     return image
 
 
+EXTERNAL_ID_PARAMETER = OpenApiParameter(
+    "external_id", str, OpenApiParameter.PATH, description="Your id of the image, in /api/v1/images/ext:<external_id>."
+)
+
+
 class ImageDetailView(APIView):
+    """``/api/v1/images/<id>`` and ``/api/v1/images/ext:<external_id>`` (the caller's catalogue)."""
+
+    def get_permissions(self):
+        if self.request.method in SAFE_METHODS:
+            return super().get_permissions()
+        return [scope_required("ingest")()]  # catalogue writes, like ingest
+
     @extend_schema(summary="One image of the collection", responses={200: ImageSerializer, 404: ErrorSerializer})
-    def get(self, request: Request, image_id: int) -> Response:
-        return Response(ImageSerializer(_get_image(image_id), context={"request": request}).data)
+    def get(self, request: Request, image_id: int | None = None, external_id: str | None = None) -> Response:
+        image = find_image(catalogue_of(request), image_id=image_id, external_id=external_id)
+        return Response(ImageSerializer(_get_image(image.pk), context={"request": request}).data)
+
+    @extend_schema(
+        summary="Change an image of your catalogue: captions, tags, metadata, licence, attribution",
+        description="Only the fields sent change. Full-text documents and caption vectors follow in the same "
+        "transaction, and the next search in any process sees the new text (docs/api.md).",
+        request=ImagePatchSerializer,
+        responses={200: ImageSerializer, **ERRORS},
+    )
+    def patch(self, request: Request, image_id: int | None = None, external_id: str | None = None) -> Response:
+        image = own_image(catalogue_of(request), image_id=image_id, external_id=external_id)
+        params = ImagePatchSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        changed = apply_changes(image, params.changes())
+        return Response(ImageSerializer(_get_image(changed.pk), context={"request": request}).data)
+
+
+class ExternalImageDetailView(ImageDetailView):
+    @extend_schema(
+        summary="One image of your catalogue, named by your id",
+        operation_id="images_by_external_id_retrieve",
+        parameters=[EXTERNAL_ID_PARAMETER],
+        responses={200: ImageSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, external_id: str) -> Response:
+        return super().get(request, external_id=external_id)
+
+    @extend_schema(
+        summary="Change an image of your catalogue, named by your id",
+        operation_id="images_by_external_id_partial_update",
+        parameters=[EXTERNAL_ID_PARAMETER],
+        request=ImagePatchSerializer,
+        responses={200: ImageSerializer, **ERRORS},
+    )
+    def patch(self, request: Request, external_id: str) -> Response:
+        return super().patch(request, external_id=external_id)
 
 
 class ImageCaptionsView(APIView):

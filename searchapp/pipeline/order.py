@@ -14,6 +14,7 @@ from collection.fusion_setting import Fusion
 from collection.metadata import image_dates
 from collection.models import EncoderVersion
 from collection.near_duplicates import first_of_each_group, groups_of
+from collection.revisions import current_revision
 from collection.text_channels import channel_weights
 from feedback.identity import Viewer
 from feedback.impressions import query_key
@@ -37,6 +38,7 @@ class RankedOrder:
     retrieve_seconds: float
     rank_seconds: float = 0.0  # fusion and reranking (or interleaving)
     cached: bool = False
+    revision: int = 0  # the catalogue revision it was made at: the page's images are cached under it too
 
 
 def served_order(
@@ -48,7 +50,10 @@ def served_order(
     fusion: Fusion,
     viewer: Viewer | None,
 ) -> RankedOrder:
-    key = order_key(version, search, depths, plan, fusion)
+    # One small read per search, and only with the caches on: an edit committed in any process moves the
+    # revision, so what this process cached before it is never served again (collection.revisions).
+    revision = current_revision() if result_cache.ttl() > 0 else 0
+    key = order_key(version, search, depths, plan, fusion, revision)
     found = result_cache.get(key) if key is not None else None
     if found is not None:
         return found
@@ -67,6 +72,7 @@ def served_order(
         encode_seconds=retrieved.encode_seconds,
         retrieve_seconds=retrieved.retrieve_seconds,
         rank_seconds=time.perf_counter() - ranking_started,
+        revision=revision,
     )
     if key is not None:
         result_cache.put(key, made)
@@ -99,7 +105,7 @@ def newest_first(order: Reranked, date_field: str) -> Reranked:
 
 
 def order_key(
-    version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan, fusion: Fusion
+    version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan, fusion: Fusion, revision: int = 0
 ) -> OrderKey | None:
     """The cache key, or None where the order is not shared: interleaved lists are drawn per user, and deep
     pages are rare and their orders large."""
@@ -108,6 +114,7 @@ def order_key(
     request = search.request
     return OrderKey(
         encoder_version_id=version.pk,
+        catalogue_revision=revision,
         query=query_key(search.text),
         tags=search.tags,
         metadata=search.metadata,

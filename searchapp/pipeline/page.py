@@ -78,7 +78,7 @@ def continue_first_page(ranked: list[Ranked], search: ValidSearch) -> list[Ranke
     return move_up(ranked, source, slot)
 
 
-def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: RerankInput) -> Page:
+def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: RerankInput, revision: int = 0) -> Page:
     """The page's hits: features reused from reranking where it scored them all, else computed here."""
     start = search.start
     shown = sliced.ranked[start : start + search.page_size]
@@ -90,7 +90,7 @@ def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: Re
     # One query with the captions as an array (a prefetch measured ~2 ms a page), and recently shown
     # images from memory.
     images = page_images(
-        [r.candidate.image_id for r in shown], lambda ids: Image.with_caption_texts(ids, using=read_alias())
+        [r.candidate.image_id for r in shown], lambda ids: Image.with_caption_texts(ids, using=read_alias()), revision
     )
     hits = [
         SearchHit(

@@ -67,6 +67,7 @@ class OrderKey:
     """Everything a served order depends on (``searchapp.result_cache``): a change to any is a new key."""
 
     encoder_version_id: int
+    catalogue_revision: int  # collection.revisions: an edited caption, tag or file anywhere is a new key
     query: str  # normalised (feedback.impressions.query_key)
     tags: tuple[str, ...]
     metadata: MetadataFilter  # the metadata filters (hashable terms)

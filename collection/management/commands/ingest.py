@@ -61,7 +61,9 @@ class Command(BaseCommand):
             for path, reason in report.failed:
                 self.stderr.write(f"  skipped {path}: {reason}")
             self.stdout.write(
-                f"{source}: {report.added} added, {report.duplicates} already present, {len(report.failed)} skipped"
+                f"{source}: {report.added} added, "
+                + (f"{report.updated} updated (known external id), " if report.updated else "")
+                + f"{report.duplicates} already present, {len(report.failed)} skipped"
             )
             total_added += report.added
         if total_added:

@@ -68,7 +68,7 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     assert first["total"] == 7 and first["counts"]["pending"] == 7
 
     done = finished(api, key, first["id"])
-    assert done["counts"] == {"pending": 0, "stored": 4, "duplicate": 0, "refused": 3}
+    assert done["counts"] == {"pending": 0, "stored": 4, "duplicate": 0, "updated": 0, "refused": 3}
     refused = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"outcome": "refused"}, **bearer(key)).json()
     reasons = {item["position"]: item["reason"] for item in refused["items"]}
     assert refused["count"] == 3 and set(reasons) == {5, 6, 7}
@@ -82,7 +82,7 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     again = api.post("/api/v1/ingest-jobs", {"items": lines(folders)}, format="json", **bearer(key))
     assert again.status_code == 202, again.content
     second = finished(api, key, again.json()["id"])
-    assert second["counts"] == {"pending": 0, "stored": 0, "duplicate": 4, "refused": 3}
+    assert second["counts"] == {"pending": 0, "stored": 0, "duplicate": 4, "updated": 0, "refused": 3}
     assert Image.objects.count() == 4 and ImageEmbedding.objects.count() == 4
 
     page = api.get(f"/api/v1/ingest-jobs/{first['id']}/items", {"page_size": 2, "page": 2}, **bearer(key)).json()
@@ -156,3 +156,27 @@ def test_urls_are_fetched_only_from_allowed_hosts_and_never_through_a_redirect(s
     assert outcomes[2] == ("refused", "The host 'localhost' is not one this server may fetch from.")
     assert outcomes[3] == ("refused", "Give an http(s) URL.")
     assert Image.objects.get().caption == "a cat from the web"
+
+
+@pytest.mark.django_db
+def test_a_job_item_naming_a_known_external_id_updates_that_image(tmp_path, settings):
+    from collection.ingestion.jobs import JobLine, create_job, run_job_chunk
+
+    settings.LOUPE_INGEST_ROOTS = [tmp_path.resolve()]
+    first, second = (str(p) for p in write_images(tmp_path, [70, 71]))
+    job = create_job([JobLine(path=first, captions=("a fox",), external_id="fox-1")], chunk_size=10, catalogue="stock")
+    run_job_chunk(job.pk, 1, 1)
+    fox = Image.objects.get()
+    # New bytes under the same id: that image takes them.
+    again = create_job(
+        [JobLine(path=second, captions=("a fox in the snow",), external_id="fox-1")], chunk_size=1, catalogue="stock"
+    )
+    run_job_chunk(again.pk, 1, 1)
+    # Another catalogue's fox-1 is another image (its bytes are no longer any image's: fox-1 replaced them).
+    other = create_job([JobLine(path=first, external_id="fox-1")], chunk_size=10, catalogue="photo blog")
+    run_job_chunk(other.pk, 1, 1)
+    assert list(again.items.filter(position=1).values_list("outcome", "image")) == [("updated", fox.pk)]
+    assert list(other.items.values_list("outcome", flat=True)) == ["stored"]
+    updated = Image.objects.get(catalogue="stock", external_id="fox-1")
+    assert updated.pk == fox.pk and updated.sha256 != fox.sha256 and updated.caption_texts() == ["a fox in the snow"]
+    assert Image.objects.filter(catalogue="photo blog", external_id="fox-1").exclude(pk=fox.pk).count() == 1

@@ -114,3 +114,19 @@ def test_header_without_an_image_column_names_the_aliases(tmp_path):
     table.write_text("name,caption\nx,y\n")
     with pytest.raises(SourceError, match="image column .*image_name"):
         table_items(table)
+
+
+def test_an_external_id_column_names_the_catalogue_id_and_must_agree_across_rows(tmp_path):
+    table = tmp_path / "captions.csv"
+    table.write_text(
+        "image,caption,external_id\n"
+        "a.jpg,a snowy owl,owl-1\n"
+        "a.jpg,an owl on a post,\n"  # later rows of one image may leave it out
+        "b.jpg,a heron,heron-1\n"
+        "b.jpg,a grey heron,heron-2\n"  # two ids for one image: that image is refused
+        "c.jpg,a swan,has space\n"
+    )
+    items = {item.path.name: item for item in table_items(table)}
+    assert items["a.jpg"].external_id == "owl-1" and not items["a.jpg"].problem
+    assert "heron-2" in items["b.jpg"].problem
+    assert "external_id" in items["c.jpg"].problem

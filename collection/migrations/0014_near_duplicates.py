@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('searchapp', '0012_ingest_jobs'),
+        ('searchapp', '0013_image_external_ids'),
     ]
 
     operations = [
