@@ -44,6 +44,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("clip_rank_log", "log(1 + rank in the CLIP channel); depth + 1 when CLIP did not find it"),
     Feature("fts_rank_log", "log(1 + rank in the full-text channel); depth + 1 when not found"),
     Feature("caption_rank_log", "log(1 + rank in the caption-vector channel); depth + 1 when not found"),
+    Feature("feedback_rank_log", "log(1 + rank in the feedback channel); depth + 1 when not found"),
+    # The channel's similarity-weighted lift of the smoothed click rate over the collection's
+    # (feedback.click_graph): how strongly people who asked this, or something near it, chose the image.
+    Feature("feedback_score", "the feedback channel's score; 0 when it did not find the image"),
     Feature("first_stage_score", "the score the first stage (fusion, or CLIP alone) ranked by"),
     Feature("first_stage_rank_log", "log(1 + position in the first-stage order)"),
     Feature("impressions_log", "log(1 + times the image was shown)"),
@@ -60,7 +64,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("pixels_log", "log(width x height)"),
 )
 NAMES: list[str] = [feature.name for feature in FEATURES]
-CHANNELS = ("clip", "fts", "caption")
+CHANNELS = ("clip", "fts", "caption", "feedback")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Candidate:
     first_stage_rank: int
     channel_ranks: Mapping[str, int]
     clip_cosine: float | None = None
+    feedback_score: float = 0.0  # the feedback channel's score (feedback.click_graph); 0 when it did not find it
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ def feature_matrix(
         rows[i] = [
             cosine if cosine is not None else 0.0,
             *channel_rank,
+            candidate.feedback_score,
             candidate.first_stage_score,
             math.log1p(candidate.first_stage_rank),
             math.log1p(fact.impressions),
