@@ -34,7 +34,7 @@ import numpy as np
 from django.db import connection
 
 from collection.encoders import Encoder
-from collection.index import TEXT_FLAGS_SQL, Neighbour, vector_literal
+from collection.index import TEXT_FLAGS_SQL, Neighbour, fetch_with_knobs, hnsw_knobs, vector_literal
 from collection.models import EncoderVersion
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations at the collection's rate (ranking.features.PRIOR_STRENGTH)
@@ -42,6 +42,7 @@ MIN_TRUSTED_USERS = 3.0  # trusted identities' votes an image needs for a query 
 TOP_PER_QUERY = 50  # images kept per query
 GOOD_RATING = 0.75  # a rating of this utility or more on a search is a vote (4 or 5 stars, thumbs up)
 NEIGHBOURS = 8  # nearest past queries read per search
+HNSW_EF_SEARCH = 40  # pgvector's default: recall is ample for 8 neighbours
 
 TOP_VIEW = "feedback_querytopimage"
 PAST_QUERY_TABLE = "feedback_pastquery"
@@ -74,6 +75,11 @@ def refresh_past_queries(encoder: Encoder, version: EncoderVersion) -> PastQueri
             [version.pk],
         )
         removed = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM {PAST_QUERY_TABLE} p WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {EncoderVersion._meta.db_table} v WHERE v.id = p.encoder_version_id)"
+        )
+        removed += cursor.rowcount
         cursor.execute(
             f"SELECT DISTINCT t.query FROM {TOP_VIEW} t WHERE NOT EXISTS (SELECT 1 FROM {PAST_QUERY_TABLE} p"
             " WHERE p.encoder_version_id = %s AND p.query = t.query) ORDER BY t.query",
@@ -137,7 +143,7 @@ def chosen_images(
         "depth": int(depth),
     }
     sql = CHANNEL_SQL.format(d=int(version.dimension), past=PAST_QUERY_TABLE, top=TOP_VIEW, text_flags=TEXT_FLAGS_SQL)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        # Each row carries the image's text flags, so fusion knows which text channels could have found it.
-        return [Neighbour(int(row[0]), float(row[1]), bool(row[2]), bool(row[3])) for row in cursor.fetchall()]
+    # The HNSW walk looks at no more past queries than it returns; without sorts the planner cannot scan them all.
+    rows = fetch_with_knobs(hnsw_knobs(max(NEIGHBOURS, HNSW_EF_SEARCH)), sql, params)
+    # Each row carries the image's text flags, so fusion knows which text channels could have found it.
+    return [Neighbour(int(row[0]), float(row[1]), bool(row[2]), bool(row[3])) for row in rows]

@@ -12,7 +12,9 @@ The numbers are frozen here as the trust views' are; ``feedback.click_graph`` re
 ``tests/integration/feedback/test_click_graph.py`` pins them.
 
 ``feedback_pastquery`` holds one vector per (encoder version, normalised query) for the queries in the
-view, written by the refresh; each version gets a partial HNSW index (feedback.click_graph).
+view, written by the refresh; each version gets a partial HNSW index (feedback.click_graph). No foreign key to
+the version: Django's test flush truncates the tables it manages and would refuse one that an unmanaged table
+references; the refresh deletes the vectors of versions that are gone.
 """
 
 from django.db import migrations
@@ -69,7 +71,7 @@ CREATE UNIQUE INDEX feedback_querytopimage_key ON feedback_querytopimage (query,
 CREATE INDEX feedback_querytopimage_rank ON feedback_querytopimage (query, rank);
 
 CREATE TABLE feedback_pastquery (
-    encoder_version_id bigint NOT NULL REFERENCES searchapp_encoderversion (id) ON DELETE CASCADE,
+    encoder_version_id bigint NOT NULL,
     query text NOT NULL,
     vector vector NOT NULL,
     PRIMARY KEY (encoder_version_id, query)
