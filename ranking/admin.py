@@ -98,6 +98,7 @@ class VariantInline(admin.StackedInline):
         "encoder_version",
         "min_score",
         "max_relative_drop",
+        "feedback_channel",
     ]
 
     def _frozen(self, obj) -> bool:

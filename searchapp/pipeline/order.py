@@ -107,7 +107,7 @@ def order_key(
         fusion_weights=(version.channel_weight, *channel_weights()) if depths.fusing else (),
         feedback_channel=(
             (settings.LOUPE_FEEDBACK_CHANNEL_WEIGHT, settings.LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY)
-            if feedback_channel_serves(search)
+            if feedback_channel_serves(search, plan)
             else None
         ),
         rerank_depth=plan.rerank_depth,

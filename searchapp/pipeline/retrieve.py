@@ -76,7 +76,7 @@ def retrieve(
         found = text_channels()
         rankings.update(found.rankings)
         weights.update(found.weights)
-    if feedback_channel_serves(search):
+    if feedback_channel_serves(search, plan):
         chosen = chosen_images(
             version,
             vector,
@@ -97,11 +97,12 @@ def retrieve(
     )
 
 
-def feedback_channel_serves(search: ValidSearch) -> bool:
-    """Whether the feedback channel (``feedback.click_graph``) joins this search: text searches without
-    filters. Its top lists are per query, not per tag or metadata value, so a filtered search would get
-    images the filter excludes; it keeps the other channels only."""
-    return settings.LOUPE_FEEDBACK_CHANNEL and search.kind == "text" and not search.tags and not search.metadata
+def feedback_channel_serves(search: ValidSearch, plan: ServingPlan) -> bool:
+    """Whether the feedback channel (``feedback.click_graph``) joins this search: the arm's or production's
+    switch, else the setting; text searches without filters. Its top lists are per query, not per tag or
+    metadata value, so a filtered search would get images the filter excludes; it keeps the other channels."""
+    switched_on = plan.feedback_channel if plan.feedback_channel is not None else settings.LOUPE_FEEDBACK_CHANNEL
+    return switched_on and search.kind == "text" and not search.tags and not search.metadata
 
 
 def stored_vector(version: EncoderVersion, image_id: int) -> np.ndarray:

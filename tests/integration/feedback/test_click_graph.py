@@ -17,7 +17,9 @@ from feedback.erasure import erase_user_key, key_digest
 from feedback.identity import Viewer
 from feedback.models import ErasedUser
 from feedback.summaries import refresh_summaries
+from ranking.experiments.actions import start
 from searchapp.search import SearchRequest
+from tests.integration.experiments.conftest import make_experiment
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +183,19 @@ def test_the_channel_scores_by_similarity_and_lift(service, collection):
     assert [n.id for n in own] == [target] and own[0].score == pytest.approx(lift, rel=1e-4)
     assert [n.id for n in near] == [target]
     assert near[0].score == pytest.approx(float(np.dot(vectors[0], vectors[1])) * lift, rel=1e-3)
+
+
+def test_an_experiment_arm_can_switch_the_channel_off(service, collection):
+    target = deep_for_both(service)
+    choose(service, accounts(int(MIN_TRUSTED_USERS)), target)
+    refresh_summaries()
+    experiment = make_experiment(
+        arms=[{"name": "control", "is_control": True}, {"name": "no feedback channel", "feedback_channel": False}]
+    )
+    start(experiment, "tester")
+    seen = {}
+    for n in range(16):
+        viewer = Viewer(user_key=f"anon:arm-user-{n:04d}-000000")
+        response = service.search(SearchRequest(text=QUERY, page_size=PAGE), viewer)
+        seen.setdefault(response.arm, set()).add(target in [h.image.pk for h in response.hits])
+    assert seen == {"control": {True}, "no feedback channel": {False}}
