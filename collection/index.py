@@ -7,7 +7,7 @@ Vectors are stored without a fixed dimension; each version's index and queries c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +168,34 @@ def nearest_captions(version: EncoderVersion, vector: np.ndarray, *, k: int) -> 
 HNSW_MAX_EF_SEARCH = 1000
 
 
+def hnsw_knobs(ef_search: int) -> str:
+    """The planner settings of an approximate scan. The planner underestimates distance computations and
+    may prefer scanning the version's rows and sorting them (exact, but slow at scale); without sorts
+    only the HNSW scan is left."""
+    return f"set_config('hnsw.ef_search', '{int(ef_search)}', true), set_config('enable_sort', 'off', true)"
+
+
+def fetch_with_knobs(knobs: str, sql: str, params: Sequence | Mapping) -> list[tuple]:
+    """Run ``sql`` with transaction-local planner settings ``knobs`` (``set_config`` calls), in one round trip."""
+    reads = read_connection()  # a replica inside a search's on_replica scope (core.replicas), else the primary
+    if reads.in_atomic_block:
+        # Transaction-local knobs set inside a savepoint outlive its release, up to the caller's commit: an
+        # exact scan would leave the caller's later index queries exact too. Rolling the savepoint back
+        # (the query only read) undoes them.
+        with transaction.atomic(using=reads.alias), reads.cursor() as cursor:
+            cursor.execute(f"SELECT {knobs}")
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            transaction.set_rollback(True, using=reads.alias)
+        return rows
+    # Two statements in one simple-protocol message run as one implicit transaction, so the knobs
+    # (transaction-local) apply to the query: one round trip instead of BEGIN, SET, query, COMMIT.
+    with reads.cursor() as cursor:
+        cursor.execute(f"SELECT {knobs}; {sql}", params)
+        cursor.nextset()
+        return cursor.fetchall()
+
+
 def _run_nearest(
     sql: str, params: list, *, k: int, exact: bool, filtered: bool, ef_search: int | None = None
 ) -> list[Neighbour]:
@@ -179,32 +207,13 @@ def _run_nearest(
     """
     if exact:
         # Without plain index scans the planner scans (or bitmap-scans the tag index) and sorts.
-        knobs, knob_params = "set_config('enable_indexscan', 'off', true)", []
+        knobs = "set_config('enable_indexscan', 'off', true)"
     else:
-        # The planner underestimates distance computations and may prefer scanning the version's rows
-        # and sorting them (exact, but slow at scale); without sorts only the HNSW scan is left.
-        knobs = "set_config('hnsw.ef_search', %s, true), set_config('enable_sort', 'off', true)"
         wanted = max(ef_search or settings.LOUPE_HNSW_EF_SEARCH, k)
-        knob_params = [str(min(wanted, HNSW_MAX_EF_SEARCH))]
+        knobs = hnsw_knobs(min(wanted, HNSW_MAX_EF_SEARCH))
         if filtered or wanted > HNSW_MAX_EF_SEARCH:
             knobs += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-    reads = read_connection()  # a replica inside a search's on_replica scope (core.replicas), else the primary
-    if reads.in_atomic_block:
-        # Transaction-local knobs set inside a savepoint outlive its release, up to the caller's commit: an
-        # exact scan would leave the caller's later index queries exact too. Rolling the savepoint back
-        # (the query only read) undoes them.
-        with transaction.atomic(using=reads.alias), reads.cursor() as cursor:
-            cursor.execute(f"SELECT {knobs}", knob_params)
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-            transaction.set_rollback(True, using=reads.alias)
-    else:
-        # Two statements in one simple-protocol message run as one implicit transaction, so the knobs
-        # (transaction-local) apply to the query: one round trip instead of BEGIN, SET, query, COMMIT.
-        with reads.cursor() as cursor:
-            cursor.execute(f"SELECT {knobs}; {sql}", [*knob_params, *params])
-            cursor.nextset()
-            rows = cursor.fetchall()
+    rows = fetch_with_knobs(knobs, sql, params)
     # relaxed_order may return near-ties slightly out of order: re-sort by the exact distance.
     rows.sort(key=lambda row: row[1])
     return [Neighbour(int(row[0]), 1.0 - float(row[1]), *row[2:]) for row in rows]

@@ -398,6 +398,14 @@ LOUPE_THROTTLE_USER_FEEDBACK = env.str("LOUPE_THROTTLE_USER_FEEDBACK", default="
 # less, one click per impression, a daily cap per query and image). Off only to measure the attack it
 # stops (bench/poisoning.py --no-trust).
 LOUPE_FEEDBACK_TRUST = env.bool("LOUPE_FEEDBACK_TRUST", default=True)
+# The feedback retrieval channel (feedback.click_graph): images trusted users chose for this query or for
+# past queries whose CLIP text vectors are at least MIN_SIMILARITY near, fused beside CLIP and the text
+# channels with WEIGHT (reciprocal-rank fusion; a fitted convex fusion gives it 0 until refitted), DEPTH deep.
+# Off: the first stage is exactly what it was without the channel.
+LOUPE_FEEDBACK_CHANNEL = env.bool("LOUPE_FEEDBACK_CHANNEL", default=True)
+LOUPE_FEEDBACK_CHANNEL_WEIGHT = env.float("LOUPE_FEEDBACK_CHANNEL_WEIGHT", default=1.0)
+LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY = env.float("LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY", default=0.9)
+LOUPE_FEEDBACK_CHANNEL_DEPTH = env.int("LOUPE_FEEDBACK_CHANNEL_DEPTH", default=50)
 
 # --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).

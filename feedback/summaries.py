@@ -1,4 +1,5 @@
-"""Refresh the feedback summary views (per image, per query, per query and image).
+"""Refresh the feedback summary views (per image, per query, per query and image) and the feedback channel's
+top lists with their past-query vectors (``feedback.click_graph``).
 
 Examinations (the denominators of the click rates the ranker's features read) are impressions weighted
 by the examination curve in ``ExaminationWeight``: the caller that knows the curve passes it
@@ -14,11 +15,14 @@ from collections.abc import Sequence
 
 from django.db import connection, transaction
 
+from collection.versions import serving_version
+from feedback.click_graph import TOP_VIEW, refresh_past_queries
 from feedback.models import ExaminationWeight, ImageFeedbackSummary, QueryFeedbackSummary
 
 # The per-(query, image) view has no model of its own: features read it by this name.
 QUERY_IMAGE_SUMMARY_VIEW = "feedback_queryimagesummary"
-VIEWS = (ImageFeedbackSummary._meta.db_table, QueryFeedbackSummary._meta.db_table, QUERY_IMAGE_SUMMARY_VIEW)
+# In this order: the feedback channel's top lists (feedback.click_graph) smooth toward the per-image view's rate.
+VIEWS = (ImageFeedbackSummary._meta.db_table, QueryFeedbackSummary._meta.db_table, QUERY_IMAGE_SUMMARY_VIEW, TOP_VIEW)
 
 
 class BadExaminationCurve(ValueError):
@@ -54,4 +58,8 @@ def refresh_summaries(examination: Sequence[float] | None = None) -> dict[str, f
             started = time.perf_counter()
             cursor.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")
             took[view] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    choice, version = serving_version()
+    refresh_past_queries(choice.encoder, version)  # the channel's past-query vectors follow its top lists
+    took["past_queries"] = round(time.perf_counter() - started, 3)
     return took

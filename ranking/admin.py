@@ -99,6 +99,7 @@ class VariantInline(admin.StackedInline):
         "encoder_version",
         "min_score",
         "max_relative_drop",
+        "feedback_channel",
     ]
 
     def _frozen(self, obj) -> bool:

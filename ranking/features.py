@@ -44,6 +44,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("clip_rank_log", "log(1 + rank in the CLIP channel); depth + 1 when CLIP did not find it"),
     Feature("fts_rank_log", "log(1 + rank in the full-text channel); depth + 1 when not found"),
     Feature("caption_rank_log", "log(1 + rank in the caption-vector channel); depth + 1 when not found"),
+    Feature("feedback_rank_log", "log(1 + rank in the feedback channel); its own depth + 1 when not found"),
+    # The channel's similarity-weighted lift of the smoothed click rate over the collection's
+    # (feedback.click_graph): how strongly people who asked this, or something near it, chose the image.
+    Feature("feedback_score", "the feedback channel's score; 0 when it did not find the image"),
     Feature("first_stage_score", "the score the first stage (fusion, or CLIP alone) ranked by"),
     Feature("first_stage_rank_log", "log(1 + position in the first-stage order)"),
     Feature("impressions_log", "log(1 + times the image was shown)"),
@@ -60,7 +64,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("pixels_log", "log(width x height)"),
 )
 NAMES: list[str] = [feature.name for feature in FEATURES]
-CHANNELS = ("clip", "fts", "caption")
+CHANNELS = ("clip", "fts", "caption", "feedback")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Candidate:
     first_stage_rank: int
     channel_ranks: Mapping[str, int]
     clip_cosine: float | None = None
+    feedback_score: float = 0.0  # the feedback channel's score (feedback.click_graph); 0 when it did not find it
 
 
 @dataclass(frozen=True)
@@ -104,17 +109,22 @@ def feature_matrix(
 ) -> np.ndarray:
     """Rows in candidate order, columns in ``NAMES`` order. Pure: the same inputs give the same matrix."""
     rows = np.zeros((len(candidates), len(FEATURES)), dtype=np.float64)
-    missing_rank = math.log1p(depth + 1)
+    # The feedback channel goes its own depth whatever the page: its "not found" must not move with the
+    # candidate depth (a reranked search's 100 against a plain first page's 25), or the same image on the
+    # same query would get two rows.
+    missing = {c: math.log1p(depth + 1) for c in CHANNELS}
+    missing["feedback"] = math.log1p(settings.LOUPE_FEEDBACK_CHANNEL_DEPTH + 1)
     for i, candidate in enumerate(candidates):
         fact = facts.get(candidate.image_id) or ImageFacts(width=1, height=1, clip_cosine=None)
         cosine = candidate.clip_cosine if candidate.clip_cosine is not None else fact.clip_cosine
         channel_rank = [
-            math.log1p(candidate.channel_ranks[c]) if c in candidate.channel_ranks else missing_rank for c in CHANNELS
+            math.log1p(candidate.channel_ranks[c]) if c in candidate.channel_ranks else missing[c] for c in CHANNELS
         ]
         image_ctr = smoothed(fact.clicks, fact.examinations, rates.ctr)
         rows[i] = [
             cosine if cosine is not None else 0.0,
             *channel_rank,
+            candidate.feedback_score,
             candidate.first_stage_score,
             math.log1p(candidate.first_stage_rank),
             math.log1p(fact.impressions),

@@ -107,7 +107,8 @@ class ArmConfig(models.Model):
     """How search serves: which ranker (if any), how deep it reranks, which encoder, which result cut.
 
     Empty fields mean "as production does": the active ranker, ``LOUPE_RERANK_DEPTH``, the serving
-    encoder, ``LOUPE_MIN_SCORE`` / ``LOUPE_MAX_RELATIVE_DROP``. A request's own thresholds still win.
+    encoder, ``LOUPE_MIN_SCORE`` / ``LOUPE_MAX_RELATIVE_DROP``, ``LOUPE_FEEDBACK_CHANNEL``. A request's own
+    thresholds still win.
     """
 
     use_reranker = models.BooleanField(default=True, help_text="Off: serve the first-stage (embedding/fusion) order.")
@@ -135,7 +136,21 @@ class ArmConfig(models.Model):
         null=True, blank=True, help_text="Dynamic threshold (drop from the best score); empty: the setting."
     )
 
-    CONFIG_FIELDS = ("use_reranker", "ranker", "rerank_depth", "encoder_version", "min_score", "max_relative_drop")
+    feedback_channel = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="The feedback retrieval channel (images chosen for this or nearby queries); empty: the setting.",
+    )
+
+    CONFIG_FIELDS = (
+        "use_reranker",
+        "ranker",
+        "rerank_depth",
+        "encoder_version",
+        "min_score",
+        "max_relative_drop",
+        "feedback_channel",
+    )
 
     class Meta:
         abstract = True
@@ -158,6 +173,8 @@ class ArmConfig(models.Model):
             parts.append(f"min score {self.min_score}")
         if self.max_relative_drop is not None:
             parts.append(f"max drop {self.max_relative_drop}")
+        if self.feedback_channel is not None:
+            parts.append(f"feedback channel {'on' if self.feedback_channel else 'off'}")
         return ", ".join(parts)
 
     def clean(self) -> None:

@@ -37,6 +37,7 @@ class ServingPlan:
     encoder_version_id: int | None = None
     min_score: float | None = None
     max_relative_drop: float | None = None
+    feedback_channel: bool | None = None  # None: LOUPE_FEEDBACK_CHANNEL
     teams: tuple[Team, Team] | None = None  # interleaving
 
     @property
@@ -92,6 +93,7 @@ def plan_search(viewer: Viewer | None, *, rerank_allowed: bool) -> ServingPlan:
         encoder_version_id=_merged(base, arm, "encoder_version_id"),
         min_score=_merged(base, arm, "min_score"),
         max_relative_drop=_merged(base, arm, "max_relative_drop"),
+        feedback_channel=_merged(base, arm, "feedback_channel"),
         teams=teams,
     )
 

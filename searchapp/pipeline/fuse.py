@@ -3,7 +3,9 @@ or a convex combination of normalised scores: ``collection.fusion``).
 
 With CLIP alone its order is the first stage, unchanged. An image a text channel cannot find (no
 caption, no text document) is not penalised for missing from that channel's list: each channel's
-rows say which images it could have found, so eligibility needs no extra query.
+rows say which images it could have found, so eligibility needs no extra query. The feedback channel
+(images chosen for this query or for past queries near it) can judge every image, as CLIP can: an
+image nobody chose scores 0 there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django.conf import settings
 from collection.fusion import CONVEX, convex_fusion, reciprocal_rank_fusion
 from collection.fusion_setting import Fusion
 from ranking.features import Candidate
-from searchapp.pipeline.retrieve import Retrieved
+from searchapp.pipeline.retrieve import FEEDBACK, Retrieved
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,14 @@ def first_stage(retrieved: Retrieved, fusion: Fusion) -> list[Ranked]:
 
 
 def fused_weights(retrieved: Retrieved, fusion: Fusion) -> dict[str, float]:
-    """The weight of each channel that took part: the fitted fusion's, else the channel's own."""
+    """The weight of each channel that took part: the fitted fusion's, else the channel's own.
+
+    A fit on held-out captions knows nothing of feedback, so the feedback channel keeps its own weight
+    unless a fit names it."""
     if fusion.weights is None:
         return dict(retrieved.weights)
-    return {name: fusion.weights.get(name, 0.0) for name in retrieved.rankings}
+    own = {FEEDBACK: retrieved.weights.get(FEEDBACK, 0.0)}
+    return {name: fusion.weights.get(name, own.get(name, 0.0)) for name in retrieved.rankings}
 
 
 def text_flags(retrieved: Retrieved) -> tuple[dict[int, bool], dict[int, bool]]:
@@ -68,7 +74,10 @@ def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) 
     else:
         ids = {name: [n.id for n in ranking] for name, ranking in retrieved.rankings.items()}
         order = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
+    chosen = {n.id: n.score for n in retrieved.rankings.get(FEEDBACK, ())}
     return [
-        Candidate(c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id))
+        Candidate(
+            c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id), chosen.get(c.image_id, 0.0)
+        )
         for position, c in enumerate(order, 1)
     ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from django.conf import settings
+
 from collection.encoders import Encoder
 from collection.fusion_setting import Fusion
 from collection.metadata import image_dates
@@ -23,7 +25,7 @@ from searchapp.pipeline.fuse import first_stage, fused_weights
 from searchapp.pipeline.plan import Depths, OrderKey
 from searchapp.pipeline.request import DATE, ValidSearch
 from searchapp.pipeline.rerank import Reranked, RerankInput, rank
-from searchapp.pipeline.retrieve import retrieve
+from searchapp.pipeline.retrieve import feedback_channel_serves, retrieve
 from searchapp.result_cache import result_cache
 
 
@@ -125,6 +127,11 @@ def order_key(
         # The fusion and the weights it will use: a calibration that changes them is a new key at once.
         fusion=fusion.key if depths.fusing else (),
         fusion_weights=(version.channel_weight, *channel_weights()) if depths.fusing else (),
+        feedback_channel=(
+            (settings.LOUPE_FEEDBACK_CHANNEL_WEIGHT, settings.LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY)
+            if feedback_channel_serves(search, plan)
+            else None
+        ),
         rerank_depth=plan.rerank_depth,
         ranker_version_id=plan.ranker.version.pk if plan.ranker is not None else None,
         min_score=request.min_score,

@@ -77,6 +77,7 @@ class OrderKey:
     text_depth: int
     fusion: tuple  # (method, weights) of collection.fusion_setting.Fusion; () without text channels
     fusion_weights: tuple[float, ...]  # the channels' own weights; () without text channels
+    feedback_channel: tuple[float, float] | None  # the feedback channel's (weight, min similarity); None: off
     rerank_depth: int
     ranker_version_id: int | None
     min_score: float | None  # the request's thresholds, then the serving configuration's

@@ -1,4 +1,5 @@
-"""Retrieve: encode the query and fetch each channel's candidates (CLIP, and the text channels for text).
+"""Retrieve: encode the query and fetch each channel's candidates (CLIP, and for text the text channels and
+the feedback channel: images people chose for this query or for past queries near it).
 
 The text channels (``collection.text_channels``) start first and run while CLIP encodes; the CLIP
 list is cut by the score thresholds (``collection.cut``) before fusion, so a weak tail never enters it.
@@ -19,9 +20,13 @@ from collection.models import EncoderVersion, Image, ImageEmbedding
 from collection.text_channels import start_text_channels
 from core.errors import UnknownImage
 from core.replicas import read_alias
+from feedback.click_graph import chosen_images
+from feedback.impressions import query_key
 from ranking.experiments.serving import ServingPlan
 from searchapp.pipeline.plan import Depths
 from searchapp.pipeline.request import NotIndexed, SearchRequest, ValidSearch
+
+FEEDBACK = "feedback"  # the feedback channel's name in the rankings, the fusion weights and the features
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Retrieved:
     """Each channel's ranked candidates and fusion weight, and the query's CLIP vector."""
 
     vector: np.ndarray
-    rankings: dict[str, list[Neighbour]]  # "clip" first, then the text channels that found anything
+    rankings: dict[str, list[Neighbour]]  # "clip" first, then the text channels and feedback that found anything
     weights: dict[str, float]  # the channels in ``rankings``, with their fusion weights
     encode_seconds: float
     retrieve_seconds: float
@@ -72,6 +77,17 @@ def retrieve(
         found = text_channels()
         rankings.update(found.rankings)
         weights.update(found.weights)
+    if feedback_channel_serves(search, plan):
+        chosen = chosen_images(
+            version,
+            vector,
+            query_key(search.text),
+            depth=settings.LOUPE_FEEDBACK_CHANNEL_DEPTH,
+            min_similarity=settings.LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY,
+        )
+        if chosen:  # a query nobody near has chosen from fuses exactly as without the channel
+            rankings[FEEDBACK] = chosen
+            weights[FEEDBACK] = settings.LOUPE_FEEDBACK_CHANNEL_WEIGHT
     retrieved = time.perf_counter()
     return Retrieved(
         vector=vector,
@@ -80,6 +96,14 @@ def retrieve(
         encode_seconds=encoded - started,
         retrieve_seconds=retrieved - encoded,
     )
+
+
+def feedback_channel_serves(search: ValidSearch, plan: ServingPlan) -> bool:
+    """Whether the feedback channel (``feedback.click_graph``) joins this search: the arm's or production's
+    switch, else the setting; text searches without filters. Its top lists are per query, not per tag or
+    metadata value, so a filtered search would get images the filter excludes; it keeps the other channels."""
+    switched_on = plan.feedback_channel if plan.feedback_channel is not None else settings.LOUPE_FEEDBACK_CHANNEL
+    return switched_on and search.kind == "text" and not search.tags and not search.metadata
 
 
 def stored_vector(version: EncoderVersion, image_id: int) -> np.ndarray:

@@ -10,16 +10,18 @@ from ranking.registry import save_candidate
 
 @pytest.fixture
 def reversing_ranker(settings, tmp_path):
-    """A real LightGBM ranker that learned to prefer *low* CLIP cosine: the embedding order upside down."""
+    """A real LightGBM ranker that learned to prefer the *last* first-stage positions: the embedding order upside down.
+
+    It learns from the position column at the values serving gives it (log(1 + position)); learned from a
+    uniform random CLIP cosine instead, its splits fell outside the demo model's narrow band of cosines
+    whenever the feature count changed the random draws, and it served the embedding order unchanged."""
     settings.VAR_DIR = tmp_path
     rng = np.random.default_rng(0)
     groups = 60
     X = rng.random((groups * 10, len(NAMES)))
-    cosine = X[:, NAMES.index("clip_cosine")]
+    X[:, NAMES.index("first_stage_rank_log")] = np.tile(np.log1p(np.arange(1, 11)), groups)
     y = np.zeros(len(X))
-    for g in range(groups):
-        block = slice(g * 10, g * 10 + 10)
-        y[g * 10 + int(np.argmin(cosine[block]))] = 1
+    y[9::10] = 1  # the last position of each group
     trained = train_ranker(RankingData(X, y, [10] * groups, feature_names=NAMES), rounds=40)
     now = timezone.now()
     return save_candidate(

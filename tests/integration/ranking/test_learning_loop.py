@@ -18,6 +18,14 @@ QUERY = "a test picture"
 
 
 @pytest.fixture(autouse=True)
+def first_stage_without_feedback(settings):
+    """These tests check that the ranker learns what the first stage does not know. The feedback channel
+    (feedback.click_graph) puts the users' favourite into the first stage after the first refresh, which
+    leaves a ranker nothing to gain over it; tests/integration/feedback/test_click_graph.py covers it."""
+    settings.LOUPE_FEEDBACK_CHANNEL = False
+
+
+@pytest.fixture(autouse=True)
 def fresh_ranker(settings, tmp_path):
     settings.LOUPE_RANKER_CHECK_SECONDS = 0
     settings.VAR_DIR = tmp_path

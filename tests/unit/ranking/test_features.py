@@ -59,3 +59,15 @@ def test_a_query_with_no_history_carries_no_signal_in_its_click_rate():
         query_clicks=30,
     )
     assert row(Candidate(1, 0.5, 1, {"clip": 1}), {1: repeated})[COLUMN["query_ctr"]] > 0.6
+
+
+def test_the_feedback_channel_features(settings):
+    """Its rank and score when it found the image; when not, a rank that the candidate depth does not move, so a
+    reranked search (depth 100) and a plain first page (depth 25) log the same row for the same image."""
+    settings.LOUPE_FEEDBACK_CHANNEL_DEPTH = 50
+    found = row(Candidate(7, 0.8, 3, {"clip": 5, "feedback": 2}, 0.31, feedback_score=0.42))
+    assert found[COLUMN["feedback_rank_log"]] == pytest.approx(math.log1p(2))
+    assert found[COLUMN["feedback_score"]] == pytest.approx(0.42)
+    shallow, deep = (row(Candidate(7, 0.8, 3, {"clip": 5}, 0.31), depth=d) for d in (25, 100))
+    assert shallow[COLUMN["feedback_rank_log"]] == deep[COLUMN["feedback_rank_log"]] == pytest.approx(math.log1p(51))
+    assert shallow[COLUMN["feedback_score"]] == 0.0
