@@ -10,7 +10,7 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.contrib.postgres.search import SearchVectorField
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import OuterRef
+from django.db.models import Exists, OuterRef
 from pgvector.django import VectorField
 
 
@@ -83,6 +83,11 @@ class Image(models.Model):
     # The partner's fields (date taken, author, licence, ...), checked against the declared MetadataFields
     # by collection.metadata.validate_metadata before they are stored.
     metadata = models.JSONField(default=dict, blank=True)
+    # Who may take it down through the API (collection.takedown): the partner key that ingested it; empty for
+    # the CLI and the admin, whose images only staff and the CLI may remove.
+    ingested_by = models.CharField(
+        max_length=16, blank=True, default="", help_text="Prefix of the API key that ingested it (empty: CLI, admin)."
+    )
 
     class Meta:
         indexes = [
@@ -114,7 +119,9 @@ class Image(models.Model):
         """These images (without their full-text document) and their caption texts, in one query."""
 
         texts = Caption.objects.filter(image_id=OuterRef("pk")).order_by("position", "pk").values("text")
-        images = list(cls.objects.filter(pk__in=ids).defer("text_document").annotate(_captions=ArraySubquery(texts)))
+        # Images fenced by a takedown whose batch has not run yet are no longer shown (collection.takedown).
+        shown = cls.objects.filter(pk__in=ids).exclude(Exists(RemovedImage.objects.filter(image_id=OuterRef("pk"))))
+        images = list(shown.defer("text_document").annotate(_captions=ArraySubquery(texts)))
         for image in images:
             image._caption_texts = image._captions
         return images
@@ -360,3 +367,39 @@ class EmbedChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.pk} of embed run {self.run_id}"
+
+
+class RemovedImage(models.Model):
+    """An image taken down (``collection.takedown``): the record of it, and the fence that keeps it out of training.
+
+    Written for every id of a takedown in one commit before the first batch is deleted, so a training
+    build that runs while the batches delete sees none of the images rather than some; afterwards the
+    feedback rows that showed the image are detached (their image is NULL) and the fence still names
+    the id for anything that kept it (a file cache, an export). Image ids are never reused.
+    """
+
+    image_id = models.BigIntegerField(unique=True, help_text="The removed image's id.")
+    sha256 = models.CharField(max_length=64, help_text="Its content hash, to answer 'was this file taken down?'.")
+    requested_by = models.CharField(max_length=200, help_text="Who asked: a partner key, an admin user, the CLI.")
+    removed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-removed_at", "-image_id"]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} taken down at {self.removed_at:%Y-%m-%d %H:%M}"
+
+
+class CollectionGeneration(models.Model):
+    """One row whose ``value`` goes up in every transaction that removes images (``collection.generation``).
+
+    Web processes keep search orders and image rows in memory (``searchapp.result_cache``); each reads
+    this row at most every ``LOUPE_COLLECTION_CHECK_SECONDS`` and drops them when it moved, so a takedown
+    leaves every process's answers at once rather than after the caches' time to live.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"collection generation {self.value}"

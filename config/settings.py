@@ -402,6 +402,9 @@ LOUPE_MIN_SCORE = env.float("LOUPE_MIN_SCORE", default=-1.0)
 LOUPE_MAX_RELATIVE_DROP = env.float("LOUPE_MAX_RELATIVE_DROP", default=0.0)  # 0 = off
 # A repeated query reuses its whole served order (retrieval, fusion, reranking) for this long (0: off).
 LOUPE_RESULT_CACHE_SECONDS = env.float("LOUPE_RESULT_CACHE_SECONDS", default=60.0)
+# How often a web process reads the collection's generation (one row by primary key, ~0.2 ms) and drops its
+# cached orders and image rows when a takedown moved it: a removed image leaves every process within this.
+LOUPE_COLLECTION_CHECK_SECONDS = env.float("LOUPE_COLLECTION_CHECK_SECONDS", default=0.25)
 # Reciprocal-rank fusion: score = sum of weight / (RRF_K + rank) over the channels that can see an image.
 LOUPE_RRF_K = env.int("LOUPE_RRF_K", default=60)
 # Partner API: may callers without a key search? (Feedback and ingest always need a key with the scope.)

@@ -39,7 +39,7 @@ class ErasureSerializer(serializers.Serializer):
 
 class ShownSerializer(serializers.Serializer):
     position = serializers.IntegerField()
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     score = serializers.FloatField()
 
 
@@ -60,7 +60,7 @@ class ExportedSearchSerializer(serializers.Serializer):
 class ExportedClickSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField()
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     position = serializers.IntegerField()
     dwell_ms = serializers.IntegerField(allow_null=True)
     client_id = serializers.CharField()
@@ -70,7 +70,7 @@ class ExportedClickSerializer(serializers.Serializer):
 class ExportedRatingSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField(allow_null=True)
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     scale = serializers.CharField()
     value = serializers.IntegerField()
     query = serializers.CharField(allow_blank=True)

@@ -9,7 +9,9 @@ swap or exploration slice, pages from the same list, and is logged with its own 
 The key names everything the order depends on: the encoder version, the normalised query, tags,
 candidate depth, whether text channels ran, the ranker version and depth, and the cut thresholds.
 A newly promoted ranker or encoder is a new key at once. New images and new feedback priors reach a
-cached query within the time to live, which is the staleness this trades for speed.
+cached query within the time to live, which is the staleness this trades for speed. A takedown does
+not wait for it: it moves the collection's generation (``collection.generation``), and every process
+drops both caches on its next search after that (``drop_if_collection_changed``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 from django.conf import settings
 
+from collection.generation import watch
+
 
 class ResultCache:
     """Least recently used entries, each valid for ``ttl`` seconds from when it was stored."""
@@ -34,6 +38,7 @@ class ResultCache:
         self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        self.epoch = 0  # moves on each forget: a value computed from before it is not stored after it
 
     @staticmethod
     def ttl() -> float:
@@ -55,11 +60,15 @@ class ResultCache:
             self.hits += 1
         return self._mark(entry[1])
 
-    def put(self, key: Hashable, value) -> None:
+    def put(self, key: Hashable, value, epoch: int | None = None) -> None:
+        """Store ``value``; with ``epoch`` (read before computing it), only if nothing was forgotten since:
+        a search that read an image before its takedown must not put it back after the caches were dropped."""
         ttl = self.ttl()
         if ttl <= 0:
             return
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             self._entries[key] = (time.monotonic() + ttl, value)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
@@ -69,6 +78,7 @@ class ResultCache:
         with self._lock:
             self._entries.clear()
             self.hits = self.misses = 0
+            self.epoch += 1
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -80,6 +90,7 @@ def page_images(ids: list[int], load) -> dict:
     ms a page at 100k images. A changed caption or tag shows within the time to live, as new images do."""
     found = {}
     missing = []
+    epoch = image_cache.epoch
     for image_id in ids:
         image = image_cache.get(image_id)
         if image is None:
@@ -87,7 +98,7 @@ def page_images(ids: list[int], load) -> dict:
         else:
             found[image_id] = image
     for image in load(missing) if missing else ():
-        image_cache.put(image.pk, image)
+        image_cache.put(image.pk, image, epoch)
         found[image.pk] = image
     return found
 
@@ -97,3 +108,10 @@ def page_images(ids: list[int], load) -> dict:
 result_cache = ResultCache(max_entries=512, max_depth=200)
 # Image rows (with their caption texts) shared read-only by the pages that show them: a few KB each.
 image_cache = ResultCache(max_entries=4096, max_depth=0, mark=lambda image: image)
+
+
+def drop_if_collection_changed() -> None:
+    """Forget every cached order and image row when images were taken down since this process last looked."""
+    if watch.moved():
+        result_cache.forget()
+        image_cache.forget()

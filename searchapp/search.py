@@ -29,6 +29,7 @@ from searchapp.pipeline.plan import plan_depths
 from searchapp.pipeline.request import DATE, InvalidQuery, NotIndexed, SearchError, SearchRequest, ValidSearch, validate
 from searchapp.pipeline.response import SearchResponse, StageTimes, served_list
 from searchapp.pipeline.retrieve import stored_vector
+from searchapp.result_cache import drop_if_collection_changed
 
 # The names callers import from here: the pipeline's stages are its implementation.
 __all__ = [
@@ -78,6 +79,7 @@ class SearchService:
     def search(self, request: SearchRequest, viewer: Viewer | None = None) -> SearchResponse:
         """Run a search; with a ``viewer`` the served list is logged and the response carries its event id."""
         started = time.perf_counter()
+        drop_if_collection_changed()  # a takedown in any process: nothing removed is served from memory
         try:
             search = validate(request)
             # A date-sorted list compares no rankers: it is served by production's configuration, never an arm's.

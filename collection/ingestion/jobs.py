@@ -110,6 +110,7 @@ def ingest_job_item(item: IngestJobItem) -> None:
                     licence=item.licence,
                     attribution=item.attribution,
                     source=source,
+                    ingested_by=item.job.requested_by,
                 )
             item.image, item.outcome = image, Outcome.STORED if created else Outcome.DUPLICATE
             item.done_at = timezone.now()
@@ -124,9 +125,11 @@ def ingest_job_item(item: IngestJobItem) -> None:
 def run_job_chunk(job_id: int, first: int, last: int) -> ChunkResult:
     """Settle the job's pending items in positions ``first..last``; safe to run again (done items are skipped)."""
     IngestJob.objects.filter(pk=job_id, status=IngestJob.Status.QUEUED).update(status=IngestJob.Status.RUNNING)
-    pending = IngestJobItem.objects.filter(
-        job_id=job_id, position__gte=first, position__lte=last, outcome=Outcome.PENDING
-    ).order_by("position")
+    pending = (
+        IngestJobItem.objects.filter(job_id=job_id, position__gte=first, position__lte=last, outcome=Outcome.PENDING)
+        .select_related("job")
+        .order_by("position")
+    )  # the job names the key each new image belongs to
     done = 0
     for item in pending:
         ingest_job_item(item)

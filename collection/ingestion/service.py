@@ -45,6 +45,7 @@ def add_image(
     source: str = "",
     thumbnail: bytes | None = None,
     metadata: dict | None = None,
+    ingested_by: str = "",
 ) -> tuple[Image, bool]:
     """Store a validated image unless the same bytes are already in; returns (image, created).
 
@@ -52,6 +53,7 @@ def add_image(
     leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
     The attribution becomes a link on the image page, so anything but an http(s) URL is refused
     (``InvalidLink``) before anything is written. ``thumbnail``: its JPEG bytes, when made ahead.
+    ``ingested_by``: the partner key's prefix (API ingests), the one key that may take the image down.
     """
     attribution = checked_http_url(attribution.strip(), field="attribution")
     cleaned_metadata = validate_metadata(metadata or {})
@@ -76,6 +78,7 @@ def add_image(
                 "licence": licence[:300],
                 "attribution": attribution,
                 "metadata": cleaned_metadata,
+                "ingested_by": ingested_by,
             },
         )
         if created:

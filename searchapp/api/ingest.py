@@ -104,6 +104,7 @@ class AddImageView(APIView):
             attribution=data.get("attribution", ""),
             source=source,
             metadata=data.get("metadata"),
+            ingested_by=request.auth.prefix,  # the key that may take it down (collection.takedown)
         )
         indexed = embed_new_images([image.pk])
         body = {"created": created, "indexed": indexed, "image": image}

@@ -51,6 +51,7 @@ def served_order(
     found = result_cache.get(key) if key is not None else None
     if found is not None:
         return found
+    epoch = result_cache.epoch
     retrieved = retrieve(encoder, version, search, depths, plan)
     ranking_started = time.perf_counter()
     query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
@@ -66,7 +67,7 @@ def served_order(
         rank_seconds=time.perf_counter() - ranking_started,
     )
     if key is not None:
-        result_cache.put(key, made)
+        result_cache.put(key, made, epoch)
     return made
 
 

@@ -1,0 +1,122 @@
+"""Takedowns: remove images by id with every trace of them, in batches that hold locks for milliseconds.
+
+What goes, by the foreign keys' ``on_delete`` (so a table keyed by image added later goes too): the
+Image row with its full-text document, captions and their vectors, image vectors under every encoder
+version, cached tower outputs; the files and thumbnails on disk once the batch commits; and, through
+``images_removed``, whatever an upper layer keeps outside the database (the fine-tuning hidden-state
+files, ``ranking.finetune.tower_inputs``).
+
+What stays, detached: impressions, clicks and ratings keep their rows with the image set to NULL
+(docs/security.md, "Takedowns"). Deleting them would take a click out of its search, and the position
+curve (``ranking.propensity``), click-through rates and the analytics count positions and clicks of
+every list; a list with a hole at position 3 still says that positions 1, 2 and 4 were shown. Every
+reader that learns about images leaves detached rows out (``kept_images``), so no training set,
+fine-tuning pair or summary names the image again.
+
+Order of work: the fence (``RemovedImage`` for every id, and the generation bump) commits first, so
+pages stop showing the images and training builds stop reading them before the first batch; then
+batches of ``BATCH`` images, each its own transaction. A search never waits on a takedown (readers do
+not block on deletes under MVCC); what waits is a write that touches the same rows (a click's
+impression, a log naming a removed image), for one batch at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
+from django.dispatch import Signal
+
+from collection.generation import bump
+from collection.models import Image, RemovedImage
+
+logger = logging.getLogger(__name__)
+
+# Images per transaction. Measured on the 2-core dev machine (bench/takedown.py, docs/performance.md): a
+# batch of 500 with captions, two vectors and feedback commits in ~0.2 s; a search meanwhile is not slowed.
+BATCH = 500
+REMOVED_TABLE = RemovedImage._meta.db_table
+
+# Sent after each batch commits, with ``image_ids``: layers above the collection forget what they keep
+# of those images outside the database (collection cannot import them; they connect in their AppConfig).
+images_removed = Signal()
+
+
+@dataclass(frozen=True)
+class Takedown:
+    """What a takedown removed, and how long its longest transaction held its locks."""
+
+    removed: list[int]
+    unknown: list[int]  # ids that named no image (never existed, or already taken down)
+    batches: int
+    longest_batch_seconds: float
+
+
+def remove_images(image_ids: Iterable[int], *, requested_by: str, batch: int | None = None) -> Takedown:
+    """Take these images down: fence first, then delete in batches; files go when each batch commits."""
+    wanted = sorted({int(i) for i in image_ids})
+    found = dict(Image.objects.filter(pk__in=wanted).values_list("pk", "sha256"))
+    ids = sorted(found)
+    unknown = [i for i in wanted if i not in found]
+    if not ids:
+        return Takedown([], unknown, 0, 0.0)
+    with transaction.atomic():
+        RemovedImage.objects.bulk_create(
+            [RemovedImage(image_id=i, sha256=found[i], requested_by=requested_by[:200]) for i in ids],
+            batch_size=1000,
+            ignore_conflicts=True,  # an interrupted takedown asked again
+        )
+        bump()
+    size = batch or BATCH
+    longest = 0.0
+    for start in range(0, len(ids), size):
+        began = time.perf_counter()
+        _delete_batch(ids[start : start + size])
+        longest = max(longest, time.perf_counter() - began)
+    logger.info("took down %d images for %s (%d unknown ids)", len(ids), requested_by, len(unknown))
+    return Takedown(ids, unknown, -(-len(ids) // size), longest)
+
+
+def _delete_batch(ids: list[int]) -> None:
+    with transaction.atomic():
+        files = [name for pair in Image.objects.filter(pk__in=ids).values_list("file", "thumbnail") for name in pair]
+        Image.objects.filter(pk__in=ids).delete()
+        bump()
+        transaction.on_commit(partial(_after_commit, ids, files))
+
+
+def _after_commit(ids: list[int], files: list[str]) -> None:
+    """Remove the batch's files (a rolled-back batch keeps them) and tell the upper layers."""
+    # Files are stored by content: the same bytes ingested again since would own the same name.
+    names = [name for name in files if name]
+    still_used = set(Image.objects.filter(file__in=names).values_list("file", flat=True))
+    still_used |= set(Image.objects.filter(thumbnail__in=names).values_list("thumbnail", flat=True))
+    root = Path(settings.MEDIA_ROOT)
+    for name in names:
+        if name not in still_used:
+            (root / name).unlink(missing_ok=True)
+    images_removed.send(sender=Image, image_ids=ids)
+
+
+def unfinished() -> list[int]:
+    """Ids fenced by a takedown whose batch never ran (the process died): ``manage.py remove --resume``."""
+    fenced = Image.objects.filter(Exists(RemovedImage.objects.filter(image_id=OuterRef("pk"))))
+    return list(fenced.order_by("pk").values_list("pk", flat=True))
+
+
+def kept_images(rows: QuerySet, image: str = "image") -> QuerySet:
+    """``rows`` (impressions, clicks, ratings) without those of taken-down images: detached or still fenced."""
+    fence = RemovedImage.objects.filter(image_id=OuterRef(f"{image}_id"))
+    return rows.filter(**{f"{image}__isnull": False}).exclude(Exists(fence))
+
+
+def kept_image_sql(column: str) -> str:
+    """The same fence as ``kept_images`` for raw SQL: ``column`` names an image id."""
+    return f"({column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {REMOVED_TABLE} r WHERE r.image_id = {column}))"
