@@ -36,6 +36,7 @@ from django.dispatch import Signal
 
 from collection.generation import bump
 from collection.models import Image, RemovedImage
+from core.errors import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,19 @@ REMOVED_TABLE = RemovedImage._meta.db_table
 # Sent after each batch commits, with ``image_ids``: layers above the collection forget what they keep
 # of those images outside the database (collection cannot import them; they connect in their AppConfig).
 images_removed = Signal()
+
+
+class NotYourImage(Refused):
+    """A partner key asked to take down an image another key (or the operator) ingested."""
+
+    code = "not_your_image"
+    status = 403
+
+
+def check_may_remove(image: Image, partner_prefix: str) -> None:
+    """A partner key may take down only the images it ingested (``Image.ingested_by``); staff and the CLI any."""
+    if image.ingested_by != partner_prefix:
+        raise NotYourImage(f"Image {image.pk} was not ingested with this API key; only its owner may take it down.")
 
 
 @dataclass(frozen=True)

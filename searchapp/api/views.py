@@ -6,7 +6,9 @@ import hashlib
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +17,7 @@ from collection.images import read_upload
 from collection.models import Image
 from collection.tag_stats import tag_suggestions
 from collection.tags import split_tag_list
+from collection.takedown import check_may_remove, remove_images
 from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
@@ -114,10 +117,41 @@ def _get_image(image_id: int) -> Image:
     return image
 
 
+class CatalogueWrite(BasePermission):
+    """Reading is open; changing the catalogue needs a key with the ``ingest`` scope, or staff allowed to delete
+    images in the admin (a browser session, CSRF checked)."""
+
+    message = "Changing the catalogue needs an API key with the 'ingest' scope."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        if isinstance(request.auth, ApiKey):
+            return "ingest" in request.auth.scopes
+        return request.user.has_perm("searchapp.delete_image")
+
+
 class ImageDetailView(APIView):
+    permission_classes = [CatalogueWrite]
+
     @extend_schema(summary="One image of the collection", responses={200: ImageSerializer, 404: ErrorSerializer})
     def get(self, request: Request, image_id: int) -> Response:
         return Response(ImageSerializer(_get_image(image_id), context={"request": request}).data)
+
+    @extend_schema(
+        summary="Take an image down: gone from every search at once, with its files and vectors",
+        description="A key may take down only the images it ingested. Its feedback is kept detached and never "
+        "trains again; see docs/api.md, 'Takedowns'.",
+        responses={204: None, **ERRORS},
+    )
+    def delete(self, request: Request, image_id: int) -> Response:
+        image = _get_image(image_id)
+        partner = request.auth if isinstance(request.auth, ApiKey) else None
+        if partner is not None:
+            check_may_remove(image, partner.prefix)
+        who = f"partner key {partner.prefix}" if partner else f"admin {request.user.get_username()}"
+        remove_images([image.pk], requested_by=who)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ImageCaptionsView(APIView):
