@@ -141,7 +141,7 @@ class ImageDetailView(APIView):
     @extend_schema(
         summary="Take an image down: gone from every search at once, with its files and vectors",
         description="A key may take down only the images it ingested. Its feedback is kept detached and never "
-        "trains again; see docs/api.md, 'Takedowns'.",
+        "trains again; see docs/security.md, 'Takedowns'.",
         responses={204: None, **ERRORS},
     )
     def delete(self, request: Request, image_id: int) -> Response:

@@ -115,7 +115,7 @@ def test_feedback_is_kept_detached_and_never_trains_again(service, collection):
     assert Rating.objects.get(client_id="rating-a").image_id is None
     assert swap_counts(None, 5)[2].normal_lower_clicks == swaps_before[2].normal_lower_clicks
     rows_after, images_after = trained_images()
-    assert clicked not in images_after and other in images_after
+    assert clicked not in images_after and other in images_after and None not in images_after  # nor a detached None
     # The first search's group goes (its one positive was the removed image); the second loses that one row.
     assert rows_after == rows_before - 8 - 1
     refresh_summaries()  # the views refresh with detached rows
