@@ -28,7 +28,9 @@ from collection.models import (
     IngestJobItem,
     MetadataField,
     NearDuplicate,
+    RemovedImage,
 )
+from collection.takedown import remove_images
 from core.links import InvalidLink, checked_http_url
 
 
@@ -58,9 +60,21 @@ class ImageForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
 
 
+@admin.action(description="Take down selected images", permissions=["delete"])
+def take_down(modeladmin, request, queryset) -> None:
+    """Every trace of the selected images, as ``DELETE /api/v1/images/<id>`` does (``collection.takedown``)."""
+    done = remove_images(queryset.values_list("pk", flat=True), requested_by=f"admin {request.user.get_username()}")
+    modeladmin.message_user(
+        request,
+        f"Took down {len(done.removed)} image(s) in {done.batches} batch(es); their feedback is kept detached.",
+        messages.SUCCESS,
+    )
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     form = ImageForm
+    actions = [take_down]
     list_display = [
         "id",
         "preview",
@@ -132,6 +146,37 @@ class ImageAdmin(admin.ModelAdmin):
             condition, params = metadata.sql(Image._meta.db_table)
             queryset = queryset.extra(where=[condition], params=params)
         return super().get_search_results(request, queryset, rest)
+
+    def get_actions(self, request):
+        # Django's own delete would leave the files, the fence and the other processes' caches behind.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_model(self, request, obj: Image) -> None:
+        """The change page's Delete button: a takedown too."""
+        remove_images([obj.pk], requested_by=f"admin {request.user.get_username()}")
+
+    def delete_queryset(self, request, queryset) -> None:
+        remove_images(queryset.values_list("pk", flat=True), requested_by=f"admin {request.user.get_username()}")
+
+
+@admin.register(RemovedImage)
+class RemovedImageAdmin(admin.ModelAdmin):
+    """The record of takedowns (read-only: each row fences its image off every training set)."""
+
+    list_display = ["image_id", "sha256", "requested_by", "removed_at"]
+    search_fields = ["=image_id", "=sha256", "requested_by"]
+    list_filter = ["removed_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(FusionSetting)

@@ -10,7 +10,7 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.contrib.postgres.search import SearchVectorField
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import OuterRef
+from django.db.models import Exists, OuterRef
 from pgvector.django import VectorField
 
 
@@ -134,8 +134,13 @@ class Image(models.Model):
         """These images (without their full-text document) and their caption texts, in one query (on ``using``)."""
 
         texts = Caption.objects.filter(image_id=OuterRef("pk")).order_by("position", "pk").values("text")
-        found = cls.objects.using(using).filter(pk__in=ids).defer("text_document")
-        images = list(found.annotate(_captions=ArraySubquery(texts)))
+        # Images fenced by a takedown whose batch has not run yet are no longer shown (collection.takedown).
+        found = (
+            cls.objects.using(using)
+            .filter(pk__in=ids)
+            .exclude(Exists(RemovedImage.objects.using(using).filter(image_id=OuterRef("pk"))))
+        )
+        images = list(found.defer("text_document").annotate(_captions=ArraySubquery(texts)))
         for image in images:
             image._caption_texts = image._captions
         return images
@@ -432,3 +437,24 @@ class NearDuplicateScan(models.Model):
 
     def __str__(self) -> str:
         return f"near-duplicate scan of v{self.encoder_version_id} up to image {self.last_image_id}"
+
+
+class RemovedImage(models.Model):
+    """An image taken down (``collection.takedown``): the record of it, and the fence that keeps it out of training.
+
+    Written for every id of a takedown in one commit before the first batch is deleted, so a training
+    build that runs while the batches delete sees none of the images rather than some; afterwards the
+    feedback rows that showed the image are detached (their image is NULL) and the fence still names
+    the id for anything that kept it (a file cache, an export). Image ids are never reused.
+    """
+
+    image_id = models.BigIntegerField(unique=True, help_text="The removed image's id.")
+    sha256 = models.CharField(max_length=64, help_text="Its content hash, to answer 'was this file taken down?'.")
+    requested_by = models.CharField(max_length=200, help_text="Who asked: a partner key, an admin user, the CLI.")
+    removed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-removed_at", "-image_id"]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} taken down at {self.removed_at:%Y-%m-%d %H:%M}"

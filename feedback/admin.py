@@ -45,6 +45,8 @@ def erase_users(modeladmin, request, queryset) -> None:
 
 
 def thumbnail(image) -> str:
+    if image is None:  # taken down: the feedback row is kept, detached (collection.takedown)
+        return "taken down"
     return format_html('<img src="{}" alt="" class="loupe-thumb">', image.thumbnail.url)
 
 

@@ -80,7 +80,9 @@ class Impression(models.Model):
     """One image as shown in one event's list."""
 
     event = models.ForeignKey(SearchEvent, on_delete=models.CASCADE, related_name="impressions")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="impressions")
+    # A taken-down image leaves its impressions, clicks and ratings detached (NULL; collection.takedown): the
+    # list keeps its positions, so the other images' position statistics stay right.
+    image = models.ForeignKey(Image, null=True, on_delete=models.SET_NULL, related_name="impressions")
     position = models.PositiveIntegerField(help_text="1-based, over the whole ranked list (page 2 starts after 1).")
     score = models.FloatField()
     features = ArrayField(models.FloatField(), default=list, blank=True, help_text="In event.feature_names order.")
@@ -101,7 +103,7 @@ class Impression(models.Model):
 
 class Click(models.Model):
     event = models.ForeignKey(SearchEvent, on_delete=models.CASCADE, related_name="clicks")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="clicks")
+    image = models.ForeignKey(Image, null=True, on_delete=models.SET_NULL, related_name="clicks")
     position = models.PositiveIntegerField()
     user_key = models.CharField(max_length=200, help_text="Copied from the event, for the per-user cap.")
     client_id = models.CharField(max_length=64, help_text="Sender's id for this click: a resend is not doubled.")
@@ -128,7 +130,7 @@ class Rating(models.Model):
         STARS = "stars", "1-5 stars"
 
     user_key = models.CharField(max_length=200)
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ratings")
+    image = models.ForeignKey(Image, null=True, on_delete=models.SET_NULL, related_name="ratings")
     event = models.ForeignKey(SearchEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings")
     query_text = models.TextField(blank=True)
     scale = models.CharField(max_length=8, choices=Scale.choices)

@@ -73,7 +73,8 @@ def counted_clicks(event_ids: Iterable[uuid.UUID]) -> dict[tuple[uuid.UUID, int]
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT event_id, image_id, weight FROM {CLICK_TRUST_VIEW}"
-            " WHERE event_id = ANY(%s::uuid[]) AND weight > 0",
+            # A taken-down image's click is kept for position statistics but names no image (collection.takedown).
+            " WHERE event_id = ANY(%s::uuid[]) AND weight > 0 AND image_id IS NOT NULL",
             [ids],
         )
         return {(row[0], int(row[1])): float(row[2]) for row in cursor.fetchall()}

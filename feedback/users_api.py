@@ -39,7 +39,7 @@ class ErasureSerializer(serializers.Serializer):
 
 class ShownSerializer(serializers.Serializer):
     position = serializers.IntegerField()
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     score = serializers.FloatField()
 
@@ -61,7 +61,7 @@ class ExportedSearchSerializer(serializers.Serializer):
 class ExportedClickSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField()
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     position = serializers.IntegerField()
     dwell_ms = serializers.IntegerField(allow_null=True)
@@ -72,7 +72,7 @@ class ExportedClickSerializer(serializers.Serializer):
 class ExportedRatingSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     search = serializers.UUIDField(allow_null=True)
-    image = serializers.IntegerField()
+    image = serializers.IntegerField(allow_null=True, help_text="Null: the image was taken down since.")
     external_id = serializers.CharField(allow_null=True, help_text="Your id of the image, when it is yours.")
     scale = serializers.CharField()
     value = serializers.IntegerField()

@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
+from collection.takedown import kept_images
 from feedback.erasure import exclude_erased
 from feedback.models import Click, Impression, Rating, SearchEvent
 from feedback.trust import counted_clicks, search_trust
@@ -65,7 +66,9 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     for rating in Rating.objects.filter(event_id__in=ids).order_by("created_at"):
         ratings[(rating.event_id, rating.image_id)] = rating.utility  # the latest rating counts
     shown = defaultdict(list)
-    impressions = Impression.objects.filter(event_id__in=ids).order_by("position")
+    # A taken-down image's impressions are detached (collection.takedown): the list keeps its positions, the
+    # image leaves the training set.
+    impressions = kept_images(Impression.objects.filter(event_id__in=ids)).order_by("position")
     for event_id, image_id, position, features in impressions.values_list(
         "event_id", "image_id", "position", "features"
     ):

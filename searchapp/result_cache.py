@@ -8,9 +8,9 @@ swap or exploration slice, pages from the same list, and is logged with its own 
 
 The key names everything the order depends on: the encoder version, the normalised query, tags,
 candidate depth, whether text channels ran, the ranker version and depth, and the cut thresholds.
-A newly promoted ranker or encoder is a new key at once, and so is an edit of any stored image (the
-catalogue revision, ``collection.revisions``, read once per search). New images and new feedback priors
-reach a cached query within the time to live, which is the staleness this trades for speed.
+A newly promoted ranker or encoder is a new key at once, and so is an edit or a takedown of any stored
+image (the catalogue revision, ``collection.revisions``, read once per search). New images and new
+feedback priors reach a cached query within the time to live, which is the staleness this trades for speed.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Count, Q
 
+from collection.takedown import kept_image_sql, kept_images
 from feedback.erasure import exclude_erased, not_erased_sql
 from feedback.models import Click, Impression, Rating, SearchEvent
 from ranking.propensity import PropensityCurve
@@ -122,7 +123,7 @@ def _examinations(since: datetime | None, until: datetime, curve: PropensityCurv
         SELECT e.normalised_query, i.image_id, SUM((%s::float8[])[LEAST(i.position, %s)])
         FROM {IMPRESSION_TABLE} i JOIN {EVENT_TABLE} e ON e.id = i.event_id
         WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s AND {not_erased_sql("e")}
-              AND (%s::timestamptz IS NULL OR e.created_at >= %s)
+              AND {kept_image_sql("i.image_id")} AND (%s::timestamptz IS NULL OR e.created_at >= %s)
         GROUP BY 1, 2
     """
     with connection.cursor() as cursor:
@@ -136,7 +137,7 @@ def _clicks(since: datetime | None, until: datetime, short_click_ms: int) -> lis
         SELECT c.event_id, e.normalised_query, c.image_id, c.position
         FROM {CLICK_TABLE} c JOIN {EVENT_TABLE} e ON e.id = c.event_id
         WHERE e.kind = 'text' AND e.normalised_query <> '' AND e.created_at < %s AND {not_erased_sql("e")}
-              AND (%s::timestamptz IS NULL OR e.created_at >= %s)
+              AND {kept_image_sql("c.image_id")} AND (%s::timestamptz IS NULL OR e.created_at >= %s)
               AND (c.dwell_ms IS NULL OR c.dwell_ms >= %s)
     """
     with connection.cursor() as cursor:
@@ -151,7 +152,8 @@ def _shown_above(clicks: list[tuple]) -> dict:
     with connection.cursor() as cursor:
         for start in range(0, len(events), 5000):
             cursor.execute(
-                f"SELECT event_id, position, image_id FROM {IMPRESSION_TABLE} WHERE event_id = ANY(%s)",
+                f"SELECT event_id, position, image_id FROM {IMPRESSION_TABLE} "
+                f"WHERE event_id = ANY(%s) AND {kept_image_sql('image_id')}",
                 [events[start : start + 5000]],
             )
             for event_id, position, image_id in cursor.fetchall():
@@ -206,7 +208,8 @@ def _ratings(since: datetime | None, until: datetime) -> dict[tuple[str, int], f
         with_event &= Q(event__created_at__gte=since)
         without &= Q(created_at__gte=since)
     found: dict[tuple[str, int], float] = {}
-    rated = exclude_erased(Rating.objects.filter(with_event | without))  # an erased user's ratings: fenced off
+    # An erased user's ratings and a taken-down image's are fenced off.
+    rated = kept_images(exclude_erased(Rating.objects.filter(with_event | without)))
     for rating in rated.select_related("event").order_by("created_at"):
         query = rating.event.normalised_query if rating.event_id else " ".join(rating.query_text.lower().split())
         if query:

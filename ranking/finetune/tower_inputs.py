@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from django.conf import settings
 from PIL import Image as PILImage
 
 from collection.models import Image
 from collection.processor_input import bounded_for_processor
 from ranking.finetune.heads import TextStates, layout_of
+from ranking.finetune.state_files import states_root
 from ranking.finetune.towers import cached_image_pooled, fill_image_cache, open_stored
 
 CHUNK = 256  # images per cache file
@@ -91,7 +91,7 @@ def frozen_vision_fingerprint(model, layers: int) -> str:
 
 
 def states_dir(fingerprint: str) -> Path:
-    return Path(settings.VAR_DIR) / "tower_states" / fingerprint[:24]
+    return states_root() / fingerprint[:24]
 
 
 def _cached_ids(folder: Path) -> set[int]:

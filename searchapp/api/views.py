@@ -6,8 +6,9 @@ import hashlib
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +18,7 @@ from collection.images import read_upload
 from collection.models import Image
 from collection.tag_stats import tag_suggestions
 from collection.tags import split_tag_list
+from collection.takedown import remove_images
 from core.api_errors import ErrorSerializer
 from core.api_parsers import BoundedJSONParser
 from core.errors import UnknownImage
@@ -118,6 +120,18 @@ def _get_image(image_id: int) -> Image:
     return image
 
 
+class TakedownAllowed(BasePermission):
+    """A takedown needs a key with the ``ingest`` scope (catalogue writes), or staff allowed to delete images in
+    the admin (a browser session, CSRF checked), who may take down any catalogue's image."""
+
+    message = "Taking an image down needs an API key with the 'ingest' scope."
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.auth, ApiKey):
+            return "ingest" in request.auth.scopes
+        return request.user.has_perm("searchapp.delete_image")
+
+
 EXTERNAL_ID_PARAMETER = OpenApiParameter(
     "external_id", str, OpenApiParameter.PATH, description="Your id of the image, in /api/v1/images/ext:<external_id>."
 )
@@ -129,6 +143,8 @@ class ImageDetailView(APIView):
     def get_permissions(self):
         if self.request.method in SAFE_METHODS:
             return super().get_permissions()
+        if self.request.method == "DELETE":
+            return [TakedownAllowed()]
         return [scope_required("ingest")()]  # catalogue writes, like ingest
 
     @extend_schema(summary="One image of the collection", responses={200: ImageSerializer, 404: ErrorSerializer})
@@ -150,6 +166,23 @@ class ImageDetailView(APIView):
         changed = apply_changes(image, params.changes())
         return Response(ImageSerializer(_get_image(changed.pk), context={"request": request}).data)
 
+    @extend_schema(
+        summary="Take an image down: gone from every search at once, with its files and vectors",
+        description="A key may take down only its own catalogue's images; staff any. Its feedback is kept "
+        "detached and never trains again; see docs/security.md, 'Takedowns'.",
+        responses={204: None, **ERRORS},
+    )
+    def delete(self, request: Request, image_id: int | None = None, external_id: str | None = None) -> Response:
+        catalogue = catalogue_of(request)
+        if isinstance(request.auth, ApiKey):
+            image = own_image(catalogue, image_id=image_id, external_id=external_id)
+            who = f"partner key {request.auth.prefix}"
+        else:  # staff allowed to delete images (TakedownAllowed): any catalogue's
+            image = find_image(catalogue, image_id=image_id, external_id=external_id)
+            who = f"admin {request.user.get_username()}"
+        remove_images([image.pk], requested_by=who)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class ExternalImageDetailView(ImageDetailView):
     @extend_schema(
@@ -170,6 +203,15 @@ class ExternalImageDetailView(ImageDetailView):
     )
     def patch(self, request: Request, external_id: str) -> Response:
         return super().patch(request, external_id=external_id)
+
+    @extend_schema(
+        summary="Take an image of your catalogue down, named by your id",
+        operation_id="images_by_external_id_destroy",
+        parameters=[EXTERNAL_ID_PARAMETER],
+        responses={204: None, **ERRORS},
+    )
+    def delete(self, request: Request, external_id: str) -> Response:
+        return super().delete(request, external_id=external_id)
 
 
 class ImageCaptionsView(APIView):

@@ -19,8 +19,8 @@ from ranking.models import Experiment, Variant
 pytestmark = pytest.mark.django_db
 
 # Django's own delete action asks for the delete permission, which the "editor" below does not get; so
-# does erasing users' feedback (feedback.admin.erase_users), which deletes their rows.
-NEEDS_DELETE = {"delete_selected", "erase_users"}
+# do erasing users' feedback (feedback.admin.erase_users) and taking images down (collection.admin.take_down).
+NEEDS_DELETE = {"delete_selected", "erase_users", "take_down"}
 
 
 def _staff(username: str, *actions: str):
