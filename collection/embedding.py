@@ -134,6 +134,36 @@ def _chunks(prepared: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]
         yield chunk
 
 
+class ImageVectorBatches:
+    """Images with their tower input, embedded and stored a batch at a time: ingestion's embedding.
+
+    Ingesting and embedding in one pass decodes each file once (for validation, thumbnail and tower
+    input) instead of re-reading it from storage afterwards; rows are written by the caller's thread.
+    """
+
+    def __init__(self, encoder: Encoder, version: EncoderVersion, batch_size: int | None = None) -> None:
+        self.encoder = encoder
+        self.version = version
+        self.batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
+        self.embedded = 0
+        self._images: list[Image] = []
+        self._pixels: list[np.ndarray] = []
+
+    def add(self, image: Image, pixels: np.ndarray) -> None:
+        self._images.append(image)
+        self._pixels.append(pixels)
+        if len(self._images) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._images:
+            return
+        vectors, pooled = self.encoder.encode_pixels(np.stack(self._pixels))
+        _store_image_vectors(self.encoder, self.version, self._images, vectors, pooled)
+        self.embedded += len(self._images)
+        self._images, self._pixels = [], []
+
+
 def _store_image_vectors(encoder: Encoder, version: EncoderVersion, kept, vectors, pooled) -> None:
     rows = [ImageEmbedding(image=i, encoder_version=version, vector=v) for i, v in zip(kept, vectors, strict=True)]
     with transaction.atomic():

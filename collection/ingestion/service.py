@@ -6,17 +6,20 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 
 from collection.decode_pool import prepared_in_order
+from collection.embedding import ImageVectorBatches
 from collection.images import (
     CheckedImage,
     InvalidImage,
-    read_image,
+    decode_image,
     store_original,
     store_thumbnail,
     thumbnail_jpeg,
+    upright,
 )
 from collection.ingestion.sources import IngestItem
 from collection.metadata import InvalidMetadata, validate_metadata
@@ -92,14 +95,21 @@ class ReadFile:
 
     checked: CheckedImage
     thumbnail: bytes
+    pixels: np.ndarray | None = None  # the image tower's input, when the pass embeds too
 
 
-def read_item_file(item: IngestItem) -> ReadFile | None:
-    """Raises OSError (unreadable) or InvalidImage (``read_image``'s rules), exactly as the serial path did."""
+def read_item_file(item: IngestItem, tower_input: Callable | None = None) -> ReadFile | None:
+    """Raises OSError (unreadable) or InvalidImage (``read_image``'s rules), exactly as the serial path did.
+
+    The bytes are decoded once: validation's full decode also makes the thumbnail and, with
+    ``tower_input`` (``Encoder.pixels``), the tower's input, from the image as stored (no EXIF transpose,
+    as ``collection.embedding.stored_pixels`` reads it back).
+    """
     if item.problem:  # refused by its source: not read
         return None
-    checked = read_image(item.path.read_bytes())
-    return ReadFile(checked, thumbnail_jpeg(checked.open()))
+    checked, decoded = decode_image(item.path.read_bytes())
+    pixels = tower_input(decoded.convert("RGB")) if tower_input is not None else None
+    return ReadFile(checked, thumbnail_jpeg(upright(decoded)), pixels)
 
 
 def ingest_items(
@@ -107,15 +117,21 @@ def ingest_items(
     *,
     progress: Callable[[IngestItem], None] | None = None,
     workers: int | None = None,
+    embed: ImageVectorBatches | None = None,
 ) -> IngestReport:
     """Ingest each item; a bad file, or an item its source refused, is reported and skipped, never stops the run.
 
     Files are read, checked and thumbnailed in ``workers`` threads (default LOUPE_DECODE_WORKERS) ahead of
-    this thread, which alone touches the database, in the items' order.
+    this thread, which alone touches the database, in the items' order. With ``embed``, each added image
+    is embedded in the same pass: the threads make its tower input too, a batch ahead of the encoder, so
+    they decode the next batch while the tower runs this one.
     """
     report = IngestReport()
     workers = settings.LOUPE_DECODE_WORKERS if workers is None else workers
-    for prepared in prepared_in_order(read_item_file, items, workers=workers):
+    tower_input = embed.encoder.pixels if embed is not None else None
+    window = 2 * embed.batch_size if embed is not None and workers > 0 else None
+    read = (lambda item: read_item_file(item, tower_input)) if embed is not None else read_item_file
+    for prepared in prepared_in_order(read, items, workers=workers, window=window):
         item = prepared.item
         if item.problem:  # its source refused it (a bad row); the file, if any, is not stored
             report.failed.append((str(item.path), item.problem))
@@ -126,7 +142,7 @@ def ingest_items(
         try:
             if prepared.error is not None:
                 raise prepared.error
-            _, created = add_image(
+            image, created = add_image(
                 prepared.result.checked,
                 captions=item.captions,
                 tags=item.tags,
@@ -143,8 +159,12 @@ def ingest_items(
         else:
             if created:
                 report.added += 1
+                if embed is not None:
+                    embed.add(image, prepared.result.pixels)
             else:
-                report.duplicates += 1
+                report.duplicates += 1  # embedded already, or by the run's embed_images pass
         if progress:
             progress(item)
+    if embed is not None:
+        embed.flush()
     return report
