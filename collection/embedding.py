@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
 
-from collection.decode_pool import Prepared, prepared_in_order
+from collection.decode_pool import chunked, prepared_in_order
 from collection.encoders import Encoder
 from collection.index import ensure_hnsw_indexes
 from collection.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding, ImageTowerOutput
@@ -97,7 +97,7 @@ def embed_images(
         workers=settings.LOUPE_DECODE_WORKERS,
         window=2 * batch_size,
     )
-    for chunk in _chunks(prepared, batch_size):
+    for chunk in chunked(prepared, batch_size):
         kept, pixels = [], []
         for done in chunk:
             if isinstance(done.error, OSError):  # a file removed from disk behind our back: say so, go on
@@ -121,17 +121,6 @@ def stored_pixels(encoder: Encoder, image: Image) -> np.ndarray:
     """A stored image's file as the encoder's input (decoded as before: no EXIF transpose here)."""
     with PILImage.open(Path(settings.MEDIA_ROOT) / image.file.name) as handle:
         return encoder.pixels(handle.convert("RGB"))
-
-
-def _chunks(prepared: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
-    chunk: list[Prepared] = []
-    for done in prepared:
-        chunk.append(done)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class ImageVectorBatches:
