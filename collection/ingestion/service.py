@@ -190,6 +190,8 @@ def ingest_items(
     report = IngestReport()
     workers = settings.LOUPE_DECODE_WORKERS if workers is None else workers
     tower_input = embed.encoder.pixels if embed is not None else None
+    # Two batches in flight: the threads fill the next while this thread writes rows and runs the tower. Memory
+    # is bounded by that many files' bytes (64 x a few MB for photos; LOUPE_MAX_UPLOAD_BYTES at worst).
     window = max(2 * (embed.batch_size if embed is not None else 0), 2 * ROWS_PER_BATCH) if workers > 0 else None
     read = (lambda item: read_item_file(item, tower_input)) if embed is not None else read_item_file
     for group in chunked(prepared_in_order(read, items, workers=workers, window=window), ROWS_PER_BATCH):
