@@ -192,8 +192,10 @@ class SummaryAdmin(ReadOnlyAdmin):
         permissions=["refresh"],
     )
     def refresh_now(self, request, queryset) -> None:
-        took = refresh_summaries()
-        self.message_user(request, f"Summaries recomputed ({', '.join(f'{k} {v}s' for k, v in took.items())}).")
+        fold = refresh_summaries()
+        self.message_user(
+            request, f"Summaries refreshed ({fold['hours']} hours, {fold['searches']} searches in {fold['seconds']}s)."
+        )
 
     @admin.display(description="click-through rate")
     def ctr(self, summary) -> str:
