@@ -155,26 +155,47 @@ def test_new_searches_recount_only_their_hours_and_keep_every_number(log):
     assert_equal_to_full_recomputation()
 
 
-def test_late_rows_move_the_trust_of_other_hours_and_the_fold_follows(log):
+def test_a_search_dated_before_a_users_first_moves_their_later_searches(log):
     fold_summaries()
-    # A search dated before a user's first one: every later search of theirs has one more earlier search
-    # (and an older first-seen), in hours nobody marked.
+    # Every later search of this user now has one more earlier search and an older first-seen (so more
+    # trust), in hours nobody marked.
     first = SearchEvent.objects.filter(user_key="anon:user-2").order_by("created_at").first()
-    log.search("anon:user-2", first.created_at - timedelta(hours=2), "net2")
-    # One more newcomer from the bursting network: every identity of that cohort weighs less, everywhere.
+    log.search("anon:user-2", first.created_at - timedelta(hours=2), "net2", query="")
+    assert not fold_summaries().everything
+    assert_equal_to_full_recomputation()
+
+
+def test_a_newcomer_in_a_bursting_cohort_lowers_every_members_weight(log):
+    fold_summaries()
     burst_day = SearchEvent.objects.filter(user_key="anon:burst-0").order_by("created_at").first().created_at
-    log.search("anon:burst-new", burst_day.replace(hour=23, minute=59), "netburst")
-    # A click dated earlier that day on the same (query, image) by the same user: a later one passes the cap.
-    clicked = list(Click.objects.filter(user_key="anon:user-3").select_related("event").order_by("created_at"))
-    for click in clicked[:1]:
-        for _ in range(3):
-            log.click(
-                click.event,
-                [i.image_id for i in click.event.impressions.order_by("position")].index(click.image_id),
-                click.created_at - timedelta(seconds=30),
-            )
-    fold = fold_summaries()
-    assert not fold.everything
+    log.search("anon:burst-new", burst_day.replace(hour=23, minute=59), "netburst", query="")
+    assert not fold_summaries().everything
+    assert_equal_to_full_recomputation()
+
+
+def test_a_deleted_click_lets_a_click_on_yesterdays_search_under_the_daily_cap(log):
+    """The cap counts a user's clicks on one (query, image) by the day they were made: removing this
+    morning's first click brings this morning's click on yesterday evening's search under it."""
+    day = START + timedelta(days=3)
+    image = log.images[0]
+    searches = [log.search("anon:capped", day + timedelta(hours=h), "net0", query="old map") for h in (-2, 1, 2)]
+    for event, clicked_at in zip(
+        searches,
+        (day + timedelta(hours=3), day + timedelta(hours=1, minutes=10), day + timedelta(hours=2, minutes=10)),
+        strict=True,
+    ):
+        Click.objects.filter(event=event).delete()
+        if not event.impressions.filter(image=image).exists():
+            event.impressions.filter(position=4).update(image=image)
+        log.click(
+            event,
+            list(event.impressions.order_by("position").values_list("image", flat=True)).index(image.pk),
+            clicked_at,
+        )
+    fold_summaries()
+    assert_equal_to_full_recomputation()
+    Click.objects.filter(event=searches[1]).delete()
+    assert not fold_summaries().everything
     assert_equal_to_full_recomputation()
 
 
