@@ -13,8 +13,9 @@ What an hour contributes depends on more than its own rows, through the trust we
 - an identity's weight at a search depends on its first search and its earlier searches, so a change
   at time t recounts the hours of that user's searches from t on (a late row dated in the past moves
   the later ones; an ordinary new search, being the latest, adds nothing);
-- a click's weight depends on the user's other clicks on the same (query, image) that day (the daily
-  cap), so the hours of the user's clicked searches from the start of that day are recounted;
+- a click's weight depends on the user's earlier clicks on the same (query, image) that day (the daily
+  cap), so a change at time t recounts the hours of the user's clicks made later that day (a click made
+  now, the latest, adds nothing);
 - an identity's burst weight depends on how many newcomers its arrival (network, day) had; when that
   count changes and is (or was) above the allowance, every hour of every identity of that cohort is
   recounted. At or below the allowance every weight is 1, so honest arrivals cost nothing.
@@ -124,6 +125,8 @@ CREATE TEMP TABLE fold_marks ON COMMIT DROP AS
 WITH taken AS (DELETE FROM feedback_summarystale RETURNING hour, user_key, at)
 SELECT user_key, hour, min(at) AS since FROM taken GROUP BY user_key, hour;
 CREATE TEMP TABLE fold_users ON COMMIT DROP AS SELECT user_key, min(since) AS since FROM fold_marks GROUP BY user_key;
+ANALYZE fold_marks;
+ANALYZE fold_users;
 """
 
 MARK_EVERYTHING = f"""
@@ -171,9 +174,9 @@ UNION
 SELECT {EVENT_HOUR} FROM feedback_searchevent e JOIN fold_users u ON u.user_key = e.user_key
 WHERE e.created_at >= u.since
 UNION
-SELECT {EVENT_HOUR} FROM feedback_click c JOIN fold_users u ON u.user_key = c.user_key
+SELECT {EVENT_HOUR} FROM feedback_click c JOIN fold_marks m ON m.user_key = c.user_key
 JOIN feedback_searchevent e ON e.id = c.event_id
-WHERE c.created_at >= date_trunc('day', u.since)
+WHERE c.created_at >= m.since AND c.created_at < date_trunc('day', m.since) + interval '1 day'
 UNION
 SELECT {EVENT_HOUR} FROM fold_cohort_change ch
 JOIN feedback_summaryidentity i ON i.first_network = ch.network AND i.first_day = ch.day
