@@ -1,7 +1,7 @@
 """What a feedback summary refresh costs: today's full refresh of the views against the incremental fold.
 
 Builds a search log in SQL (24 impressions per search over ``--images`` images, queries Zipf-distributed
-over ``--queries`` strings, returning users from 500 networks, a click on about half the searches at a
+over ``--queries`` strings, returning users sharing ``--networks`` networks, a click on about half the searches at a
 geometric position, a rating on 2%) spread over the last 30 days, up to each ``--sizes`` impressions.
 At each size it folds the whole log once (the first fold), then, for each ``--new`` count, logs that
 many new searches in the next hour (returning and new users alike) and times
@@ -75,7 +75,7 @@ WITH drawn AS (
 ), logged AS (
     INSERT INTO feedback_searchevent (id, user_key, session, network, surface, kind, query_text, normalised_query,
         tags, page, page_size, arm, ranker, encoder_version_id, feature_names, result_count, created_at)
-    SELECT gen_random_uuid(), 'anon:user-' || u, '', 'net' || (u %% 500), 'web', 'text', 'q' || q, 'q' || q,
+    SELECT gen_random_uuid(), 'anon:user-' || u, '', 'net' || (u %% %(networks)s), 'web', 'text', 'q' || q, 'q' || q,
         '{}', 1, 24, '', 'embedding', %(version)s, '{}', 24, at
     FROM drawn
     RETURNING id, user_key, normalised_query, created_at
@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=5_000)
     parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument(
+        "--networks", type=int, default=10_000, help="users share networks round robin (500 puts 40 on one)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     setup()
@@ -165,6 +168,7 @@ def main() -> None:
         "first_image": Image.objects.order_by("pk").values_list("pk", flat=True).first(),
         "queries": args.queries,
         "users": args.users,
+        "networks": args.networks,
     }
     create_full_views()
     results = []
@@ -199,7 +203,7 @@ def main() -> None:
     report = {
         "command": " ".join(["bench/summary_refresh.py", *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "postgres": server},
-        "shape": {k: v for k, v in vars(args).items() if k in ("images", "queries", "users")},
+        "shape": {k: v for k, v in vars(args).items() if k in ("images", "queries", "users", "networks")},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
