@@ -74,6 +74,18 @@ CREATE TRIGGER summary_stale AFTER INSERT OR UPDATE OR DELETE ON feedback_click
     FOR EACH ROW EXECUTE FUNCTION feedback_mark_summary_stale();
 CREATE TRIGGER summary_stale AFTER INSERT OR UPDATE OR DELETE ON feedback_rating
     FOR EACH ROW EXECUTE FUNCTION feedback_mark_summary_stale();
+-- A deleted image leaves the rollups and the summaries together (the sums stay equal). A trigger rather
+-- than foreign keys: Django's test flush truncates searchapp_image, which a referencing table would refuse.
+CREATE FUNCTION feedback_forget_summary_image() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM feedback_imagehour WHERE image_id = OLD.id;
+    DELETE FROM feedback_queryimagehour WHERE image_id = OLD.id;
+    DELETE FROM feedback_imagesummary WHERE image_id = OLD.id;
+    DELETE FROM feedback_queryimagesummary WHERE image_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER summary_image_gone AFTER DELETE ON searchapp_image
+    FOR EACH ROW EXECUTE FUNCTION feedback_forget_summary_image();
 -- Every search already logged is folded by the first fold (an empty feedback_imagehour means "never folded").
 """
 
@@ -98,7 +110,7 @@ CREATE TABLE feedback_summarycohort (
 
 CREATE TABLE feedback_imagehour (
     hour timestamptz NOT NULL,
-    image_id bigint NOT NULL REFERENCES searchapp_image (id) ON DELETE CASCADE,
+    image_id bigint NOT NULL,
     impressions bigint NOT NULL, examinations float8 NOT NULL,
     trusted_impressions float8 NOT NULL, trusted_examinations float8 NOT NULL,
     clicks bigint NOT NULL, trusted_clicks float8 NOT NULL,
@@ -110,12 +122,13 @@ CREATE INDEX feedback_imagehour_image ON feedback_imagehour (image_id);
 CREATE TABLE feedback_queryimagehour (
     hour timestamptz NOT NULL,
     query varchar(500) NOT NULL,
-    image_id bigint NOT NULL REFERENCES searchapp_image (id) ON DELETE CASCADE,
+    image_id bigint NOT NULL,
     impressions bigint NOT NULL, examinations float8 NOT NULL, clicks bigint NOT NULL,
     trusted_impressions float8 NOT NULL, trusted_examinations float8 NOT NULL, trusted_clicks float8 NOT NULL,
     last_activity timestamptz,
     PRIMARY KEY (hour, query, image_id)
 );
+CREATE INDEX feedback_queryimagehour_image ON feedback_queryimagehour (image_id);
 CREATE TABLE feedback_queryhour (
     hour timestamptz NOT NULL,
     query varchar(500) NOT NULL,
@@ -129,7 +142,7 @@ CREATE INDEX feedback_queryhour_query ON feedback_queryhour (query);
 
 -- The summaries, under the names (and with the columns) the features and the admin read.
 CREATE TABLE feedback_imagesummary (
-    image_id bigint PRIMARY KEY REFERENCES searchapp_image (id) ON DELETE CASCADE,
+    image_id bigint PRIMARY KEY,
     impressions bigint NOT NULL, examinations float8 NOT NULL, clicks bigint NOT NULL,
     ratings bigint NOT NULL, utility_sum float8 NOT NULL, mean_utility float8,
     last_activity timestamptz,
@@ -137,12 +150,13 @@ CREATE TABLE feedback_imagesummary (
 );
 CREATE TABLE feedback_queryimagesummary (
     query varchar(500) NOT NULL,
-    image_id bigint NOT NULL REFERENCES searchapp_image (id) ON DELETE CASCADE,
+    image_id bigint NOT NULL,
     impressions bigint NOT NULL, examinations float8 NOT NULL, clicks bigint NOT NULL,
     trusted_impressions float8 NOT NULL, trusted_examinations float8 NOT NULL, trusted_clicks float8 NOT NULL,
     last_activity timestamptz,
     PRIMARY KEY (query, image_id)
 );
+CREATE INDEX feedback_queryimagesummary_image ON feedback_queryimagesummary (image_id);
 CREATE TABLE feedback_querysummary (
     query varchar(500) PRIMARY KEY,
     searches bigint NOT NULL, users bigint NOT NULL DEFAULT 0, impressions bigint NOT NULL, clicks bigint NOT NULL,
@@ -159,6 +173,8 @@ CREATE TABLE feedback_queryuser (
 """
 
 UNDO = f"""
+DROP TRIGGER IF EXISTS summary_image_gone ON searchapp_image;
+DROP FUNCTION IF EXISTS feedback_forget_summary_image();
 DROP TRIGGER IF EXISTS summary_stale ON feedback_rating;
 DROP TRIGGER IF EXISTS summary_stale ON feedback_click;
 DROP TRIGGER IF EXISTS summary_stale ON feedback_searchevent;

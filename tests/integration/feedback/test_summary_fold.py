@@ -227,3 +227,14 @@ def test_a_new_curve_recounts_everything_and_a_near_one_is_not_written(log):
     near = refresh_summaries([1.0, 0.502, 0.3, 0.2])  # within 1% at every position: kept, folded incrementally
     assert not near["everything"]
     assert_equal_to_full_recomputation()
+
+
+def test_a_deleted_image_leaves_the_summaries_with_its_rows(log):
+    fold_summaries()
+    gone = log.images[1].pk
+    log.images[1].delete()  # its impressions, clicks and ratings go with it (no hour is marked for impressions)
+    fold_summaries()
+    assert_equal_to_full_recomputation()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM feedback_imagehour WHERE image_id = %s", [gone])
+        assert cursor.fetchone()[0] == 0
