@@ -61,3 +61,15 @@ def prepared_in_order(
         finally:
             for future in pending:  # a consumer that stops early: drop what was not started
                 future.cancel()
+
+
+def chunked(results: Iterable[Result], size: int) -> Iterator[list[Result]]:
+    """Consecutive lists of ``size`` results (the last may be shorter): the batches an encoder or insert takes."""
+    chunk: list[Result] = []
+    for result in results:
+        chunk.append(result)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

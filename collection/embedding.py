@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from PIL import Image as PILImage
 
-from collection.decode_pool import Prepared, prepared_in_order
+from collection.decode_pool import chunked, prepared_in_order
 from collection.encoders import Encoder
 from collection.index import ensure_hnsw_indexes
 from collection.models import Caption, CaptionEmbedding, EncoderVersion, Image, ImageEmbedding, ImageTowerOutput
@@ -97,7 +97,7 @@ def embed_images(
         workers=settings.LOUPE_DECODE_WORKERS,
         window=2 * batch_size,
     )
-    for chunk in _chunks(prepared, batch_size):
+    for chunk in chunked(prepared, batch_size):
         kept, pixels = [], []
         for done in chunk:
             if isinstance(done.error, OSError):  # a file removed from disk behind our back: say so, go on
@@ -123,15 +123,34 @@ def stored_pixels(encoder: Encoder, image: Image) -> np.ndarray:
         return encoder.pixels(handle.convert("RGB"))
 
 
-def _chunks(prepared: Iterator[Prepared], size: int) -> Iterator[list[Prepared]]:
-    chunk: list[Prepared] = []
-    for done in prepared:
-        chunk.append(done)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+class ImageVectorBatches:
+    """Images with their tower input, embedded and stored a batch at a time: ingestion's embedding.
+
+    Ingesting and embedding in one pass decodes each file once (for validation, thumbnail and tower
+    input) instead of re-reading it from storage afterwards; rows are written by the caller's thread.
+    """
+
+    def __init__(self, encoder: Encoder, version: EncoderVersion, batch_size: int | None = None) -> None:
+        self.encoder = encoder
+        self.version = version
+        self.batch_size = batch_size or settings.LOUPE_ENCODE_BATCH_SIZE
+        self.embedded = 0
+        self._images: list[Image] = []
+        self._pixels: list[np.ndarray] = []
+
+    def add(self, image: Image, pixels: np.ndarray) -> None:
+        self._images.append(image)
+        self._pixels.append(pixels)
+        if len(self._images) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._images:
+            return
+        vectors, pooled = self.encoder.encode_pixels(np.stack(self._pixels))
+        _store_image_vectors(self.encoder, self.version, self._images, vectors, pooled)
+        self.embedded += len(self._images)
+        self._images, self._pixels = [], []
 
 
 def _store_image_vectors(encoder: Encoder, version: EncoderVersion, kept, vectors, pooled) -> None:

@@ -28,6 +28,7 @@ from collection.demo_model import build_demo_model
 from collection.device import Placement, resolve_placement
 from collection.fast_image import MIN_SAMPLE, OnnxImageTower, PooledImageTower, choose_image_tower, tower_key
 from collection.fast_text import AcceleratedText, OneTextTokenizer, OnnxTextTower, PooledTextTower, accelerate
+from collection.image_input import ClipImageInput, image_input_for
 from collection.model_card import MODEL_CARD_FILE
 from collection.processor_input import bounded_for_processor
 
@@ -106,6 +107,11 @@ class Encoder(AcceleratedText):
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise EncoderLoadError(f"{model_ref!r} is not a text-image model (no get_text/image_features).")
         self.model.eval()
+        # CLIPImageProcessor's steps without its overhead, equal to it bit for bit (collection.image_input);
+        # LOUPE_FAST_IMAGE_INPUT=False keeps the processor itself (the reference, and the path before issue 22).
+        self._image_input: ClipImageInput | None = (
+            image_input_for(self.image_processor) if settings.LOUPE_FAST_IMAGE_INPUT else None
+        )
         # DeviceUnavailable (a cuda request without CUDA) is raised here, when the model first loads.
         self.placement: Placement = resolve_placement(settings.LOUPE_DEVICE if device is None else device)
         if self.placement.is_accelerator:
@@ -190,6 +196,8 @@ class Encoder(AcceleratedText):
 
     def pixels(self, image: PILImage.Image) -> np.ndarray:
         """One image as the model's input, (3, H, W) float32: the work a decode pool does ahead of the encoder."""
+        if self._image_input is not None:
+            return self._image_input(image)
         bounded = bounded_for_processor(image, self.image_processor)
         # PIL images are height x width x channels; said explicitly, since the processor guesses wrong for
         # tiny images (a 3-pixel-high image looks channels-first to it).

@@ -49,8 +49,12 @@ class CheckedImage:
 
     def open(self) -> PILImage.Image:
         """The decoded image, upright (EXIF orientation applied) and in RGB."""
-        image = PILImage.open(io.BytesIO(self.data))
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return upright(PILImage.open(io.BytesIO(self.data)))
+
+
+def upright(image: PILImage.Image) -> PILImage.Image:
+    """``image`` with its EXIF orientation applied, in RGB: what thumbnails and pages show."""
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def check_dimensions(width: int, height: int, max_pixels: int) -> None:
@@ -71,6 +75,17 @@ def check_dimensions(width: int, height: int, max_pixels: int) -> None:
 
 def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> CheckedImage:
     """Validate image bytes: size, format, dimensions (decompression bombs, thin strips) and a full decode."""
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)[0]
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None
+) -> tuple[CheckedImage, PILImage.Image]:
+    """:func:`read_image`, and the image its full decode made (as stored: no EXIF transpose, native mode).
+
+    Ingestion makes the thumbnail and the tower's input from that image instead of decoding the bytes
+    twice more (bench/ingest_speed.py).
+    """
     max_bytes = max_bytes or settings.LOUPE_MAX_UPLOAD_BYTES
     max_pixels = max_pixels or settings.LOUPE_MAX_IMAGE_PIXELS
     if not data:
@@ -90,6 +105,7 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
                     )
                 check_dimensions(width, height, max_pixels)  # from the header, before any decode
                 probe.load()  # a full decode: truncated or corrupt data fails here
+                decoded = probe
     except InvalidImage:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
@@ -100,7 +116,7 @@ def read_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int | N
         raise InvalidImage(f"The image is damaged or truncated: {exc}.") from None
     if reason := polyglot_reason(data, image_format):
         raise InvalidImage(reason)
-    return CheckedImage(data, hashlib.sha256(data).hexdigest(), image_format, width, height)
+    return CheckedImage(data, hashlib.sha256(data).hexdigest(), image_format, width, height), decoded
 
 
 def storage_name(sha256: str, extension: str, kind: str = "images") -> str:

@@ -11,6 +11,7 @@ from django.contrib.postgres.search import SearchVectorField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, OuterRef
+from django.db.models.functions import Now
 from pgvector.django import VectorField
 
 
@@ -90,11 +91,12 @@ class Image(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # Whose image it is: the partner key's name (its catalogue), or "" for the global catalogue (admin and
     # CLI ingests). A partner updates only its own catalogue's images.
-    catalogue = models.CharField(max_length=200, blank=True, default="")
+    # db_default too: bulk loads that COPY rows (bench/search_latency.py) name only the columns they fill.
+    catalogue = models.CharField(max_length=200, blank=True, default="", db_default="")
     # The partner's own id for the image, unique within its catalogue; ingest naming a known one updates it.
     # Null, not "", is "no external id": the partial unique index leaves exactly those rows out.
     external_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         constraints = [

@@ -311,6 +311,9 @@ LOUPE_IMAGE_TOWER_THREADS = env.int("LOUPE_IMAGE_TOWER_THREADS", default=0)  # 0
 # Threads that read, decode, check and resize images ahead of the encoder (PIL releases the GIL there);
 # 0 decodes in the calling thread, as before.
 LOUPE_DECODE_WORKERS = env.int("LOUPE_DECODE_WORKERS", default=2)
+# The image tower's input made by collection.image_input (CLIPImageProcessor's steps, equal to its output
+# bit for bit, ~2x cheaper); False runs the processor itself. Other processors always run themselves.
+LOUPE_FAST_IMAGE_INPUT = env.bool("LOUPE_FAST_IMAGE_INPUT", default=True)
 # Keep the image tower's pooled outputs while embedding (CLIP-style models), so projection fine-tunes
 # never re-run the tower (~3 KB per image for ViT-B/32).
 LOUPE_CACHE_TOWER_OUTPUTS = env.bool("LOUPE_CACHE_TOWER_OUTPUTS", default=True)

@@ -176,7 +176,7 @@ class ErasedUserAdmin(ReadOnlyAdmin):
 
 
 class SummaryAdmin(ReadOnlyAdmin):
-    """Materialised summaries: refreshed by the worker every few minutes, or now with the action."""
+    """Folded summaries: refreshed by the worker every few minutes, or now with the action."""
 
     actions = ["refresh_now"]
 
@@ -190,12 +190,14 @@ class SummaryAdmin(ReadOnlyAdmin):
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     @admin.action(
-        description="Recompute the summaries now (they refresh by themselves every few minutes)",
+        description="Refresh the summaries now (they refresh by themselves every few minutes)",
         permissions=["refresh"],
     )
     def refresh_now(self, request, queryset) -> None:
-        took = refresh_summaries()
-        self.message_user(request, f"Summaries recomputed ({', '.join(f'{k} {v}s' for k, v in took.items())}).")
+        fold = refresh_summaries()
+        self.message_user(
+            request, f"Summaries refreshed ({fold['hours']} hours, {fold['searches']} searches in {fold['seconds']}s)."
+        )
 
     @admin.display(description="click-through rate")
     def ctr(self, summary) -> str:

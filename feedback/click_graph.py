@@ -5,7 +5,7 @@ ranks at 300 could come up only through the exploration slice (issue 23, item 2)
 the click graph as a retrieval source for the same reason (Craswell & Szummer, "Random walks on the
 click graph", SIGIR 2007). This channel is that source, kept cheap and hard to game:
 
-- **A precomputed top list per query.** ``feedback_querytopimage`` (migration 0015) is a materialised
+- **A precomputed top list per query.** ``feedback_querytopimage`` (migration 0018) is a materialised
   view refreshed with the summaries: per normalised query, its chosen images scored by the debiased
   click rate (trusted votes over trusted examinations under the examination curve), smoothed toward the
   collection's rate with ``PRIOR_STRENGTH`` pseudo-examinations as the ranking features' priors are.

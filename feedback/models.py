@@ -211,7 +211,7 @@ class ApiUsage(models.Model):
 
 
 class FeedbackSummary(models.Model):
-    """What both summary views count; rows are read-only (materialised views, ``feedback.summaries``)."""
+    """What both summaries count; rows are read-only (tables folded from hourly rollups, ``feedback.summary_fold``)."""
 
     impressions = models.BigIntegerField()
     clicks = models.BigIntegerField()
@@ -246,7 +246,7 @@ class ExaminationWeight(models.Model):
 
 
 class ImageFeedbackSummary(FeedbackSummary):
-    """Feedback per image (materialised view, refreshed by ``feedback.summaries.refresh_summaries``)."""
+    """Feedback per image (a table folded by ``feedback.summaries.refresh_summaries``)."""
 
     image = models.OneToOneField(Image, primary_key=True, on_delete=models.DO_NOTHING, related_name="+")
     examinations = models.FloatField(
@@ -266,7 +266,7 @@ class ImageFeedbackSummary(FeedbackSummary):
 
 
 class QueryFeedbackSummary(FeedbackSummary):
-    """Feedback per normalised text query (materialised view, refreshed with the image summaries)."""
+    """Feedback per normalised text query (a table folded with the image summaries)."""
 
     query = models.CharField(max_length=500, primary_key=True)
     searches = models.BigIntegerField()

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from collection.embedding import embed_everything_missing, images_to_embed
+from collection.embedding import ImageVectorBatches, embed_everything_missing, images_to_embed
 from collection.ingestion.service import ingest_items
 from collection.ingestion.sources import SOURCE_FORMATS, SourceError, detect_items
 from collection.text_index import refresh_lexeme_stats
@@ -40,6 +40,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         total_added = 0
+        # New images are embedded in the same pass as they are stored (each file decoded once); captions,
+        # images that were already present and anything a failure left are embedded after, by _embed.
+        embed = None if opts["no_embed"] else ImageVectorBatches(*self._serving())
         for source in opts["sources"]:
             if not source.exists():
                 raise CommandError(f"{source} does not exist.")
@@ -57,7 +60,7 @@ class Command(BaseCommand):
             if opts["limit"]:
                 items = items[: opts["limit"]]
             with tqdm(total=len(items), desc=f"ingest {source.name}", unit="img", disable=None) as bar:
-                report = ingest_items(items, progress=lambda _item: bar.update(1))
+                report = ingest_items(items, progress=lambda _item: bar.update(1), embed=embed)
             for path, reason in report.failed:
                 self.stderr.write(f"  skipped {path}: {reason}")
             self.stdout.write(
@@ -68,12 +71,18 @@ class Command(BaseCommand):
             total_added += report.added
         if total_added:
             refresh_lexeme_stats()
-        if not opts["no_embed"]:
-            self._embed()
+        if embed is not None:
+            self._embed(embed.embedded)
 
-    def _embed(self) -> None:
+    @staticmethod
+    def _serving():
+        choice, version = serving_version()
+        return choice.encoder, version
+
+    def _embed(self, embedded_while_ingesting: int) -> None:
         _, version = serving_version()
         pending = images_to_embed(version).count()
         with tqdm(total=pending, desc=f"embed with {version}", unit="img", disable=None) as bar:
             result = embed_everything_missing(progress=bar.update)
-        self.stdout.write(f"Embedded {result['images']} images and {result['captions']} captions with {version}.")
+        images = embedded_while_ingesting + result["images"]
+        self.stdout.write(f"Embedded {images} images and {result['captions']} captions with {version}.")

@@ -86,6 +86,6 @@ DROP MATERIALIZED VIEW IF EXISTS feedback_querytopimage;
 
 
 class Migration(migrations.Migration):
-    dependencies = [("feedback", "0016_refold_day_users"), ("searchapp", "0014_near_duplicates")]
+    dependencies = [("feedback", "0017_incremental_summaries"), ("searchapp", "0014_near_duplicates")]
 
     operations = [migrations.RunSQL(CREATE, DROP)]

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("feedback", "0017_feedback_channel"),
+        ("feedback", "0018_feedback_channel"),
         ("searchapp", "0015_takedowns"),
     ]
 
