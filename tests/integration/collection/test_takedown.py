@@ -30,6 +30,7 @@ from ranking.finetune.pairs import RelevanceSettings, feedback_pairs
 from ranking.propensity import power_law
 from ranking.training_data import load_searches, swap_counts
 from searchapp.search import SearchRequest
+from tests.integration.feedback.test_click_graph import QUERY, accounts, choose, top_list
 
 pytestmark = pytest.mark.django_db
 ALICE = Viewer(user_key="anon:alice-token-0000000000", session="s1")
@@ -172,3 +173,15 @@ def test_remove_command(collection, tmp_path, capsys):
     with pytest.raises(CommandError, match="No image was removed"):
         call_command("remove", "999999")
     assert Image.objects.count() == 9  # none of the refused commands removed anything
+
+
+def test_a_taken_down_images_votes_leave_the_feedback_channels_top_list(service, collection):
+    """Its detached clicks must not pool into a NULL "image" holding one of the query's places."""
+    chosen = collection[5].pk
+    choose(service, accounts(3), chosen)  # three trusted users: enough for the top list
+    refresh_summaries()
+    assert chosen in top_list(QUERY)
+
+    remove_images([chosen], requested_by="test")
+    refresh_summaries()
+    assert top_list(QUERY) == {}
