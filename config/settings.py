@@ -347,6 +347,9 @@ LOUPE_FILTERED_OVERFETCH = env.int("LOUPE_FILTERED_OVERFETCH", default=2)
 LOUPE_NEAR_DUPLICATE_SIMILARITY = env.float("LOUPE_NEAR_DUPLICATE_SIMILARITY", default=0.95)
 LOUPE_NEAR_DUPLICATE_NEIGHBOURS = env.int("LOUPE_NEAR_DUPLICATE_NEIGHBOURS", default=10)
 LOUPE_COLLAPSE_NEAR_DUPLICATES = env.bool("LOUPE_COLLAPSE_NEAR_DUPLICATES", default=True)
+# GET /api/v1/images lists a change once it is this old: longer than any catalogue write's transaction, so
+# no change can commit behind a cursor already handed out (collection.catalogue_listing).
+LOUPE_CATALOGUE_SETTLE_SECONDS = env.float("LOUPE_CATALOGUE_SETTLE_SECONDS", default=2.0)
 LOUPE_FTS_CONFIG = env.str("LOUPE_FTS_CONFIG", default="english")  # a PostgreSQL text search configuration
 
 

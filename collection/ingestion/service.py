@@ -10,6 +10,7 @@ from enum import StrEnum
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 
 from collection.decode_pool import Prepared, chunked, prepared_in_order
 from collection.embedding import ImageVectorBatches
@@ -137,7 +138,7 @@ def _upsert(
                     )
                 )
             # The partner's own image, sent before without an id: it takes the id.
-            Image.objects.filter(pk=same_bytes.pk).update(external_id=external_id)
+            Image.objects.filter(pk=same_bytes.pk).update(external_id=external_id, updated_at=Now())
             known = same_bytes
         if known is None:
             image = Image.objects.create(

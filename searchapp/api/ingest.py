@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from collection.catalogue_listing import MAX_PAGE, catalogue_page
 from collection.embedding import embed_new_images
 from collection.image_changes import ImageChanges
 from collection.images import read_image, read_upload
@@ -96,9 +97,46 @@ def upsert_changes(data: dict) -> ImageChanges:
     )
 
 
+class CatalogueListParams(serializers.Serializer):
+    updated_since = serializers.DateTimeField(
+        required=False, help_text="Images changed at or after this time (ISO 8601); ignored with a cursor."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=200, help_text="The next_cursor of the previous page: the images changed after it."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, default=100)
+
+
+class CataloguePageSerializer(serializers.Serializer):
+    results = ImageSerializer(many=True, source="images", help_text="Your catalogue's images, oldest change first.")
+    next_cursor = serializers.CharField(help_text="Pass as cursor for the next page, or later for newer changes.")
+    has_more = serializers.BooleanField()
+
+
 class AddImageView(APIView):
+    """``/api/v1/images``: add an image (POST), or list your catalogue by when its images changed (GET)."""
+
     parser_classes = [MultiPartParser, BoundedJSONParser]
     permission_classes = [scope_required("ingest")]
+
+    @extend_schema(
+        summary="Your catalogue's images in the order they changed, a page at a time (for reconciling)",
+        description="Order: last change, then id. Poll with the last next_cursor to get what changed since "
+        "(docs/api.md). A change is listed once it is LOUPE_CATALOGUE_SETTLE_SECONDS old.",
+        parameters=[CatalogueListParams],
+        responses={200: CataloguePageSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        params = CatalogueListParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        page = catalogue_page(
+            catalogue_of(request),
+            updated_since=data.get("updated_since"),
+            cursor=data.get("cursor"),
+            limit=data["limit"],
+        )
+        return Response(CataloguePageSerializer(page, context={"request": request}).data)
 
     @extend_schema(
         summary="Add an image to the collection (upload or server-side path)",

@@ -105,6 +105,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "attribution",
             "metadata",
             "created_at",
+            "updated_at",
         ]
 
     def _absolute(self, path: str) -> str:
