@@ -5,6 +5,9 @@
 however many change meanwhile: a row that changes again moves behind the cursor and comes once more,
 later, with its new state. Polling with the last cursor returns what changed since.
 
+Taken-down images come in the same walk as tombstones (``RemovedImage``: id, external id, when), at
+the time they were removed, so a partner learns what is gone as it learns what changed.
+
 A row's ``updated_at`` is the time its transaction wrote it, not when it committed: a change committing
 a moment after a later one could land behind a cursor already handed out. Rows are therefore listed
 only once they are ``LOUPE_CATALOGUE_SETTLE_SECONDS`` old (longer than any catalogue write's
@@ -22,7 +25,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from collection.models import Image
+from collection.models import Image, RemovedImage
 from core.errors import Refused
 
 MAX_PAGE = 500
@@ -38,6 +41,7 @@ class InvalidCursor(Refused):
 @dataclass(frozen=True)
 class CataloguePage:
     images: list[Image]
+    removed: list[RemovedImage]  # tombstones: images of the catalogue taken down in this stretch
     next_cursor: str  # pass it back for the rows after these; with has_more False, poll with it later
     has_more: bool
 
@@ -66,17 +70,30 @@ def catalogue_page(
     if not 1 <= limit <= MAX_PAGE:
         raise Refused(f"limit is between 1 and {MAX_PAGE}.", field="limit")
     settled = timezone.now() - dt.timedelta(seconds=settings.LOUPE_CATALOGUE_SETTLE_SECONDS)
-    rows = Image.objects.filter(catalogue=catalogue, updated_at__lt=settled)
+    images = Image.objects.filter(catalogue=catalogue, updated_at__lt=settled)
+    removed = RemovedImage.objects.filter(catalogue=catalogue, removed_at__lt=settled)
     if cursor:
         after, image_id = decode_cursor(cursor)
-        rows = rows.filter(Q(updated_at__gt=after) | Q(updated_at=after, id__gt=image_id))
+        images = images.filter(Q(updated_at__gt=after) | Q(updated_at=after, id__gt=image_id))
+        removed = removed.filter(Q(removed_at__gt=after) | Q(removed_at=after, image_id__gt=image_id))
         start = cursor
     else:
         since = updated_since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        rows = rows.filter(updated_at__gte=since)
+        images, removed = images.filter(updated_at__gte=since), removed.filter(removed_at__gte=since)
         # Nothing yet: polling again from just before ``since`` finds what changes from now on.
         start = encode_cursor(since - dt.timedelta(microseconds=1), 2**63 - 1)
-    found = list(rows.order_by("updated_at", "id").prefetch_related("captions")[: limit + 1])
-    page = found[:limit]
-    next_cursor = encode_cursor(page[-1].updated_at, page[-1].pk) if page else start
-    return CataloguePage(page, next_cursor, len(found) > limit)
+    # Two streams in one order, (time, id): take each's next limit + 1 and merge (image ids are never reused,
+    # so an id is in one stream only).
+    changed = [
+        (i.updated_at, i.pk, i) for i in images.order_by("updated_at", "id").prefetch_related("captions")[: limit + 1]
+    ]
+    gone = [(r.removed_at, r.image_id, r) for r in removed.order_by("removed_at", "image_id")[: limit + 1]]
+    merged = sorted(changed + gone, key=lambda entry: entry[:2])
+    page = merged[:limit]
+    next_cursor = encode_cursor(*page[-1][:2]) if page else start
+    return CataloguePage(
+        [row for *_, row in page if isinstance(row, Image)],
+        [row for *_, row in page if isinstance(row, RemovedImage)],
+        next_cursor,
+        len(merged) > limit,
+    )

@@ -113,6 +113,8 @@ class Image(models.Model):
             # Keyword and boolean filters are containment (metadata @> {"author": "smith"}); jsonb_path_ops
             # indexes exactly that operator and is a third the size of the default jsonb_ops.
             GinIndex(OpClass("metadata", name="jsonb_path_ops"), name="image_metadata_gin"),
+            # The catalogue listing's order (collection.catalogue_listing): a partner's images by last change.
+            models.Index(fields=["catalogue", "updated_at", "id"], name="image_catalogue_listing"),
         ]
 
     def __str__(self) -> str:
@@ -454,9 +456,13 @@ class RemovedImage(models.Model):
     sha256 = models.CharField(max_length=64, help_text="Its content hash, to answer 'was this file taken down?'.")
     requested_by = models.CharField(max_length=200, help_text="Who asked: a partner key, an admin user, the CLI.")
     removed_at = models.DateTimeField(auto_now_add=True)
+    # Whose it was and under which id, so the catalogue listing can tell its partner it is gone (a tombstone).
+    catalogue = models.CharField(max_length=200, blank=True, default="", db_default="")
+    external_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-removed_at", "-image_id"]
+        indexes = [models.Index(fields=["catalogue", "removed_at", "image_id"], name="removed_image_listing")]
 
     def __str__(self) -> str:
         return f"image {self.image_id} taken down at {self.removed_at:%Y-%m-%d %H:%M}"

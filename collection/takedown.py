@@ -66,14 +66,24 @@ class Takedown:
 def remove_images(image_ids: Iterable[int], *, requested_by: str, batch: int | None = None) -> Takedown:
     """Take these images down: fence first, then delete in batches; files go when each batch commits."""
     wanted = sorted({int(i) for i in image_ids})
-    found = dict(Image.objects.filter(pk__in=wanted).values_list("pk", "sha256"))
+    rows = Image.objects.filter(pk__in=wanted).values_list("pk", "sha256", "catalogue", "external_id")
+    found = {pk: (sha256, catalogue, external_id) for pk, sha256, catalogue, external_id in rows}
     ids = sorted(found)
     unknown = [i for i in wanted if i not in found]
     if not ids:
         return Takedown([], unknown, 0, 0.0)
     with transaction.atomic():
         RemovedImage.objects.bulk_create(
-            [RemovedImage(image_id=i, sha256=found[i], requested_by=requested_by[:200]) for i in ids],
+            [
+                RemovedImage(
+                    image_id=i,
+                    sha256=found[i][0],
+                    catalogue=found[i][1],
+                    external_id=found[i][2],
+                    requested_by=requested_by[:200],
+                )
+                for i in ids
+            ],
             batch_size=1000,
             ignore_conflicts=True,  # an interrupted takedown asked again
         )

@@ -107,8 +107,15 @@ class CatalogueListParams(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, default=100)
 
 
+class TombstoneSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="image_id", help_text="Loupe's id of the image taken down.")
+    external_id = serializers.CharField(allow_null=True, help_text="Your id for it, if it had one.")
+    removed_at = serializers.DateTimeField()
+
+
 class CataloguePageSerializer(serializers.Serializer):
     results = ImageSerializer(many=True, source="images", help_text="Your catalogue's images, oldest change first.")
+    removed = TombstoneSerializer(many=True, help_text="Your images taken down in the same stretch of time.")
     next_cursor = serializers.CharField(help_text="Pass as cursor for the next page, or later for newer changes.")
     has_more = serializers.BooleanField()
 

@@ -92,3 +92,28 @@ def test_bad_parameters_are_clear_400s(api, service, settled):
     assert api.get("/api/v1/images", {"cursor": naive}, **stock).status_code == 400
     # Listing needs the ingest scope, as adding does.
     assert api.get("/api/v1/images", **partner("reader", "search")).status_code == 403
+
+
+def test_a_takedown_comes_in_the_walk_as_a_tombstone(api, service, settled):
+    stock, other = partner("stock library"), partner("another partner")
+    for seed in range(3):
+        upload(api, stock, seed, external_id=f"sku-{seed}")
+    upload(api, other, 8, external_id="theirs")
+    cursor = listed(api, stock, limit=500)["next_cursor"]
+    gone = Image.objects.get(external_id="sku-1")
+    assert api.delete(f"/api/v1/images/{gone.pk}", **stock).status_code == 204
+    assert api.delete("/api/v1/images/ext:theirs", **other).status_code == 204
+    after = listed(api, stock, cursor=cursor)
+    assert after["results"] == []
+    assert [(r["id"], r["external_id"]) for r in after["removed"]] == [(gone.pk, "sku-1")]  # not the other's
+    # One at a time, the tombstone and a later change come in time order, each once.
+    upload(api, stock, 5, external_id="sku-5")
+    walked, at = [], cursor
+    while True:
+        page = listed(api, stock, cursor=at, limit=1)
+        walked += [("removed", r["external_id"]) for r in page["removed"]]
+        walked += [("changed", r["external_id"]) for r in page["results"]]
+        at = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert walked == [("removed", "sku-1"), ("changed", "sku-5")]
