@@ -16,6 +16,7 @@ No tokenizer file of either family can be had offline, so each is trained here o
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -161,15 +162,27 @@ def _unigram_tokenizer(captions: Iterable[str], vocab_size: int):
 
 
 def _wordpiece_tokenizer(captions: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: PLC0415
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: PLC0415
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    tokenizer.train_from_iterator(list(captions), trainer=trainer)
+    # The vocabulary is built here, not by tokenizers' WordPieceTrainer: its merges break ties in hash order,
+    # so two builds from the same captions differed (vocab.txt of a fresh clone vs an older checkout), and
+    # with them every vector of the demo ALIGN. Every character, its ## continuation, then the most frequent
+    # words (ties by spelling): the same captions give the same vocabulary, and greedy longest-match still
+    # tokenizes any word.
+    words: Counter[str] = Counter()
+    for caption in captions:
+        normalized = tokenizer.normalizer.normalize_str(caption)
+        words.update(word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized))
+    chars = sorted({char for word in words for char in word})
+    pieces = [*specials, *chars, *(f"##{char}" for char in chars)]
+    ranked = [w for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1]
+    pieces += ranked[: max(0, vocab_size - len(pieces))]
+    tokenizer.model = models.WordPiece(vocab={piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]")
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

@@ -128,6 +128,7 @@ class AddImageView(APIView):
 
     @extend_schema(
         summary="Your catalogue's images in the order they changed, a page at a time (for reconciling)",
+        operation_id="images_list",
         description="Order: last change, then id. Poll with the last next_cursor to get what changed since "
         "(docs/api.md). A change is listed once it is LOUPE_CATALOGUE_SETTLE_SECONDS old.",
         parameters=[CatalogueListParams],

@@ -59,6 +59,7 @@ def image_json(image: Image, base: str, catalogue: str = "") -> dict:
         "licence": image.licence,
         "attribution": http_url(image.attribution),  # a row stored before validation is not passed on
         "created_at": timestamp(image.created_at),
+        "updated_at": timestamp(image.updated_at),
     }
 
 
