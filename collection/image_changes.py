@@ -169,16 +169,7 @@ def replace_file(image: Image, checked: CheckedImage, *, file_name: str, thumbna
     version) and cached tower outputs go, to be embedded again from the new pixels. Call inside the
     upsert's transaction; the old files are removed once it commits."""
     old_files = [image.file.name, image.thumbnail.name]
-    Image.objects.filter(pk=image.pk).update(
-        sha256=checked.sha256,
-        file=file_name,
-        thumbnail=thumbnail_name,
-        width=checked.width,
-        height=checked.height,
-        format=checked.format.lower(),
-        byte_size=len(checked.data),
-        source=source[:2000],
-    )
+    Image.objects.filter(pk=image.pk).update(**checked.file_fields(file_name, thumbnail_name, source))
     ImageEmbedding.objects.filter(image=image).delete()
     ImageTowerOutput.objects.filter(image=image).delete()
     bump_revision()

@@ -47,6 +47,19 @@ class CheckedImage:
     def extension(self) -> str:
         return ALLOWED_FORMATS[self.format]
 
+    def file_fields(self, file_name: str, thumbnail_name: str, source: str) -> dict:
+        """The Image row's fields that come from these bytes and where they were stored (new row or new file)."""
+        return {
+            "sha256": self.sha256,
+            "file": file_name,
+            "thumbnail": thumbnail_name,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format.lower(),
+            "byte_size": len(self.data),
+            "source": source[:2000],
+        }
+
     def open(self) -> PILImage.Image:
         """The decoded image, upright (EXIF orientation applied) and in RGB."""
         return upright(PILImage.open(io.BytesIO(self.data)))

@@ -142,16 +142,7 @@ def _upsert(
             known = same_bytes
         if known is None:
             image = Image.objects.create(
-                sha256=checked.sha256,
-                file=file_name,
-                thumbnail=thumb_name,
-                width=checked.width,
-                height=checked.height,
-                format=checked.format.lower(),
-                byte_size=len(checked.data),
-                source=source[:2000],
-                catalogue=catalogue,
-                external_id=external_id,
+                **checked.file_fields(file_name, thumb_name, source), catalogue=catalogue, external_id=external_id
             )
             apply_changes(image, changes)
             return Stored(Image.objects.get(pk=image.pk), Outcome.STORED)
@@ -250,15 +241,8 @@ def _image_row(one: NewImage, attribution: str, metadata: dict) -> Image:
     file_name = store_original(one.checked)
     thumb_name = store_thumbnail(one.checked, jpeg=one.thumbnail)
     return Image(
-        sha256=one.checked.sha256,
-        file=file_name,
-        thumbnail=thumb_name,
-        width=one.checked.width,
-        height=one.checked.height,
-        format=one.checked.format.lower(),
-        byte_size=len(one.checked.data),
+        **one.checked.file_fields(file_name, thumb_name, one.source),
         tags=clean_tags(one.tags),
-        source=one.source[:2000],
         licence=one.licence[:300],
         attribution=attribution,
         metadata=metadata,
