@@ -78,3 +78,33 @@ def test_an_evaluated_query_string_in_the_rankers_training_searches_stops_the_ex
     check_traffic(traffic, [q.text for q in sets.training])  # the training strings alone are fine
     with pytest.raises(LeakageError, match="ranker's training searches"):
         check_traffic(traffic, [q.text for q in sets.training] + [f" {traffic.training[-1].text.upper()}"])
+
+
+def test_a_repeat_query_that_is_not_a_training_string_stops_the_simulation():
+    sets = caltech_sets(CLASSES, seed=6, per_set=20, zipf=1.1)
+    stray = Query("a drawing of a class 3", "class 3")
+    held_out = {**sets.held_out, "repeat": (*sets.held_out["repeat"], stray)}
+    with pytest.raises(LeakageError, match="repeat queries that are not training strings"):
+        check_held_out(replace(sets, held_out=held_out))
+
+
+def test_a_new_phrasing_of_an_intent_without_training_traffic_stops_the_simulation():
+    sets = caltech_sets(CLASSES, seed=7, per_set=20, zipf=1.1)
+    unseen = sorted(sets.new_intents)[0]
+    held_out = {
+        **sets.held_out,
+        "new_phrasings": (*sets.held_out["new_phrasings"], Query(f"an image of a {unseen}", unseen)),
+    }
+    with pytest.raises(LeakageError, match="new phrasings of intents with no training traffic"):
+        check_held_out(replace(sets, held_out=held_out))
+
+
+def test_a_new_intent_query_for_an_intent_that_was_not_left_out_stops_the_simulation():
+    sets = caltech_sets(CLASSES, seed=8, per_set=20, zipf=1.1)
+    seen = sets.training[0].intent
+    held_out = {
+        **sets.held_out,
+        "new_intents": (*sets.held_out["new_intents"], Query(f"a close-up of the {seen}", seen)),
+    }
+    with pytest.raises(LeakageError, match="new-intent queries for intents that are not left out"):
+        check_held_out(replace(sets, held_out=held_out))
