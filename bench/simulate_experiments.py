@@ -33,8 +33,11 @@ The collection is a sample of Caltech 101 ingested without labels and a tiny ran
 order carries relevance (a random encoder ranks at chance, and neither order could then be better).
 This measures the designs' sensitivity, not CLIP quality.
 
-Run (from the repo root, after bin/setup dev):
-    .venv/bin/python bench/simulate_experiments.py --fresh --images 2000 --budget 1500 --seeds 1 2 3
+Run (from the repo root, after bin/setup dev; what docs/experiments.md reports, ~25 minutes on the shared
+2-core machine):
+    .venv/bin/python bench/simulate_experiments.py --fresh --var-dir var/exp --images 2000 \
+        --strong-base 0.3 0.5 --treatment reversed --budget 1000 --seeds 1 2 3
+    .venv/bin/python bench/reread_experiments.py --var-dir var/exp --expected-effect 0.3
 """
 
 from __future__ import annotations
@@ -343,7 +346,7 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(results["config"]["alpha"], color="grey", ls="--")
         ax.set_title(f"seed {run['seed']}")
         ax.set_xlabel("searches in the experiment")
-    axes[0][0].set_ylabel("p-value (solid: always valid, as served; dotted: fixed horizon)")
+    axes[0][0].set_ylabel("p-value (solid: always valid; dotted: fixed)")
     axes[0][0].legend(fontsize=8)
     every = results["config"]["check_every"]
     fig.suptitle(f"Embedding order vs {results['ranker']} ({results['training']['message']}): read every {every}")
