@@ -156,3 +156,32 @@ def check_logs(sets: QuerySets, logged_queries: Iterable[str]) -> None:
     held_out = {normalised(q.text) for name in ("new_phrasings", "new_intents") for q in sets.held_out[name]}
     if leaked := sorted(held_out.intersection(normalised(q) for q in logged_queries)):
         raise LeakageError(f"held-out query strings in the search logs: {leaked[:3]}")
+
+
+def new_phrasing_traffic(sets: QuerySets) -> QuerySets:
+    """Traffic for experiments that compare a ranker trained on ``sets.training``: the same intents, as
+    popular as in training, asked only in ``NEW_PHRASINGS`` (no string of it is a training string).
+
+    An experiment whose users typed the ranker's training strings would measure what the ranker
+    remembered about those strings (``query_ctr``), not what a ranker trained on yesterday's traffic
+    does for today's; the held-out sets stay empty (nothing here is measured offline).
+    """
+    queries, weights = [], []
+    for query, weight in zip(sets.training, sets.weights, strict=True):
+        template = next(i for i, t in enumerate(TRAINING_PHRASINGS) if t.format(query.intent) == query.text)
+        # Each training string maps to one new wording of its intent, so the intents keep their weights.
+        queries.append(Query(NEW_PHRASINGS[template].format(query.intent), query.intent))
+        weights.append(weight)
+    traffic = QuerySets(tuple(queries), np.asarray(weights), {}, frozenset())
+    check_traffic(traffic, [q.text for q in sets.training])
+    return traffic
+
+
+def check_traffic(
+    traffic: QuerySets, trained_queries: Iterable[str], where: str = "the ranker's training searches"
+) -> None:
+    """Raise ``LeakageError`` if a query string of the evaluated ``traffic`` is among ``trained_queries``
+    (the ranker's training searches, or the query summaries its features read: ``where`` says which)."""
+    evaluated = {normalised(q.text) for q in traffic.training}
+    if leaked := sorted(evaluated.intersection(normalised(q) for q in trained_queries)):
+        raise LeakageError(f"evaluated query strings in {where}: {leaked[:3]}")

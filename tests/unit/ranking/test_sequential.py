@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, optimize, stats
 
 from ranking.experiments.sequential import (
     always_valid,
@@ -22,6 +22,39 @@ def test_mixture_likelihood_ratio_matches_a_hand_computed_case():
     # Interval half-width at α = 0.05: sqrt(0.01 · 0.02 / 0.01 · (log 2 + 2 log 20)).
     assert half_width(0.01, 0.1, 0.05) == pytest.approx(math.sqrt(0.02 * (math.log(2) + 2 * math.log(20))))
     assert mixture_likelihood_ratio(0.3, 0.0, 0.1) == 1.0  # no variance yet: no evidence
+
+
+def _mixture_by_integration(difference: float, variance: float, tau: float) -> float:
+    """Λ from its definition (Johari, Pekelis & Walsh, eq. for the normal mixture): the likelihood ratio of
+    θ against 0 for an estimate θ̂ ~ N(θ, V), averaged over θ ~ N(0, τ²), by numerical integration."""
+
+    def integrand(theta):
+        sd = math.sqrt(variance)
+        ratio = stats.norm.pdf(difference, theta, sd) / stats.norm.pdf(difference, 0, sd)
+        return ratio * stats.norm.pdf(theta, 0, tau)
+
+    reach = abs(difference) + 12 * tau  # the integrand peaks at θ̂ τ² / (V + τ²), inside this
+    return integrate.quad(integrand, -reach, reach, points=[difference])[0]
+
+
+def test_msprt_with_v_unequal_to_tau_squared_matches_the_definition_integrated_numerically():
+    # V = 0.0004 and τ² = 0.0009 (τ = 0.03), θ̂ = 0.05: unlike the case above, swapping V and τ² in the
+    # closed form changes every number (Λ 4.83 -> 1.28), so this catches the two being exchanged.
+    difference, variance, tau, alpha = 0.05, 0.0004, 0.03, 0.05
+    expected = _mixture_by_integration(difference, variance, tau)
+    assert expected == pytest.approx(4.8266, abs=1e-3)  # by hand: sqrt(4/13) · exp(2.25/1.04)
+    assert mixture_likelihood_ratio(difference, variance, tau) == pytest.approx(expected, rel=1e-6)
+    found = always_valid(np.array([difference]), np.array([variance]), np.array([tau]), np.array([True]), alpha)
+    assert found.p_value == pytest.approx(1 / expected, rel=1e-6)
+
+    # The interval holds the θ0 whose Λ (of θ̂ - θ0) stays below 1/α: its ends solved numerically.
+    def excess(theta0):
+        return _mixture_by_integration(difference - theta0, variance, tau) - 1 / alpha
+
+    low = optimize.brentq(excess, difference - 0.5, difference)
+    high = optimize.brentq(excess, difference, difference + 0.5)
+    assert found.interval == pytest.approx((low, high), rel=1e-5)
+    assert half_width(variance, tau, alpha) == pytest.approx((high - low) / 2, rel=1e-5)
 
 
 def test_always_valid_p_value_is_the_running_minimum_and_never_rises():
