@@ -377,7 +377,13 @@ def main() -> None:
     parser.add_argument("--caltech-limit", type=int, default=0, help="a sample of Caltech (0: all; a smoke run)")
     parser.add_argument("--keep", action="store_true", help="reuse the ingested collection in --var-dir")
     parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="combine the JSON of runs with one seed each (run side by side) and stop"
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.output)
+        return
     for needed in (sim.CALTECH, sim.COCO_MINI):
         if not needed.is_dir():
             sys.exit(f"This simulation needs {needed} (the shared folder beside the repo).")
@@ -463,6 +469,26 @@ def main() -> None:
     print(json.dumps(results["summary"], indent=1))
     plot(results, args.output.with_suffix(".png"))
     print(f"Saved {args.output} and {args.output.with_suffix('.png')}")
+
+
+def merge(paths: list[Path], output: Path) -> None:
+    """One result from runs of one seed each with the same settings (side by side on a shared machine)."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    ignored = {"seeds", "var_dir", "output", "merge", "keep"}
+    settings = [{k: v for k, v in r["config"].items() if k not in ignored} for r in runs]
+    if any(s != settings[0] for s in settings):
+        sys.exit("These runs were made with different settings; they cannot be one result.")
+    results = {
+        **runs[0],
+        "repetitions": [rep for r in runs for rep in r["repetitions"]],
+        "merged_from": [str(p) for p in paths],
+    }
+    results["config"] = {**runs[0]["config"], "seeds": [rep["seed"] for rep in results["repetitions"]]}
+    results["summary"] = summarise(results["repetitions"])
+    output.write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps(results["summary"], indent=1))
+    plot(results, output.with_suffix(".png"))
+    print(f"Saved {output} and {output.with_suffix('.png')}")
 
 
 def summarise(repetitions: list[dict]) -> dict:
