@@ -478,6 +478,9 @@ def merge(paths: list[Path], output: Path) -> None:
     settings = [{k: v for k, v in r["config"].items() if k not in ignored} for r in runs]
     if any(s != settings[0] for s in settings):
         sys.exit("These runs were made with different settings; they cannot be one result.")
+    seeds = [rep["seed"] for r in runs for rep in r["repetitions"]]
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"A seed is in more than one of these runs ({seeds}): each repetition must count once.")
     results = {
         **runs[0],
         "repetitions": [rep for r in runs for rep in r["repetitions"]],
