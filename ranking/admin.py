@@ -320,6 +320,7 @@ class FineTuneRunAdmin(admin.ModelAdmin):
         "progress_percent",
         "trained",
         "pairs",
+        "gate_clicks",
         "held_out",
         "reference",
         "result",
@@ -345,7 +346,14 @@ class FineTuneRunAdmin(admin.ModelAdmin):
         found = run.metrics.get("pairs")
         return f"{found['train']} / {found.get('validation', 0)} / {found.get('test', 0)}" if found else "–"
 
-    @admin.display(description="held-out Recall@10 (test window)")
+    @admin.display(description="gate: estimated clicks per search (test window, both versions re-rank its lists)")
+    def gate_clicks(self, run: FineTuneRun) -> str:
+        found = run.metrics.get("gate_estimate")
+        if not found:
+            return "–"
+        return f"{_before_after(found)} ({found['searches']} searches, {found['propensity']} to {found['depth']})"
+
+    @admin.display(description="chosen images' Recall@10 (test window; favours the logger, not gated on)")
     def held_out(self, run: FineTuneRun) -> str:
         return _before_after(run.metrics.get("held_out_recall@10"))
 

@@ -11,9 +11,12 @@
    guard captions stays within half the tolerance of the start's.
 4. WiSE-FT: the mix α between the start and the tuned weights is chosen on validation, among the α
    whose guard recall stays within half the tolerance of the start's (``ranking.finetune.reference``).
-5. Gate: test Recall@10 must rise by ``margin`` (absolute) and the gate captions (other images than the
-   guard's) must not drop more than ``tolerance``. So nothing the gate reads chose the epoch or α.
-   Both before and after, and every α, are kept on the run.
+5. Gate: on the test window's logged searches, the clicks each version would get when it re-ranks the
+   logged lists (``ranking.finetune.counterfactual``: inverse propensity, so the version that logged them
+   has no head start) must rise by ``margin`` (relative) with a paired lower bound above zero, and the gate
+   captions (other images than the guard's) must not drop more than ``tolerance``. So nothing the gate
+   reads chose the epoch or α. Recall of the test window's chosen images is still recorded; it favours
+   the logger, so it does not decide. Both before and after, and every α, are kept on the run.
 6. Only then a new version is built (``ranking.finetune.building``); it can serve only once *ready*.
 """
 
@@ -36,6 +39,7 @@ from ranking.finetune.building import (
     reproject_collection,
     write_version,
 )
+from ranking.finetune.counterfactual import GateEstimate, LoggedSearch, compare, logged_searches
 from ranking.finetune.heads import TowerHeads, logit_scale_of
 from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, served_by, windowed_pairs
 from ranking.finetune.reference import reference_split
@@ -76,7 +80,9 @@ class FineTuneSettings:
     anchor_weight: float = 100.0  # 0: none; 1 - cosine is small: 100 x a 0.01 drift weighs as 1 nat of InfoNCE
     wise_ft: bool = True  # False: take the tuned weights as they are (alpha = 1)
     early_stopping: bool = True  # False: keep the last epoch, whatever validation says
-    margin: float = 0.02  # test Recall@10 must rise at least this much (absolute)
+    margin: float = 0.05  # the gate estimate (clicks per search) must rise at least this share (relative)
+    gate_depth: int = 0  # logged positions the estimate reads; 0: those the swap slice measured (counterfactual)
+    gate_clip: float = 10.0  # largest propensity ratio one click may carry
     tolerance: float = 0.01  # the gate captions' Recall@10 may drop at most this much
     min_pairs: int = 50
     reference_captions: int = 2000  # each of the guard and the gate sets
@@ -94,12 +100,21 @@ class FineTuneSettings:
 
 
 def encoder_gate(
-    before_held: float, after_held: float, before_reference: float, after_reference: float, options: FineTuneSettings
+    estimate: GateEstimate, before_reference: float, after_reference: float, options: FineTuneSettings
 ) -> tuple[bool, str]:
-    """Promote only if held-out feedback recall rises by the margin and the reference set holds within tolerance."""
+    """Promote only if the test window's estimated clicks rise by the margin (share), with a paired lower bound
+    above zero, and the gate captions hold within tolerance."""
     reasons = []
-    if after_held - before_held < options.margin:
-        reasons.append(f"held-out Recall@10 {before_held:.3f} → {after_held:.3f} does not rise by {options.margin}")
+    before_held, after_held = estimate.before, estimate.after
+    if estimate.difference < options.margin * before_held or estimate.difference <= 0:
+        reasons.append(
+            f"estimated clicks per search {before_held:.3f} → {after_held:.3f} do not rise by {options.margin:.0%}"
+        )
+    elif estimate.lower_bound is None or estimate.lower_bound <= 0:
+        reasons.append(
+            f"estimated clicks per search {before_held:.3f} → {after_held:.3f}: the gain's lower bound "
+            f"{_bound(estimate)} is not above 0 ({estimate.searches} searches)"
+        )
     if before_reference - after_reference > options.tolerance:
         reasons.append(
             f"reference Recall@10 {before_reference:.3f} → {after_reference:.3f} drops more than {options.tolerance}"
@@ -107,8 +122,8 @@ def encoder_gate(
     if reasons:
         return False, "; ".join(reasons)
     return True, (
-        f"held-out Recall@10 {before_held:.3f} → {after_held:.3f}, reference {before_reference:.3f} → "
-        f"{after_reference:.3f}"
+        f"estimated clicks per search {before_held:.3f} → {after_held:.3f} (lower bound of the gain "
+        f"{estimate.lower_bound:.4f}), reference {before_reference:.3f} → {after_reference:.3f}"
     )
 
 
@@ -174,7 +189,11 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         timings["image_inputs_s"] = time.perf_counter() - started
         _update(run, "encoding queries and captions")
         every = windows.train + windows.validation + windows.test
-        queries = sorted({p.query for p in every})
+        # The gate's searches: the test window's logged lists, on the images this run can score.
+        gate_searches = _scorable(
+            logged_searches(windows.boundaries[1], windows.boundaries[2], options.short_click_ms), image_row
+        )
+        queries = sorted({p.query for p in every} | {s.query for s in gate_searches})
         query_row = {q: i for i, q in enumerate(queries)}
         query_states = text_inputs(encoder, queries, heads.text_layers)
         train, valid, test = (
@@ -251,6 +270,14 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         else:
             alpha = 1.0
         after = scores(alpha)
+
+        def scorer(alpha: float):
+            heads.load_model_state(interpolate(start, tuned.state, alpha))
+            image_vectors = collection_vectors(heads, images).numpy()
+            query_vectors = text_vectors(heads, query_states).numpy()
+            return lambda s: image_vectors[[image_row[int(i)] for i in s.images]] @ query_vectors[query_row[s.query]]
+
+        estimate = compare(gate_searches, scorer(0.0), scorer(alpha), propensity, options.gate_depth, options.gate_clip)
         table = [{"alpha": a, **asdict(s)} for a, s in sorted(scored.items())]
         metrics = {
             "pairs": {
@@ -261,6 +288,9 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 "left_out_seen_earlier": windows.dropped,  # pairs an earlier window holds: not held out
                 "test_queries_in_training": windows.test_queries_in_training,
             },
+            # What the gate reads: clicks each version would get on the test window's logged lists.
+            "gate_estimate": estimate.as_dict(),
+            # Recorded, not gated on: the chosen images' recall favours whichever version logged them.
             "held_out_recall@10": {"before": before.test, "after": after.test},
             "validation_recall@10": {"before": before.validation, "after": after.validation},
             "reference_recall@10": {"before": before.reference, "after": after.reference, "captions": len(split.gate)},
@@ -282,7 +312,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             "timings": timings,
         }
         run.metrics = metrics
-        passed, why = encoder_gate(before.test, after.test, before.reference, after.reference, options)
+        passed, why = encoder_gate(estimate, before.reference, after.reference, options)
         if not split.gate.texts:
             why += " (no reference captions in the collection: forgetting was not checked)"
         if not passed:
@@ -321,6 +351,20 @@ def _build_version(
     finish_version(version)
     run.metrics["timings"] = timings
     return version
+
+
+def _bound(estimate: GateEstimate) -> str:
+    return "unknown" if estimate.lower_bound is None else f"{estimate.lower_bound:.4f}"
+
+
+def _scorable(searches: list[LoggedSearch], image_row: dict[int, int]) -> list[LoggedSearch]:
+    """The searches restricted to images this run has inputs for (the rest cannot be re-ranked)."""
+    kept = []
+    for search in searches:
+        known = np.asarray([int(i) in image_row for i in search.images], dtype=bool)
+        if known.any():
+            kept.append(LoggedSearch(search.query, search.images[known], search.positions[known], search.chosen[known]))
+    return kept
 
 
 def _trained(heads: TowerHeads) -> str:

@@ -14,6 +14,7 @@ from collection.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
 from feedback.capture import ClickInput, record_click
 from feedback.identity import Viewer
 from feedback.models import SearchEvent
+from ranking.finetune.counterfactual import ESTIMATOR
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.models import FineTuneRun
 from searchapp.search import SearchRequest
@@ -120,7 +121,14 @@ def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     click_three_windows(service, classes)
     run = fine_tune(service.version, small_run())
     assert run.outcome == FineTuneRun.Outcome.PROMOTED, run.message
-    held = run.metrics["held_out_recall@10"]
+    # The gate read the test window's 7 logged searches, re-ranked by both versions: the clicks on images 10-11
+    # (shown deep in the base's lists) move up. No swap slice here, so the prior's propensities, as recorded.
+    gate = run.metrics["gate_estimate"]
+    assert gate["estimator"] == ESTIMATOR and gate["propensity"] == "prior" and gate["searches"] == 7
+    assert gate["chosen_clicks"] == 7 * 2 and gate["lower_bound"] > 0
+    assert gate["after"] >= gate["before"] * 1.05
+    assert gate["difference"] == pytest.approx(gate["after"] - gate["before"])
+    held = run.metrics["held_out_recall@10"]  # recorded beside it, not gated on: it favours the logger
     assert held["after"] >= held["before"] + 0.05
     # The gate read pairs and captions nothing was chosen on. The windows are search-time quantiles (60%, 80%
     # of 30 searches), so the last search of each earlier round falls in the next window: grey's round-3
@@ -169,6 +177,9 @@ def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
     runs = admin_client.get("/admin/ranking/finetunerun/").content.decode()
     run_row = changelist_row(runs, f"/admin/ranking/finetunerun/{run.pk}/change/")
     assert f'<td class="field-outcome">{FineTuneRun.Outcome.PROMOTED.label}</td>' in run_row
+    gate = run.metrics["gate_estimate"]  # what the gate read, with its propensity source and depth
+    shown = f"{gate['before']:.3f} → {gate['after']:.3f} (7 searches, prior to {gate['depth']})"
+    assert f'<td class="field-gate_clicks">{shown}</td>' in run_row
     action = {"action": "start_ab_test", "_selected_action": [version.pk]}
     response = admin_client.post("/admin/searchapp/encoderversion/", action)
     experiment = Experiment.objects.get()
@@ -188,10 +199,11 @@ def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):
 def test_a_fine_tune_below_the_margin_is_refused_and_nothing_new_serves(service, classes):
     click_three_windows(service, classes)
     versions = EncoderVersion.objects.count()
-    run = fine_tune(service.version, small_run(margin=0.9))
-    assert run.outcome == FineTuneRun.Outcome.REFUSED and "does not rise by 0.9" in run.message
+    run = fine_tune(service.version, small_run(margin=50.0))
+    assert run.outcome == FineTuneRun.Outcome.REFUSED and "do not rise by 5000%" in run.message
     assert run.result is None and EncoderVersion.objects.count() == versions  # nothing new can serve
-    assert run.metrics["held_out_recall@10"]["after"] > run.metrics["held_out_recall@10"]["before"]  # measured
+    gate = run.metrics["gate_estimate"]
+    assert 0 < gate["after"] - gate["before"] < 50 * gate["before"]  # measured, and below that margin
 
 
 def test_too_few_pairs_is_skipped(service, classes):

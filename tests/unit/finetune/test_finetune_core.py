@@ -237,14 +237,24 @@ def test_the_anchor_keeps_what_feedback_is_not_about_in_place(tiny_model):
     assert anchored < free / 2, (anchored, free)
 
 
+def estimate(before: float, after: float, lower: float | None = 0.01, searches: int = 500):
+    from ranking.finetune.counterfactual import ESTIMATOR, GateEstimate
+
+    return GateEstimate(ESTIMATOR, before, after, after - before, lower, searches, 100, 10, "swap slice", 10.0)
+
+
 def test_the_encoder_gate_both_ways():
     from ranking.finetune.service import FineTuneSettings, encoder_gate
 
     options = FineTuneSettings(margin=0.1, tolerance=0.02)
-    assert encoder_gate(0.30, 0.45, 0.60, 0.59, options)[0]  # +0.15 held out, -0.01 reference: promote
-    refused, why = encoder_gate(0.30, 0.55, 0.60, 0.50, options)  # big gain but the reference regresses
-    assert not refused and "reference" in why and "held-out" not in why
-    refused, why = encoder_gate(0.30, 0.35, 0.60, 0.61, options)  # reference fine, gain too small
-    assert not refused and "does not rise by 0.1" in why
-    refused, why = encoder_gate(0.30, 0.30, 0.60, 0.40, options)
-    assert not refused and "held-out" in why and "reference" in why
+    assert encoder_gate(estimate(0.30, 0.45), 0.60, 0.59, options)[0]  # +50% clicks, -0.01 reference: promote
+    passed, why = encoder_gate(estimate(0.30, 0.55), 0.60, 0.50, options)  # big gain but the reference regresses
+    assert not passed and "reference" in why and "clicks" not in why
+    passed, why = encoder_gate(estimate(0.30, 0.32), 0.60, 0.61, options)  # reference fine, gain under 10%
+    assert not passed and "do not rise by 10%" in why
+    passed, why = encoder_gate(estimate(0.30, 0.40, lower=-0.002), 0.60, 0.61, options)  # gain within the noise
+    assert not passed and "lower bound -0.0020 is not above 0 (500 searches)" in why
+    passed, why = encoder_gate(estimate(0.30, 0.40, lower=None, searches=1), 0.60, 0.61, options)
+    assert not passed and "lower bound" in why
+    passed, why = encoder_gate(estimate(0.30, 0.30), 0.60, 0.40, options)
+    assert not passed and "clicks" in why and "reference" in why

@@ -1,0 +1,106 @@
+"""What the fine-tune simulation holds out, from what, and the checks that stop it when something leaks.
+
+The headline of ``simulate_finetune.py`` is ground truth on sets nothing was fitted or chosen on:
+
+- **class precision@10** on Caltech class queries, in the three sets of ``held_out_queries``: *repeat*
+  (training phrasings of classes users searched), *new phrasings* (wordings no user typed, of searched
+  classes) and *new intents* (classes no user searched), ranked over the Caltech images **minus** the
+  labelled ones the base was fitted to;
+- **held-out caption recall@10**: a share of coco_mini's images (``COCO_HELD_OUT_SHARE``, by a stable
+  hash of the file name) is never ingested and never in the base fit. Their captions search the whole
+  collection plus these images (embedded from their pixels by each version), each answered by its own
+  image. So they never entered training pairs (nobody can click an image that is not in the
+  collection), the base fit, the anchor, or the guard or gate captions (both are drawn from the
+  collection's captions).
+
+What chooses is kept apart from what is reported: early stopping and the WiSE-FT α read the
+validation window's pairs and the guard captions, the gate the test window's logged searches and the
+gate captions; none of them is a held-out caption, image or query string (asserted below).
+
+Pure: no Django, so the unit test runs without a database. Every check raises ``LeakageError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.held_out_queries import LeakageError, QuerySets, check_logs, normalised
+
+COCO_HELD_OUT_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    path: Path
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The simulation's held-out material: query sets, coco images and what the base fit used."""
+
+    queries: QuerySets  # the users' traffic and the three held-out class-query sets
+    coco_kept: tuple[CocoImage, ...]  # ingested with captions: the guard, gate and anchor captions come from these
+    coco_held_out: tuple[CocoImage, ...]  # never ingested, never fitted: the held-out caption recall
+    base_fit: tuple[Path, ...]  # every image the base was fitted to (coco kept + labelled Caltech sample)
+    base_fit_texts: tuple[str, ...]
+
+
+def held_out_share(path: Path) -> float:
+    """A stable number in [0, 1) per file name: the same split on every run and every machine."""
+    digest = hashlib.sha256(f"loupe-finetune-held-out:{path.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_coco(images: Sequence[CocoImage], share: float = COCO_HELD_OUT_SHARE) -> tuple[tuple, tuple]:
+    """(kept, held out): a ``share`` of the images by a stable hash of their file name."""
+    held = tuple(i for i in images if held_out_share(i.path) < share)
+    return tuple(i for i in images if held_out_share(i.path) >= share), held
+
+
+def check_base_fit(held: HeldOut) -> None:
+    """Before the base is fitted: no held-out coco image or caption is in what it is fitted to."""
+    fitted = {str(p) for p in held.base_fit}
+    if leaked := sorted(str(i.path) for i in held.coco_held_out if str(i.path) in fitted):
+        raise LeakageError(f"held-out coco images in the base fit: {leaked[:3]}")
+    texts = {normalised(t) for t in held.base_fit_texts}
+    if leaked := sorted(c for i in held.coco_held_out for c in i.captions if normalised(c) in texts):
+        raise LeakageError(f"held-out coco captions in the base fit: {leaked[:3]}")
+
+
+def check_collection(held: HeldOut, sources: Iterable[str], captions: Iterable[str]) -> None:
+    """After ingestion: no held-out coco image (by source path) or caption is in the product's collection,
+    so none can be clicked into a pair, anchored, or drawn into the guard or gate captions."""
+    held_paths = {str(i.path) for i in held.coco_held_out}
+    if leaked := sorted(held_paths.intersection(sources)):
+        raise LeakageError(f"held-out coco images in the collection: {leaked[:3]}")
+    held_texts = {normalised(c) for i in held.coco_held_out for c in i.captions}
+    if leaked := sorted(held_texts.intersection(normalised(c) for c in captions)):
+        raise LeakageError(f"held-out coco captions in the collection: {leaked[:3]}")
+
+
+def check_run(
+    held: HeldOut,
+    pair_queries: Iterable[str],
+    logged_queries: Iterable[str],
+    reference_texts: dict[str, Sequence[str]],
+) -> None:
+    """After each fine-tune: the pairs it trained, chose and was gated on, the logs, and its guard, gate and
+    anchor captions hold no held-out caption, and no new-phrasing or new-intent query string."""
+    held_texts = {normalised(c) for i in held.coco_held_out for c in i.captions}
+    if leaked := sorted(held_texts.intersection(normalised(q) for q in pair_queries)):
+        raise LeakageError(f"held-out coco captions among the fine-tune's pair queries: {leaked[:3]}")
+    for name, texts in reference_texts.items():
+        if leaked := sorted(held_texts.intersection(normalised(t) for t in texts)):
+            raise LeakageError(f"held-out coco captions in the fine-tune's {name} captions: {leaked[:3]}")
+    check_logs(held.queries, logged_queries)
+
+
+def check_precision_pool(held: HeldOut, pool: Iterable[str]) -> None:
+    """The images class precision ranks over are none of those the base was fitted to."""
+    fitted = {str(p) for p in held.base_fit}
+    if leaked := sorted(fitted.intersection(pool)):
+        raise LeakageError(f"images the base was fitted to in the precision pool: {leaked[:3]}")
