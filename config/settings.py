@@ -412,6 +412,9 @@ LOUPE_FEEDBACK_CHANNEL = env.bool("LOUPE_FEEDBACK_CHANNEL", default=True)
 LOUPE_FEEDBACK_CHANNEL_WEIGHT = env.float("LOUPE_FEEDBACK_CHANNEL_WEIGHT", default=1.0)
 LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY = env.float("LOUPE_FEEDBACK_CHANNEL_MIN_SIMILARITY", default=0.9)
 LOUPE_FEEDBACK_CHANNEL_DEPTH = env.int("LOUPE_FEEDBACK_CHANNEL_DEPTH", default=50)
+# The search log is partitioned by day (feedback.partitions): days are created this many days ahead, on
+# every migrate and by the beat task, so a search never waits for one (a missing day lands in the default).
+LOUPE_LOG_PARTITION_DAYS_AHEAD = env.int("LOUPE_LOG_PARTITION_DAYS_AHEAD", default=7)
 
 # --- Ranking: learning to rank, propensities, experiments, fine-tuning ------------------------------
 # Learning to rank: rerank the top candidates of text searches with the active ranker (ranking.registry).
@@ -504,6 +507,10 @@ CELERY_BEAT_SCHEDULE = {
     "find-near-duplicates": {
         "task": "loupe.find_near_duplicates",
         "schedule": env.float("LOUPE_NEAR_DUPLICATES_EVERY_SECONDS", default=3600.0),
+    },
+    "create-log-partitions": {
+        "task": "loupe.create_log_partitions",
+        "schedule": env.float("LOUPE_LOG_PARTITIONS_EVERY_SECONDS", default=3600.0),
     },
     "finetune-encoder": {
         "task": "loupe.finetune_encoder",

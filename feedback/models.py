@@ -8,13 +8,12 @@ client-supplied id, unique per user key, which makes recording them idempotent.
 
 from __future__ import annotations
 
-import uuid
-
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from collection.models import EncoderVersion, Image
+from core.ids import uuid7
 
 
 class SearchEvent(models.Model):
@@ -23,7 +22,7 @@ class SearchEvent(models.Model):
         API = "api", "partner API"
         SIMULATION = "sim", "simulation"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     user_key = models.CharField(max_length=200, db_index=True, help_text="Who searched (see feedback.identity).")
     session = models.CharField(max_length=64, blank=True)
     network = models.CharField(

@@ -17,6 +17,7 @@ from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version
 from core.locks import advisory_lock
 from feedback.analytics.fold import fold_search_rollups
+from feedback.partitions import create_partitions_ahead
 from ranking.finetune.building import finish_building_versions
 from ranking.finetune.service import FineTuneSettings, fine_tune
 from ranking.index_recall import record_all_index_recalls
@@ -95,6 +96,14 @@ def refresh_feedback_summaries() -> dict:
     examinations by the curve training uses."""
 
     return refresh_with_estimated_curve()
+
+
+@shared_task(name="loupe.create_log_partitions", acks_late=True)
+def create_log_partitions() -> dict:
+    """Create the search log's day partitions ahead (feedback.partitions), so new searches land in their day."""
+
+    made = create_partitions_ahead()
+    return {"created": [day.isoformat() for day in made.created], "through": made.through.isoformat()}
 
 
 @shared_task(name="loupe.fold_search_analytics", acks_late=True)
