@@ -421,6 +421,11 @@ LOUPE_LOG_PARTITION_DAYS_AHEAD = env.int("LOUPE_LOG_PARTITION_DAYS_AHEAD", defau
 LOUPE_RERANK = env.bool("LOUPE_RERANK", default=True)
 LOUPE_RERANK_DEPTH = env.int("LOUPE_RERANK_DEPTH", default=100)
 LOUPE_RANKER_CHECK_SECONDS = env.float("LOUPE_RANKER_CHECK_SECONDS", default=5.0)
+# Personalisation (ranking.personal): the reranker's per-user features from the user's own recent clicks and
+# good ratings. Off by default: a deployment turns it on once its users are told (docs/ranking.md, "Privacy").
+# A person turns it off on the page (a cookie), a partner per request (personalise=false), an experiment arm
+# per arm (ArmConfig.personalise); off, the order is byte for byte the shared one.
+LOUPE_PERSONALISE = env.bool("LOUPE_PERSONALISE", default=False)
 # How often a web process re-reads running experiments and production's serving configuration.
 LOUPE_EXPERIMENT_CHECK_SECONDS = env.float("LOUPE_EXPERIMENT_CHECK_SECONDS", default=5.0)
 LOUPE_RETRAIN_MIN_NEW_SEARCHES = env.int("LOUPE_RETRAIN_MIN_NEW_SEARCHES", default=200)

@@ -11,6 +11,7 @@ handler500 = "searchapp.views.server_error"
 
 urlpatterns = [
     path("", views.search_page, name="search"),
+    path("personalisation/", views.set_personalisation, name="personalisation"),
     path("images/<int:image_id>/", views.image_page, name="image"),
     path("feedback/", include("feedback.urls")),
     path("api/v1/", include("searchapp.api.urls")),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, Func, OuterRef, QuerySet, TextField, Value
+from django.dispatch import Signal
 from django.utils import timezone
 
 from collection.models import Image
@@ -31,6 +32,9 @@ BATCH = 500  # searches per delete: each batch (with its impressions, ~20 per se
 # covers every web process's queue without fencing off a returning user's new searches for long.
 LATE_LOG_GRACE = timedelta(minutes=1)
 ERASED_TABLE = ErasedUser._meta.db_table
+# Sent with ``user_key`` once the marker is written: what a higher layer keeps per user in memory (the result
+# cache's personalised orders, searchapp.result_cache) is dropped by its receiver.
+user_erased = Signal()
 
 
 def key_digest(user_key: str) -> str:
@@ -79,6 +83,7 @@ def erase_user_key(user_key: str, *, partner: ApiKey | None, requested_by: str, 
         key_digest=key_digest(user_key),
         defaults={"partner": partner, "requested_by": requested_by[:200], "erased_at": now, "finished_at": None},
     )
+    user_erased.send(sender=ErasedUser, user_key=user_key)
     ratings = _delete_in_batches(Rating.objects.filter(user_key=user_key))
     clicks = _delete_in_batches(Click.objects.filter(user_key=user_key))
     searches = 0

@@ -100,6 +100,7 @@ class VariantInline(admin.StackedInline):
         "min_score",
         "max_relative_drop",
         "feedback_channel",
+        "personalise",
     ]
 
     def _frozen(self, obj) -> bool:

@@ -27,6 +27,16 @@ from collection.models import Image, ImageEmbedding
 from core.replicas import read_connection
 from feedback.models import ImageFeedbackSummary
 from feedback.summaries import QUERY_IMAGE_SUMMARY_VIEW
+from ranking.personal import (
+    PERSONAL_NAMES,
+    TASTE_PRIOR,
+    Personal,
+    check_history_before,
+    shrunk,
+    taste_columns,
+    taste_ctes,
+    taste_params,
+)
 
 PRIOR_STRENGTH = 20.0  # pseudo-examinations (and pseudo-ratings) pulling small counts toward the mean
 RATING_PRIOR = 0.5
@@ -62,8 +72,15 @@ FEATURES: tuple[Feature, ...] = (
     Feature("query_ctr", "clicks / examinations for this query, smoothed toward the collection's rate"),
     Feature("aspect_log", "log(width / height)"),
     Feature("pixels_log", "log(width x height)"),
+    # Per-user (ranking.personal): 0 for a search not personalised, or a user with no history, so that such a
+    # search gets the shared order byte for byte.
+    Feature("taste_similarity", "cosine to the user's age-weighted recent choices, shrunk by their number"),
+    Feature("taste_tags", "the user's smoothed share of recent choices carrying each image tag, mean over its tags"),
 )
 NAMES: list[str] = [feature.name for feature in FEATURES]
+# The list searches were logged with before the per-user columns (issue 23): training computes those two
+# columns for such searches, as of each search's time (``taste_rows``).
+SHARED_NAMES: list[str] = [name for name in NAMES if name not in PERSONAL_NAMES]
 CHANNELS = ("clip", "fts", "caption", "feedback")
 
 
@@ -93,6 +110,10 @@ class ImageFacts:
     query_impressions: float = 0.0
     query_examinations: float = 0.0
     query_clicks: float = 0.0
+    # The searching user's taste (ranking.personal); all 0 when the search is not personalised.
+    taste_cosine: float | None = None
+    taste_tag_weight: float = 0.0
+    taste_weight: float = 0.0  # the user's summed choice weights W, the same on every row
 
 
 @dataclass(frozen=True)
@@ -134,8 +155,15 @@ def feature_matrix(
             smoothed(fact.query_clicks, fact.query_examinations, rates.ctr),
             math.log(max(fact.width, 1) / max(fact.height, 1)),
             math.log(max(fact.width * fact.height, 1)),
+            *taste_values(fact),
         ]
     return rows
+
+
+def taste_values(fact: ImageFacts) -> tuple[float, float]:
+    """The two per-user columns (``ranking.personal``): both 0 without a taste."""
+    tags = fact.taste_tag_weight / (fact.taste_weight + TASTE_PRIOR)
+    return shrunk(fact.taste_cosine or 0.0, fact.taste_weight), tags
 
 
 # Table names from the models (or, for the per-(query, image) view, the module) that own them.
@@ -145,18 +173,18 @@ TABLES = {
     "image_summary": ImageFeedbackSummary._meta.db_table,
     "query_image_summary": QUERY_IMAGE_SUMMARY_VIEW,
 }
-FACTS_SQL = """
+FACTS_SQL = """{ctes}
 SELECT c.id, i.width, i.height,
        CASE WHEN c.need AND %(vector)s::vector IS NOT NULL THEN (
            SELECT 1 - (e.vector::vector({d}) <=> %(vector)s::vector({d})) FROM {embeddings} e
            WHERE e.image_id = c.id AND e.encoder_version_id = %(version)s) END,
        coalesce(s.{counted}impressions, 0), coalesce(s.{counted}examinations, 0), coalesce(s.{counted}clicks, 0),
        coalesce(s.ratings, 0), s.mean_utility,
-       coalesce(q.{counted}impressions, 0), coalesce(q.{counted}examinations, 0), coalesce(q.{counted}clicks, 0)
+       coalesce(q.{counted}impressions, 0), coalesce(q.{counted}examinations, 0), coalesce(q.{counted}clicks, 0){taste}
 FROM unnest(%(ids)s::bigint[], %(need)s::boolean[]) AS c(id, need)
 JOIN {images} i ON i.id = c.id
 LEFT JOIN {image_summary} s ON s.image_id = c.id
-LEFT JOIN {query_image_summary} q ON q.query = %(query)s AND q.image_id = c.id
+LEFT JOIN {query_image_summary} q ON q.query = %(query)s AND q.image_id = c.id{taste_join}
 """
 
 
@@ -173,12 +201,19 @@ def counted_prefix() -> str:
 
 
 def fetch_facts(
-    version, vector: np.ndarray | None, image_ids: Sequence[int], query: str, need_cosine: Sequence[int] | None = None
+    version,
+    vector: np.ndarray | None,
+    image_ids: Sequence[int],
+    query: str,
+    need_cosine: Sequence[int] | None = None,
+    personal: Personal | None = None,
 ) -> dict[int, ImageFacts]:
     """Everything the features need about these images, in one round trip.
 
     Cosines are computed only with a vector, and only for ``need_cosine`` when given: candidates the
     CLIP channel found carry theirs already, and reading a 2 KB vector per candidate is most of the cost.
+    With ``personal`` the same statement reads that user's taste before ``personal.as_of``
+    (``ranking.personal``); without it, the personal facts are 0 and the statement is the shared one.
     """
     if not image_ids:
         return {}
@@ -192,24 +227,45 @@ def fetch_facts(
         # A cosine reads the image's 2 KB vector: only where asked (a scalar subquery runs only when needed).
         "need": [True] * len(image_ids) if need_cosine is None else [i in needed for i in image_ids],
     }
-    with read_connection().cursor() as cursor:
-        cursor.execute(FACTS_SQL.format(d=d, counted=counted_prefix(), **TABLES), params)
-        return {
-            int(row[0]): ImageFacts(
-                width=row[1],
-                height=row[2],
-                clip_cosine=None if row[3] is None else float(row[3]),
-                impressions=float(row[4]),
-                examinations=float(row[5]),
-                clicks=float(row[6]),
-                ratings=int(row[7]),
-                mean_rating=None if row[8] is None else float(row[8]),
-                query_impressions=float(row[9]),
-                query_examinations=float(row[10]),
-                query_clicks=float(row[11]),
-            )
-            for row in cursor.fetchall()
+    parts = {"ctes": "", "taste": "", "taste_join": ""}
+    if personal is not None:
+        parts = {
+            "ctes": taste_ctes(d, TABLES["embeddings"], TABLES["images"]),
+            "taste": taste_columns(d, TABLES["embeddings"]),
+            "taste_join": "\nCROSS JOIN taste t",
         }
+        params.update(taste_params(personal))
+    with read_connection().cursor() as cursor:
+        cursor.execute(FACTS_SQL.format(d=d, counted=counted_prefix(), **parts, **TABLES), params)
+        rows = cursor.fetchall()
+    if personal is not None and rows:
+        check_history_before(rows[0][15], personal.as_of)
+    return {
+        int(row[0]): ImageFacts(
+            width=row[1],
+            height=row[2],
+            clip_cosine=None if row[3] is None else float(row[3]),
+            impressions=float(row[4]),
+            examinations=float(row[5]),
+            clicks=float(row[6]),
+            ratings=int(row[7]),
+            mean_rating=None if row[8] is None else float(row[8]),
+            query_impressions=float(row[9]),
+            query_examinations=float(row[10]),
+            query_clicks=float(row[11]),
+            **(personal_facts(row) if personal is not None else {}),
+        )
+        for row in rows
+    }
+
+
+def personal_facts(row) -> dict:
+    """The taste columns of a personalised facts row (``ranking.personal.taste_columns``)."""
+    return {
+        "taste_cosine": None if row[12] is None else float(row[12]),
+        "taste_tag_weight": float(row[13]),
+        "taste_weight": float(row[14]),
+    }
 
 
 def collection_rates() -> CollectionRates:
@@ -228,9 +284,26 @@ def collection_rates() -> CollectionRates:
 
 
 def candidate_features(
-    version, vector: np.ndarray | None, candidates: Sequence[Candidate], query: str, depth: int
+    version,
+    vector: np.ndarray | None,
+    candidates: Sequence[Candidate],
+    query: str,
+    depth: int,
+    personal: Personal | None = None,
 ) -> tuple[np.ndarray, dict[int, ImageFacts]]:
-    """The serve-time feature matrix of ``candidates`` (and the facts read for it)."""
+    """The serve-time feature matrix of ``candidates`` (and the facts read for it); ``personal``: whose taste."""
     need = [c.image_id for c in candidates if c.clip_cosine is None]
-    facts = fetch_facts(version, vector, [c.image_id for c in candidates], query, need_cosine=need)
+    facts = fetch_facts(version, vector, [c.image_id for c in candidates], query, need_cosine=need, personal=personal)
     return feature_matrix(candidates, facts, depth, collection_rates()), facts
+
+
+def taste_rows(version, image_ids: Sequence[int], personal: Personal) -> np.ndarray:
+    """The per-user columns of ``image_ids`` for ``personal``'s taste before ``personal.as_of``, one row each.
+
+    Training uses it for searches logged before these columns existed (``ranking.training_data``), with the
+    search's own time as ``as_of``: the statement serving runs, so the values are what serving would have
+    computed then, and the search's own click (dated after it) is not in them (``FutureLeak`` otherwise).
+    """
+    facts = fetch_facts(version, None, image_ids, "", need_cosine=[], personal=personal)
+    empty = ImageFacts(width=1, height=1, clip_cosine=None)
+    return np.asarray([taste_values(facts.get(i, empty)) for i in image_ids], dtype=np.float64).reshape(-1, 2)

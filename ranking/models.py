@@ -141,6 +141,12 @@ class ArmConfig(models.Model):
         blank=True,
         help_text="The feedback retrieval channel (images chosen for this or nearby queries); empty: the setting.",
     )
+    personalise = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Per-user reranker features (ranking.personal); off: the shared order; empty: LOUPE_PERSONALISE. "
+        "A deployment with LOUPE_PERSONALISE off personalises no arm.",
+    )
 
     CONFIG_FIELDS = (
         "use_reranker",
@@ -150,6 +156,7 @@ class ArmConfig(models.Model):
         "min_score",
         "max_relative_drop",
         "feedback_channel",
+        "personalise",
     )
 
     class Meta:
@@ -175,6 +182,8 @@ class ArmConfig(models.Model):
             parts.append(f"max drop {self.max_relative_drop}")
         if self.feedback_channel is not None:
             parts.append(f"feedback channel {'on' if self.feedback_channel else 'off'}")
+        if self.personalise is not None:
+            parts.append("personalised" if self.personalise else "shared order")
         return ", ".join(parts)
 
     def clean(self) -> None:

@@ -20,13 +20,16 @@ from datetime import datetime
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
 
+from collection.models import EncoderVersion
 from collection.takedown import kept_images
 from feedback.erasure import exclude_erased
 from feedback.models import Click, Impression, Rating, SearchEvent
 from feedback.trust import counted_clicks, search_trust
-from ranking.features import NAMES
+from ranking.features import NAMES, SHARED_NAMES, taste_rows
 from ranking.ltr import RankingData, ipw_weights
+from ranking.personal import Personal
 from ranking.propensity import PropensityCurve, SwapCounts, power_law, propensity_from_swaps
 
 GOOD_RATING, BAD_RATING = 0.75, 0.25
@@ -48,7 +51,10 @@ class LoggedSearches:
 def load_searches(since: datetime | None, until: datetime, propensity: PropensityCurve) -> LoggedSearches:
     """The labelled searches logged in [since, until), oldest first."""
     # An erased user's searches are fenced off from the moment of the request (feedback.erasure).
-    events = exclude_erased(SearchEvent.objects.filter(created_at__lt=until, feature_names=NAMES, kind="text"))
+    logged_with = Q(feature_names=NAMES)
+    if settings.LOUPE_PERSONALISE:  # searches from before the per-user columns get them computed as of their time
+        logged_with |= Q(feature_names=SHARED_NAMES)
+    events = exclude_erased(SearchEvent.objects.filter(logged_with, created_at__lt=until, kind="text"))
     if since is not None:
         events = events.filter(created_at__gte=since)
     clicked_events = events.filter(clicks__isnull=False) | events.filter(ratings__isnull=False)
@@ -57,6 +63,13 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         empty = RankingData(np.zeros((0, len(NAMES))), np.zeros(0), np.zeros(0, dtype=np.int64), feature_names=NAMES)
         return LoggedSearches(empty, np.zeros(0, dtype=np.int64), np.zeros(0), None, None)
     ids = list(event_times)
+    untasted = events.filter(pk__in=ids, feature_names=SHARED_NAMES).values_list(
+        "pk", "encoder_version", "user_key", "created_at"
+    )
+    versions = EncoderVersion.objects.in_bulk({version_id for _, version_id, _, _ in untasted})
+    without_taste = {
+        pk: (versions[version_id], Personal(user_key, created_at)) for pk, version_id, user_key, created_at in untasted
+    }
     trust = search_trust(ids) if settings.LOUPE_FEEDBACK_TRUST else {}
     if settings.LOUPE_FEEDBACK_TRUST:
         clicks = set(counted_clicks(ids))  # one per impression, none past the identity's daily cap
@@ -81,7 +94,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         ]
         if not items or max(group_labels) <= 0:
             continue
-        rows += [features for _, _, features in items]
+        rows += with_taste(items, without_taste.get(event_id))
         labels += group_labels
         positions += [position for _, position, _ in items]
         groups.append(len(items))
@@ -101,6 +114,17 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     return LoggedSearches(
         data, positions_array, np.expm1(X[:, rank_column]), times[0], times[-1], searched_at, identities, networks
     )
+
+
+def with_taste(items: list[tuple], untasted: tuple[EncoderVersion, Personal] | None) -> list:
+    """The search's logged rows; a search logged before the per-user columns gets them, computed by the
+    serving statement as of the search's own time (``ranking.features.taste_rows``: nothing after it)."""
+    rows = [list(features) for _, _, features in items]
+    if untasted is None:
+        return rows
+    version, personal = untasted
+    tastes = taste_rows(version, [image_id for image_id, *_ in items], personal)
+    return [row + list(taste) for row, taste in zip(rows, tastes, strict=True)]
 
 
 def _label(clicked: bool, utility: float | None) -> float:

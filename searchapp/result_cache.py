@@ -66,6 +66,12 @@ class ResultCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def forget_where(self, drop) -> None:
+        """Drop the entries whose key ``drop(key)`` names (an erased user's personalised orders)."""
+        with self._lock:
+            for key in [key for key in self._entries if drop(key)]:
+                del self._entries[key]
+
     def forget(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -92,6 +98,12 @@ def page_images(ids: list[int], load, revision: int = 0) -> dict:
         image_cache.put((revision, image.pk), image)
         found[image.pk] = image
     return found
+
+
+def forget_erased_user(sender, user_key: str, **_) -> None:
+    """Drop this process's orders personalised for ``user_key`` (``OrderKey.personal_user``), on
+    ``feedback.erasure.user_erased``; other processes' expire within ``LOUPE_RESULT_CACHE_SECONDS``."""
+    result_cache.forget_where(lambda key: getattr(key, "personal_user", None) == user_key)
 
 
 # Measured at 100k images: a fused order (~300 candidates, the top 100 reranked with their features) pickles

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 import uuid
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.views.decorators.http import require_POST
 
 from collection.images import InvalidImage, read_upload
 from collection.models import Image
@@ -23,6 +25,9 @@ from searchapp.forms import ImageSearchForm, SearchForm
 from searchapp.pipeline.response import SearchResponse
 from searchapp.search import NotIndexed, SearchError, SearchRequest, SearchService
 
+# The page's personalisation switch (ranking.personal): "off" gives this browser the shared order.
+PERSONALISE_COOKIE = "loupe_personalise"
+PERSONALISE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
 POPULAR_TAGS = 12
 SIMILAR_COUNT = 12
 DESCRIBE_COUNT = 5
@@ -36,6 +41,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         "popular_tags": cache.get_or_set("loupe:popular-tags", lambda: tag_suggestions(limit=POPULAR_TAGS), 300),
         "show_scores": shows_scores(request),
         "page_query": _page_query(request),
+        "personalisation": personalisation(request),
     }
     status = 200
     try:
@@ -63,6 +69,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
                         page=page,
                         sort=form.cleaned_data.get("sort") or "relevance",
                         explored=form.cleaned_data.get("explored"),
+                        personalise=context["personalisation"] == "on",
                     )
                 )
                 context["response"] = SearchService().search(wanted, web_viewer(request))
@@ -79,6 +86,34 @@ def search_page(request: HttpRequest) -> HttpResponse:
         context["error"] = str(exc)
         status = getattr(exc, "status", 400)
     return render(request, "searchapp/search.html", context, status=status)
+
+
+def personalisation(request: HttpRequest) -> str:
+    """ "on", "off" (this browser turned it off), or "" (the deployment does not personalise: no control shown)."""
+    if not settings.LOUPE_PERSONALISE:
+        return ""
+    return "off" if request.COOKIES.get(PERSONALISE_COOKIE) == "off" else "on"
+
+
+@require_POST
+def set_personalisation(request: HttpRequest) -> HttpResponse:
+    """The page's visible switch: remember "on" or "off" for this browser, then go back to the search."""
+    wanted = request.POST.get("personalise")
+    if wanted not in ("on", "off"):
+        return HttpResponse("personalise is on or off.", status=400, content_type="text/plain")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = "/"
+    response = HttpResponseRedirect(back or "/")
+    response.set_cookie(
+        PERSONALISE_COOKIE,
+        wanted,
+        max_age=PERSONALISE_COOKIE_MAX_AGE,
+        samesite="Lax",
+        httponly=True,
+        secure=request.is_secure(),
+    )
+    return response
 
 
 def shows_scores(request: HttpRequest) -> bool:

@@ -38,6 +38,7 @@ class ServingPlan:
     min_score: float | None = None
     max_relative_drop: float | None = None
     feedback_channel: bool | None = None  # None: LOUPE_FEEDBACK_CHANNEL
+    personalise: bool | None = None  # None: LOUPE_PERSONALISE; False: the shared order (an A/B's shared arm)
     teams: tuple[Team, Team] | None = None  # interleaving
 
     @property
@@ -94,6 +95,7 @@ def plan_search(viewer: Viewer | None, *, rerank_allowed: bool) -> ServingPlan:
         min_score=_merged(base, arm, "min_score"),
         max_relative_drop=_merged(base, arm, "max_relative_drop"),
         feedback_channel=_merged(base, arm, "feedback_channel"),
+        personalise=_merged(base, arm, "personalise"),
         teams=teams,
     )
 

@@ -65,6 +65,12 @@ class TextSearchSerializer(SearchParamsSerializer):
         trim_whitespace=True,
         help_text='Text query; may hold tag filters: tag:dog beach, tag:"hot dog".',
     )
+    personalise = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="false: the shared order, not reranked by this user's own past clicks and ratings. Only where the "
+        "deployment personalises at all (LOUPE_PERSONALISE, off by default).",
+    )
 
 
 class ImageSearchSerializer(SearchParamsSerializer):

@@ -73,6 +73,7 @@ def _search_request(data: dict, params, **query) -> SearchRequest:
         min_score=data.get("min_score"),
         max_relative_drop=data.get("max_drop"),
         collapse=data.get("collapse"),
+        personalise=data.get("personalise", True),
         **query,
     )
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.utils import timezone
 
 from collection.encoders import Encoder
 from collection.fusion_setting import Fusion
@@ -21,6 +22,7 @@ from collection.text_channels import channel_weights
 from feedback.identity import Viewer
 from feedback.impressions import query_key
 from ranking.experiments.serving import ServingPlan
+from ranking.personal import Personal
 from searchapp.pipeline.fuse import first_stage, fused_weights
 from searchapp.pipeline.plan import Depths, OrderKey
 from searchapp.pipeline.request import DATE, ValidSearch
@@ -55,13 +57,14 @@ def served_order(
     # One small read per search, and only with the caches on: an edit committed in any process moves the
     # revision, so what this process cached before it is never served again (collection.revisions).
     revision = current_revision() if result_cache.ttl() > 0 else 0
-    key = order_key(version, search, depths, plan, fusion, revision)
+    personal = personal_scope(search, plan, viewer)
+    key = order_key(version, search, depths, plan, fusion, revision, personal)
     found = result_cache.get(key) if key is not None else None
     if found is not None:
         return found
     retrieved = retrieve(encoder, version, search, depths, plan)
     ranking_started = time.perf_counter()
-    query = RerankInput(version, retrieved.vector, search.text, depths.candidates)
+    query = RerankInput(version, retrieved.vector, search.text, depths.candidates, personal)
     order = rank(first_stage(retrieved, fusion), plan, query, kind=search.kind, viewer=viewer)
     if search.collapse:
         order = collapse_near_duplicates(order, version)
@@ -106,8 +109,30 @@ def newest_first(order: Reranked, date_field: str) -> Reranked:
     return replace(order, ranked=dated + undated, ranker_label=f"{order.ranker_label}, by {date_field}")
 
 
+def personal_scope(search: ValidSearch, plan: ServingPlan, viewer: Viewer | None) -> Personal | None:
+    """Whose taste this search's features read, or None for the shared order.
+
+    Every switch must allow it: the deployment (``LOUPE_PERSONALISE``), the experiment arm or production's
+    configuration (``personalise``, empty: allowed), the request (the API's ``personalise=false``, the page's
+    cookie), and a known viewer of a text search. Not only reranked searches: the page's logged features
+    must carry the taste too, or no ranker could ever learn from it. Choices before now only
+    (``ranking.personal``: the bound that keeps the search's own click out of its training row).
+    """
+    if not (settings.LOUPE_PERSONALISE and plan.personalise is not False and search.request.personalise):
+        return None
+    if viewer is None or search.kind != "text":
+        return None
+    return Personal(viewer.user_key, timezone.now())
+
+
 def order_key(
-    version: EncoderVersion, search: ValidSearch, depths: Depths, plan: ServingPlan, fusion: Fusion, revision: int = 0
+    version: EncoderVersion,
+    search: ValidSearch,
+    depths: Depths,
+    plan: ServingPlan,
+    fusion: Fusion,
+    revision: int = 0,
+    personal: Personal | None = None,
 ) -> OrderKey | None:
     """The cache key, or None where the order is not shared: interleaved lists are drawn per user, and deep
     pages are rare and their orders large."""
@@ -134,6 +159,7 @@ def order_key(
         ),
         rerank_depth=plan.rerank_depth,
         ranker_version_id=plan.ranker.version.pk if plan.ranker is not None else None,
+        personal_user=personal.user_key if personal is not None else None,
         min_score=request.min_score,
         max_relative_drop=request.max_relative_drop,
         plan_min_score=plan.min_score,

@@ -85,7 +85,9 @@ def page_of(search: ValidSearch, sliced: SlicedOrder, order: Reranked, query: Re
     scored = order.scored
     if not all(r.candidate.image_id in scored for r in shown):
         candidates = [r.candidate for r in shown]
-        matrix, facts = candidate_features(query.version, query.vector, candidates, query_key(query.text), query.depth)
+        matrix, facts = candidate_features(
+            query.version, query.vector, candidates, query_key(query.text), query.depth, query.personal
+        )
         scored = {c.image_id: Scored(row, facts.get(c.image_id)) for c, row in zip(candidates, matrix, strict=True)}
     # One query with the captions as an array (a prefetch measured ~2 ms a page), and recently shown
     # images from memory.

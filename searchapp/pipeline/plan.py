@@ -80,6 +80,9 @@ class OrderKey:
     feedback_channel: tuple[float, float] | None  # the feedback channel's (weight, min similarity); None: off
     rerank_depth: int
     ranker_version_id: int | None
+    # Whose taste the order was personalised for (ranking.personal); None: the shared order. A personalised
+    # order is one user's: keyed by their key, it is never served to anyone else.
+    personal_user: str | None
     min_score: float | None  # the request's thresholds, then the serving configuration's
     max_relative_drop: float | None
     plan_min_score: float | None

@@ -51,6 +51,9 @@ class SearchRequest:
     # Where the first page's exploration slice moved a candidate up, (from, slot): a later page of the
     # same search continues the first page as it was shown (searchapp.pipeline.page.continue_first_page).
     explored: tuple[int, int] | None = None
+    # False: this search gets the shared order, whatever the deployment and the experiment say (the API's
+    # personalise=false, the page's cookie; ranking.personal).
+    personalise: bool = True
 
     @property
     def kind(self) -> str:

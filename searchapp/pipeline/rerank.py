@@ -20,6 +20,7 @@ from feedback.impressions import count, query_key
 from ranking.experiments.interleaving import team_draft
 from ranking.experiments.serving import ServingPlan
 from ranking.features import NAMES, ImageFacts, candidate_features
+from ranking.personal import Personal
 from ranking.registry import ServingRanker
 from searchapp.pipeline.fuse import Ranked
 
@@ -46,12 +47,14 @@ class Reranked:
 
 @dataclass(frozen=True)
 class RerankInput:
-    """What a ranker scores against: the encoder version's vectors, the query's vector and text, the depth."""
+    """What a ranker scores against: the encoder version's vectors, the query's vector and text, the depth,
+    and whose taste the per-user features read (None: not personalised, the shared order)."""
 
     version: EncoderVersion
     vector: np.ndarray
     text: str
     depth: int
+    personal: Personal | None = None
 
 
 def rank(first_stage: list[Ranked], plan: ServingPlan, query: RerankInput, *, kind: str, viewer: Viewer | None):
@@ -106,7 +109,9 @@ def rerank(serving: ServingRanker, ranked: list[Ranked], query: RerankInput, rer
         if list(serving.version.feature_names) != NAMES:
             raise ValueError(f"{serving.version} was trained on other features than the registry's.")
         candidates = [r.candidate for r in top]
-        matrix, facts = candidate_features(query.version, query.vector, candidates, query_key(query.text), query.depth)
+        matrix, facts = candidate_features(
+            query.version, query.vector, candidates, query_key(query.text), query.depth, query.personal
+        )
         # One thread: a hundred rows take 0.05 ms, while waking OpenMP workers on cores busy with the text
         # towers and PostgreSQL cost 0.7-1.5 ms per search (measured in the search API profile).
         scores = serving.booster.predict(matrix, num_threads=1)

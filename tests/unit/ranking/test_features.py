@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from ranking.features import NAMES, Candidate, CollectionRates, ImageFacts, feature_matrix, smoothed
@@ -71,3 +72,19 @@ def test_the_feedback_channel_features(settings):
     shallow, deep = (row(Candidate(7, 0.8, 3, {"clip": 5}, 0.31), depth=d) for d in (25, 100))
     assert shallow[COLUMN["feedback_rank_log"]] == deep[COLUMN["feedback_rank_log"]] == pytest.approx(math.log1p(51))
     assert shallow[COLUMN["feedback_score"]] == 0.0
+
+
+def test_the_taste_columns_are_neutral_without_history_and_need_more_than_one_click():
+    candidate = Candidate(1, 0.5, 1, {"clip": 1})
+    shared = row(candidate, {1: ImageFacts(width=4, height=3, clip_cosine=0.3)})
+    assert shared[COLUMN["taste_similarity"]] == 0.0 and shared[COLUMN["taste_tags"]] == 0.0
+    one_click = ImageFacts(width=4, height=3, clip_cosine=0.3, taste_cosine=1.0, taste_tag_weight=1.0, taste_weight=1.0)
+    ten_clicks = ImageFacts(
+        width=4, height=3, clip_cosine=0.3, taste_cosine=1.0, taste_tag_weight=10.0, taste_weight=10.0
+    )
+    once, often = row(candidate, {1: one_click}), row(candidate, {1: ten_clicks})
+    assert once[COLUMN["taste_similarity"]] == pytest.approx(1 / 6)  # shrunk by 5 pseudo-choices
+    assert once[COLUMN["taste_tags"]] == pytest.approx(1 / 6)
+    assert often[COLUMN["taste_tags"]] == pytest.approx(10 / 15)
+    assert np.array_equal(np.delete(once, [COLUMN["taste_similarity"], COLUMN["taste_tags"]]),
+                          np.delete(shared, [COLUMN["taste_similarity"], COLUMN["taste_tags"]]))  # fmt: skip
