@@ -22,6 +22,7 @@ from feedback.models import SearchEvent
 MAX_COLUMNS = 24  # cards in one row; wider than any page or partner grid we know of
 MAX_ROWS = 200  # rows described; a page holds at most LOUPE_MAX_PAGE_SIZE cards
 MAX_ROW_NUMBER = 10_000
+MAX_TEXT = 4_000  # characters of a layout sent as text (the page's form field): 200 rows fit in ~1,000
 
 
 class LayoutError(Refused):
@@ -58,9 +59,11 @@ class Layout:
 def parse_layout(raw: object) -> Layout:
     """A layout from its JSON shape ``{"columns": 4 | [4, 4, 3], "rows_on_screen": [1, 3]}``, or LayoutError."""
     if isinstance(raw, str):
+        if len(raw) > MAX_TEXT:
+            raise LayoutError(f"layout is longer than {MAX_TEXT} characters.", field="layout")
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             raise LayoutError("layout is not JSON.", field="layout") from None
     if not isinstance(raw, dict):
         raise LayoutError('layout is an object: {"columns": ..., "rows_on_screen": [first, last]}.', field="layout")

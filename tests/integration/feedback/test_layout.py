@@ -76,6 +76,10 @@ def test_the_page_beacon_stores_the_layout_and_refuses_nonsense(client, collecti
         "/feedback/layout", {"event_id": str(event.pk), "layout": "{4 columns", "csrfmiddlewaretoken": token}
     )
     assert bad.status_code == 400 and bad.json()["error"]["fields"] == {"layout": "layout is not JSON."}
+    deep = client.post(
+        "/feedback/layout", {"event_id": str(event.pk), "layout": "[" * 3000, "csrfmiddlewaretoken": token}
+    )
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_layout"
     stored = client.post(
         "/feedback/layout", {"event_id": str(event.pk), "layout": layout, "csrfmiddlewaretoken": token}
     )
