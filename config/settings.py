@@ -433,10 +433,16 @@ LOUPE_RETRAIN_EVERY_SECONDS = env.float("LOUPE_RETRAIN_EVERY_SECONDS", default=9
 # A candidate ranker must beat the serving order's counterfactual DCG@10 by this relative gain (and
 # significantly; ranking.gate).
 LOUPE_PROMOTION_MARGIN = env.float("LOUPE_PROMOTION_MARGIN", default=0.02)
-# The randomised slice: this share of logged first pages swaps one adjacent pair among the top
+# The randomised slice: this share of logged first pages swaps one pair among the top
 # LOUPE_SWAP_MAX_POSITION, so examination propensities can be measured (ranking.propensity).
 LOUPE_SWAP_SHARE = env.float("LOUPE_SWAP_SHARE", default=0.02)
 LOUPE_SWAP_MAX_POSITION = env.int("LOUPE_SWAP_MAX_POSITION", default=10)
+# Grid swaps (ranking.grid_propensity): half of the swap slice trades positions k and k+d, d uniform in
+# 2..LOUPE_SWAP_MAX_OFFSET, which are vertical neighbours on a grid of d columns (the page shows 1 to about 6
+# per row); the other half stays adjacent (k, k+1), which the list curve reads. 1 (or less): adjacent only.
+LOUPE_SWAP_MAX_OFFSET = env.int("LOUPE_SWAP_MAX_OFFSET", default=6)
+# A grid cell's examination is shrunk toward the list curve with this many pseudo-clicks of evidence.
+LOUPE_GRID_PRIOR_CLICKS = env.float("LOUPE_GRID_PRIOR_CLICKS", default=20.0)
 # The exploration slice: this share of logged first pages shows one candidate from below the page (down
 # to LOUPE_RERANK_DEPTH) at a slot from LOUPE_EXPLORE_MIN_POSITION on, so clicks can reach what the
 # current order hides (searchapp.slices).

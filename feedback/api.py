@@ -16,10 +16,13 @@ from core.networks import network_key
 from feedback.api_keys import ApiKeyThrottle, catalogue_of, scope_required
 from feedback.capture import FeedbackError, Recorded, record_click, record_many, record_rating
 from feedback.identity import Viewer, partner_viewer, request_address
+from feedback.layout import record_layout
 from feedback.serializers import (
     BatchResultSerializer,
     ClickBatchSerializer,
     ClickSerializer,
+    LayoutSerializer,
+    LayoutStoredSerializer,
     RatingBatchSerializer,
     RatingSerializer,
     RecordedSerializer,
@@ -126,3 +129,17 @@ class RatingBatchView(FeedbackView):
     )
     def post(self, request: Request) -> Response:
         return _record_batch(request, RatingBatchSerializer, RatingSerializer)
+
+
+class LayoutView(FeedbackView):
+    @extend_schema(
+        summary="Report the grid a search's results were shown in (cards per row, rows on screen)",
+        request=LayoutSerializer,
+        responses={201: LayoutStoredSerializer, 200: LayoutStoredSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        given = LayoutSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        stored = record_layout(_viewer(request, {}), str(data["event_id"]), data["layout"])
+        return Response({"stored": stored}, status=status.HTTP_201_CREATED if stored else status.HTTP_200_OK)

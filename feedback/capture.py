@@ -97,7 +97,7 @@ def record_click(viewer: Viewer, given: ClickInput) -> Recorded:
         raise FeedbackError("dwell_ms must be between 0 and 86,400,000 (one day).", field="dwell_ms")
     if given.position < 1:
         raise FeedbackError("position starts at 1.", field="position")
-    event = _owned_event(viewer, given.event_id)
+    event = owned_event(viewer, given.event_id)
     with transaction.atomic():
         _lock_user(event.user_key)
         existing = Click.objects.filter(user_key=event.user_key, client_id=given.client_id).first()
@@ -127,7 +127,7 @@ def record_rating(viewer: Viewer, given: RatingInput) -> Recorded:
     _check_value(given.scale, given.value)
     if len(given.query_text) > settings.LOUPE_MAX_QUERY_CHARS:
         raise FeedbackError(f"query is limited to {settings.LOUPE_MAX_QUERY_CHARS} characters.", field="query")
-    event = _owned_event(viewer, given.event_id) if given.event_id else None
+    event = owned_event(viewer, given.event_id) if given.event_id else None
     user_key = event.user_key if event is not None else viewer.user_key
     if not Image.objects.filter(pk=given.image_id).exists():
         raise UnknownImage(f"There is no image {given.image_id}.", field="image_id")
@@ -169,7 +169,7 @@ def _check_value(scale: str, value: int) -> None:
         raise FeedbackError("scale is 'thumbs' or 'stars'.", field="scale")
 
 
-def _owned_event(viewer: Viewer, event_id: str) -> SearchEvent:
+def owned_event(viewer: Viewer, event_id: str) -> SearchEvent:
     """The event, if this viewer may give feedback on it: their own search, or their partner app's."""
     try:
         pk = uuid.UUID(str(event_id))

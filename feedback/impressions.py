@@ -53,11 +53,11 @@ WITH commit_mode AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off',
 event AS (
     INSERT INTO feedback_searchevent (id, user_key, session, network, surface, partner_id, kind, query_text,
         normalised_query, query_image_id, tags, page, page_size, experiment_id, arm, ranker, encoder_version_id,
-        feature_names, swap_position, explore_position, explore_from, result_count, latency_ms, created_at)
+        feature_names, swap_position, swap_with, explore_position, explore_from, result_count, latency_ms, created_at)
     SELECT %(id)s, %(user_key)s, %(session)s, %(network)s, %(surface)s, %(partner_id)s, %(kind)s, %(query_text)s,
         %(normalised_query)s, %(query_image_id)s, %(tags)s::varchar[], %(page)s, %(page_size)s, %(experiment_id)s,
         %(arm)s, %(ranker)s, %(encoder_version_id)s, %(feature_names)s::varchar[], %(swap_position)s,
-        %(explore_position)s, %(explore_from)s, %(result_count)s, %(latency_ms)s, now()
+        %(swap_with)s, %(explore_position)s, %(explore_from)s, %(result_count)s, %(latency_ms)s, now()
     FROM commit_mode
     RETURNING id
 )
@@ -97,6 +97,7 @@ class ServedList:
     experiment_id: int | None = None
     arm: str = ""
     swap_position: int | None = None
+    swap_with: int | None = None  # the swapped pair's lower position (None: swap_position + 1)
     explore_position: int | None = None
     explore_from: int | None = None
 
@@ -162,6 +163,7 @@ def _log_params(served: ServedList, viewer: Viewer) -> tuple[uuid.UUID, dict]:
         "encoder_version_id": served.encoder_version_id,
         "feature_names": list(served.feature_names),
         "swap_position": served.swap_position,
+        "swap_with": served.swap_with,
         "explore_position": served.explore_position,
         "explore_from": served.explore_from,
         "result_count": len(shown),

@@ -57,6 +57,21 @@ class SearchEvent(models.Model):
     swap_position = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="k when positions k and k+1 were swapped on purpose (propensity slice)."
     )
+    swap_with = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="The lower position of the swapped pair (a grid swap spans a row); empty: swap_position + 1.",
+    )
+    # The layout the person saw (feedback.layout), reported by the page's first beacon or the partner API:
+    # cards in each row of the rendered grid, top to bottom (the last repeats below), and the rows on screen.
+    layout_columns = ArrayField(
+        models.PositiveSmallIntegerField(),
+        null=True,
+        blank=True,
+        help_text="Cards in each row as rendered, top to bottom; empty: no layout reported (a list).",
+    )
+    layout_first_row = models.PositiveSmallIntegerField(null=True, blank=True, help_text="First row on screen.")
+    layout_last_row = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Last row on screen.")
     explore_position = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="The page position given to a deeper candidate on purpose (exploration slice)."
     )

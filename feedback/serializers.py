@@ -9,6 +9,7 @@ from collection.models import EXTERNAL_ID_PATTERN, Image
 from core.errors import UnknownImage
 from feedback.capture import CLIENT_ID, MAX_DWELL_MS, ClickInput, RatingInput
 from feedback.identity import PARTNER_USER
+from feedback.layout import Layout, parse_layout
 from feedback.models import Rating
 
 
@@ -77,6 +78,23 @@ class RatingSerializer(NamedImageSerializer):
             event_id=str(data["event_id"]) if data.get("event_id") else None,
             query_text=data.get("query", ""),
         )
+
+
+class LayoutSerializer(serializers.Serializer):
+    """The grid one search's results were shown in (``feedback.layout``)."""
+
+    event_id = serializers.UUIDField(help_text="The event_id of the search whose results were laid out.")
+    layout = serializers.JSONField(
+        help_text='{"columns": 4, "rows_on_screen": [1, 2]}: cards per row (a number, or one per row from the '
+        "top when rows differ) and the rows on screen when the results were first shown (optional)."
+    )
+
+    def validate_layout(self, value) -> Layout:
+        return parse_layout(value)  # LayoutError: a 400 in the API's error shape, naming the part at fault
+
+
+class LayoutStoredSerializer(serializers.Serializer):
+    stored = serializers.BooleanField(help_text="False when a layout was already stored for this search.")
 
 
 class RecordedSerializer(serializers.Serializer):

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from feedback.capture import ClickInput, FeedbackError, RatingInput, Recorded, record_click, record_rating
 from feedback.identity import web_viewer
+from feedback.layout import LayoutError, parse_layout, record_layout
 from feedback.models import Rating
 from feedback.throttling import FEEDBACK, Throttled, check, page_caller
 
@@ -27,7 +28,7 @@ def _integer(request: HttpRequest, name: str, *, required: bool = True) -> int |
         raise FeedbackError(f"{name} must be a whole number.", field=name) from None
 
 
-def _error(exc: FeedbackError | Throttled) -> JsonResponse:
+def _error(exc: FeedbackError | LayoutError | Throttled) -> JsonResponse:
     response = JsonResponse(exc.body(), status=exc.status)
     if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
@@ -67,4 +68,16 @@ def rate(request: HttpRequest) -> JsonResponse:
         )
         return _recorded(record_rating(web_viewer(request), given))
     except (FeedbackError, Throttled) as exc:
+        return _error(exc)
+
+
+@require_POST
+def layout(request: HttpRequest) -> JsonResponse:
+    """The grid a search's results were rendered in (the page's first beacon after showing them)."""
+    try:
+        check(FEEDBACK, page_caller(request))
+        given = parse_layout(request.POST.get("layout", ""))
+        stored = record_layout(web_viewer(request), request.POST.get("event_id", ""), given)
+        return JsonResponse({"stored": stored}, status=201 if stored else 200)
+    except (FeedbackError, LayoutError, Throttled) as exc:
         return _error(exc)

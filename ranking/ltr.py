@@ -61,8 +61,13 @@ def ipw_weights(
     """
     curve = np.asarray(propensity, dtype=np.float64)
     index = np.clip(np.asarray(positions, dtype=np.int64) - 1, 0, len(curve) - 1)
-    weights = np.where(np.asarray(clicked) > 0, 1.0 / np.maximum(curve[index], 1.0 / clip), 1.0)
-    return weights
+    return inverse_propensity(clicked, curve[index], clip)
+
+
+def inverse_propensity(clicked: np.ndarray, propensities: np.ndarray, clip: float = 20.0) -> np.ndarray:
+    """1 / propensity for clicked rows (each row's own propensity), 1 elsewhere; clipped at ``clip``."""
+    floor = np.maximum(np.asarray(propensities, dtype=np.float64), 1.0 / clip)
+    return np.where(np.asarray(clicked) > 0, 1.0 / floor, 1.0)
 
 
 def _padded(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray, width: int, fill: float) -> np.ndarray:

@@ -23,6 +23,7 @@ from feedback.erasure import exclude_erased
 from feedback.models import SearchEvent
 from ranking.features import NAMES
 from ranking.gate import decide
+from ranking.grid_swaps import estimated_grid_propensity
 from ranking.ltr import RankingData, counterfactual_dcg, evaluate_scores, train_ranker
 from ranking.models import RankerVersion, TrainingRun
 from ranking.registry import load_booster, promote, save_candidate
@@ -65,7 +66,9 @@ def retrain(*, force: bool = False) -> TrainingRun:
                 f"{new} new labelled searches; waiting for {settings.LOUPE_RETRAIN_MIN_NEW_SEARCHES}.",
             )
         propensity = estimated_propensity(None, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_SWAP_MAX_POSITION)
-        logged = load_searches(None, now, propensity)
+        # Searches shown in a reported grid weigh their clicks by that layout's cells (issue 23), the rest by the list.
+        grid = estimated_grid_propensity(None, propensity)
+        logged = load_searches(None, now, propensity, grid)
         windows = split_windows(logged)
         sizes = (len(windows.train.groups), len(windows.early_stopping.groups), len(windows.gate.groups))
         if any(
@@ -98,6 +101,10 @@ def retrain(*, force: bool = False) -> TrainingRun:
             "best_iteration": trained.best_iteration,
             "propensity": [round(float(v), 4) for v in propensity.values[:10]],
             "propensity_estimated_positions": propensity.estimated_positions,
+            "grid_propensity": {
+                str(width): {f"{row},{column}": round(value, 4) for (row, column), value in sorted(cells.items())}
+                for width, cells in grid.cells.items()
+            },
         }
         version = save_candidate(
             trained,

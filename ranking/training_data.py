@@ -20,15 +20,17 @@ from datetime import datetime
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 
 from collection.models import EncoderVersion
 from collection.takedown import kept_images
 from feedback.erasure import exclude_erased
+from feedback.layout import Layout
 from feedback.models import Click, Impression, Rating, SearchEvent
 from feedback.trust import counted_clicks, search_trust
 from ranking.features import NAMES, SHARED_NAMES, taste_rows
-from ranking.ltr import RankingData, ipw_weights
+from ranking.grid_propensity import GridPropensity
+from ranking.ltr import RankingData, inverse_propensity, ipw_weights
 from ranking.personal import Personal
 from ranking.propensity import PropensityCurve, SwapCounts, power_law, propensity_from_swaps
 
@@ -48,8 +50,13 @@ class LoggedSearches:
     networks: list[str] = field(default_factory=list)  # one per group: that identity's arrival network ("" unknown)
 
 
-def load_searches(since: datetime | None, until: datetime, propensity: PropensityCurve) -> LoggedSearches:
-    """The labelled searches logged in [since, until), oldest first."""
+def load_searches(
+    since: datetime | None, until: datetime, propensity: PropensityCurve, grid: GridPropensity | None = None
+) -> LoggedSearches:
+    """The labelled searches logged in [since, until), oldest first.
+
+    A click's propensity is the list curve's at its position, or, with ``grid`` and a layout reported for its
+    search, the grid estimate's at its (row, column) in that layout (``ranking.grid_propensity``)."""
     # An erased user's searches are fenced off from the moment of the request (feedback.erasure).
     logged_with = Q(feature_names=NAMES)
     if settings.LOUPE_PERSONALISE:  # searches from before the per-user columns get them computed as of their time
@@ -70,6 +77,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     without_taste = {
         pk: (versions[version_id], Personal(user_key, created_at)) for pk, version_id, user_key, created_at in untasted
     }
+    layouts = _layouts(ids) if grid is not None else {}
     trust = search_trust(ids) if settings.LOUPE_FEEDBACK_TRUST else {}
     if settings.LOUPE_FEEDBACK_TRUST:
         clicks = set(counted_clicks(ids))  # one per impression, none past the identity's daily cap
@@ -87,6 +95,7 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     ):
         shown[event_id].append((image_id, position, features))
     rows, labels, positions, groups, searched_at, trusts, identities, networks = [], [], [], [], [], [], [], []
+    grid_rows: list[tuple[int, float]] = []  # (row, propensity) for rows shown in a reported layout
     for event_id in sorted(ids, key=lambda pk: event_times[pk]):
         items = shown.get(event_id, [])
         group_labels = [
@@ -94,6 +103,9 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
         ]
         if not items or max(group_labels) <= 0:
             continue
+        layout = layouts.get(event_id)
+        if layout is not None:
+            grid_rows += [(len(rows) + n, grid.at(layout, position)) for n, (_, position, _) in enumerate(items)]
         rows += with_taste(items, without_taste.get(event_id))
         labels += group_labels
         positions += [position for _, position, _ in items]
@@ -107,7 +119,11 @@ def load_searches(since: datetime | None, until: datetime, propensity: Propensit
     y = np.asarray(labels, dtype=np.float64)
     positions_array = np.asarray(positions, dtype=np.int64)
     # Inverse propensity for the position bias, times the search's trust: a made-up identity's clicks teach less.
-    weights = ipw_weights(y > 0, positions_array, propensity.values) * np.asarray(trusts, dtype=np.float64)
+    weights = ipw_weights(y > 0, positions_array, propensity.values)
+    if grid_rows:
+        at, cell_propensity = (np.asarray(column) for column in zip(*grid_rows, strict=True))
+        weights[at] = inverse_propensity(y[at] > 0, cell_propensity)
+    weights = weights * np.asarray(trusts, dtype=np.float64)
     data = RankingData(X, y, np.asarray(groups, dtype=np.int64), weights, feature_names=list(NAMES))
     rank_column = NAMES.index("first_stage_rank_log")
     times = sorted(event_times.values())
@@ -125,6 +141,14 @@ def with_taste(items: list[tuple], untasted: tuple[EncoderVersion, Personal] | N
     version, personal = untasted
     tastes = taste_rows(version, [image_id for image_id, *_ in items], personal)
     return [row + list(taste) for row, taste in zip(rows, tastes, strict=True)]
+
+
+def _layouts(event_ids: list) -> dict:
+    """The reported layout of each of these searches that has one."""
+    rows = SearchEvent.objects.filter(pk__in=event_ids, layout_columns__isnull=False).values_list(
+        "pk", "layout_columns", "layout_first_row", "layout_last_row"
+    )
+    return {pk: Layout(tuple(columns), first, last) for pk, columns, first, last in rows}
 
 
 def _label(clicked: bool, utility: float | None) -> float:
@@ -187,6 +211,8 @@ def swap_counts(since: datetime | None, max_position: int) -> dict[int, SwapCoun
     if since is not None:
         events = events.filter(created_at__gte=since)
     events = events.filter(explore_position__isnull=True)  # an explored page shifts items: not "normal"
+    # A grid swap (k, k+d), d > 1, is neither a normal page nor an adjacent swap: the grid estimator reads it.
+    events = events.exclude(swap_with__isnull=False, swap_with__gt=F("swap_position") + 1)
     shown = dict(events.values_list("pk", "swap_position"))
     sizes = dict(events.values_list("pk", "result_count"))
     clicked = defaultdict(set)

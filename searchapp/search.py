@@ -138,6 +138,7 @@ class SearchService:
             experiment_id=plan.experiment_id,
             arm=plan.arm,
             swap_position=sliced.swap_position,
+            swap_with=sliced.swap_with,
             explore_position=sliced.explore_position,
             explore_from=sliced.explore_from,
         )

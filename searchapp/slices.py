@@ -3,9 +3,13 @@
 Two small, disjoint shares of logged text searches are changed on purpose and the change is logged on
 the event:
 
-- **swap** (``LOUPE_SWAP_SHARE``): one uniformly chosen adjacent pair (k, k+1) among the top
-  ``LOUPE_SWAP_MAX_POSITION`` trades places. Comparing clicks at k and k+1 with and without the swap
-  measures how much more position k is examined than k+1 (``ranking.propensity``).
+- **swap** (``LOUPE_SWAP_SHARE``): one uniformly chosen pair among the top ``LOUPE_SWAP_MAX_POSITION``
+  trades places: half the time an adjacent pair (k, k+1), otherwise (k, k+d) with d uniform in
+  2..``LOUPE_SWAP_MAX_OFFSET``. Comparing clicks at the two positions with and without the swap measures
+  how much more one is examined than the other (``ranking.propensity`` for the list's adjacent pairs). The
+  page's grid is known only after it renders, so the pairs are drawn in rank space: on a grid of d columns
+  (k, k+d) are vertical neighbours, (k, k+1) row neighbours or the end of one row and the start of the
+  next, and ``ranking.grid_propensity`` maps each to the cells of the layout the person reported.
 - **explore** (``LOUPE_EXPLORE_SHARE``): one candidate from below the page (uniformly among the
   positions page_size + 1 .. ``LOUPE_RERANK_DEPTH``) is shown at a uniformly chosen slot between
   ``LOUPE_EXPLORE_MIN_POSITION`` and the end of the page; the items from that slot down move one
@@ -48,15 +52,28 @@ def draw_slice(rng: random.Random | None = None) -> Slice:
     return Slice()
 
 
-def swap_adjacent(ranked: list[T], last_upper: int, rng: random.Random | None = None) -> tuple[list[T], int | None]:
-    """Swap a uniformly chosen pair (k, k+1), k in 1..last_upper: the randomised slice propensities come from."""
-    last_upper = min(last_upper, len(ranked) - 1)
-    if last_upper < 1:
-        return ranked, None
-    k = (rng or random).randint(1, last_upper)
+def swap_pair(
+    ranked: list[T], deepest: int, max_offset: int, rng: random.Random | None = None
+) -> tuple[list[T], int | None, int | None]:
+    """Swap (k, k+d) with both in 1..deepest: d = 1 half the time, else uniform in 2..max_offset (grid pairs).
+
+    Returns the order and the pair (upper, lower), or the order unchanged and (None, None) when it is too short.
+    """
+    rng = rng or random
+    deepest = min(deepest, len(ranked))
+    widest = min(max_offset, deepest - 1)
+    if widest < 1:
+        return ranked, None, None
+    offset = 1 if widest == 1 or rng.random() < 0.5 else rng.randint(2, widest)
+    k = rng.randint(1, deepest - offset)
+    return swap(ranked, k, k + offset), k, k + offset
+
+
+def swap(ranked: list[T], upper: int, lower: int) -> list[T]:
+    """The order with the items at 1-based positions ``upper`` and ``lower`` traded."""
     swapped = list(ranked)
-    swapped[k - 1], swapped[k] = swapped[k], swapped[k - 1]
-    return swapped, k
+    swapped[upper - 1], swapped[lower - 1] = swapped[lower - 1], swapped[upper - 1]
+    return swapped
 
 
 def explore_below_page(

@@ -25,6 +25,7 @@ urlpatterns = [
     path("feedback/clicks/batch", feedback_api.ClickBatchView.as_view(), name="api-clicks-batch"),
     path("feedback/ratings", feedback_api.RatingView.as_view(), name="api-ratings"),
     path("feedback/ratings/batch", feedback_api.RatingBatchView.as_view(), name="api-ratings-batch"),
+    path("feedback/layout", feedback_api.LayoutView.as_view(), name="api-layout"),
     path("users/<str:user>", users_api.PartnerUserView.as_view(), name="api-user"),
     path("users/<str:user>/export", users_api.PartnerUserExportView.as_view(), name="api-user-export"),
     path("experiments", ranking_api.ExperimentsView.as_view(), name="api-experiments"),

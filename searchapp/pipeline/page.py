@@ -18,7 +18,7 @@ from searchapp.pipeline.fuse import Ranked
 from searchapp.pipeline.request import ValidSearch
 from searchapp.pipeline.rerank import Reranked, RerankInput, Scored
 from searchapp.result_cache import page_images
-from searchapp.slices import Slice, explore_below_page, move_up, swap_adjacent
+from searchapp.slices import Slice, explore_below_page, move_up, swap_pair
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class SlicedOrder:
     """The served order after the logged slice, and where the slice changed it."""
 
     ranked: list[Ranked]
-    swap_position: int | None = None  # k when positions k and k+1 were swapped (the propensity slice)
+    swap_position: int | None = None  # the upper position of the pair swapped on purpose (the propensity slice)
+    swap_with: int | None = None  # its lower position: k + 1, or k + d for a grid pair
     explore_position: int | None = None  # the slot given to a candidate from below the page
     explore_from: int | None = None  # where that candidate stood before
 
@@ -54,8 +55,10 @@ class Page:
 
 def apply_slice(ranked: list[Ranked], logged_slice: Slice, page_size: int) -> SlicedOrder:
     if logged_slice.kind == "swap":
-        swapped, position = swap_adjacent(ranked, min(settings.LOUPE_SWAP_MAX_POSITION, page_size) - 1)
-        return SlicedOrder(swapped, swap_position=position)
+        swapped, upper, lower = swap_pair(
+            ranked, min(settings.LOUPE_SWAP_MAX_POSITION, page_size), settings.LOUPE_SWAP_MAX_OFFSET
+        )
+        return SlicedOrder(swapped, swap_position=upper, swap_with=lower)
     if logged_slice.kind == "explore":
         explored, position, came_from = explore_below_page(
             ranked, page_size, settings.LOUPE_RERANK_DEPTH, settings.LOUPE_EXPLORE_MIN_POSITION

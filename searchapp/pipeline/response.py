@@ -29,7 +29,8 @@ class SearchResponse:
     experiment_id: int | None = None
     arm: str = ""
     event_id: uuid.UUID | None = None  # the logged SearchEvent that clicks and ratings refer to
-    swap_position: int | None = None  # k when positions k and k+1 were swapped (the propensity slice)
+    swap_position: int | None = None  # the upper position of the pair swapped on purpose (the propensity slice)
+    swap_with: int | None = None  # its lower position (k + 1, or k + d for a grid pair)
     explore_position: int | None = None  # the slot given to a candidate from below the page (exploration)
     explore_from: int | None = None  # where that candidate stood before
     cached: bool = False  # the order came from the result cache (searchapp.result_cache)
@@ -80,6 +81,7 @@ def served_list(response: SearchResponse, query_image_id: int | None) -> ServedL
         experiment_id=response.experiment_id,
         arm=response.arm,
         swap_position=response.swap_position,
+        swap_with=response.swap_with,
         explore_position=response.explore_position,
         explore_from=response.explore_from,
     )

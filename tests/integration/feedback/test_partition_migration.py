@@ -19,8 +19,8 @@ from feedback.partitions import is_partitioned
 from feedback.summary_fold import fold_summaries
 from tests.analytics_traffic import encoder_version, traffic_images
 
-BEFORE = ("feedback", "0020_top_lists_without_detached")
-AFTER = ("feedback", "0021_partitioned_search_log")
+BEFORE = ("feedback", "0021_event_layout")
+AFTER = ("feedback", "0022_partitioned_search_log")
 TABLES = (
     "feedback_searchevent",
     "feedback_impression",

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from searchapp.slices import Slice, draw_slice, explore_below_page, swap_adjacent
+from searchapp.slices import Slice, draw_slice, explore_below_page, swap_pair
 
 
 def test_explore_moves_one_item_from_below_the_page_into_it():
@@ -36,8 +36,26 @@ def test_explore_needs_something_below_the_page():
 
 
 def test_swap_trades_one_adjacent_pair():
-    swapped, k = swap_adjacent([1, 2, 3, 4], 2, random.Random(0))
-    assert 1 <= k <= 2 and swapped[k - 1 : k + 1] == [k + 1, k]
+    swapped, k, lower = swap_pair([1, 2, 3, 4], 3, 1, random.Random(0))
+    assert 1 <= k <= 2 and lower == k + 1 and swapped[k - 1 : k + 1] == [k + 1, k]
+
+
+def test_grid_swaps_are_half_adjacent_and_half_a_row_apart():
+    """Offsets 2..max are the vertical neighbours of 2..max-column grids; both ends stay within ``deepest``."""
+    rng, offsets = random.Random(3), Counter()
+    for _ in range(6000):
+        swapped, upper, lower = swap_pair(list(range(1, 13)), 10, 6, rng)
+        assert 1 <= upper < lower <= 10
+        assert swapped[upper - 1] == lower and swapped[lower - 1] == upper
+        assert [x for n, x in enumerate(swapped, 1) if n not in (upper, lower)] == [
+            n for n in range(1, 13) if n not in (upper, lower)
+        ]
+        offsets[lower - upper] += 1
+    assert set(offsets) == {1, 2, 3, 4, 5, 6}
+    assert offsets[1] / 6000 == pytest.approx(0.5, abs=0.03)
+    assert max(offsets[d] for d in range(2, 7)) / min(offsets[d] for d in range(2, 7)) < 1.2
+    assert swap_pair([1], 10, 6) == ([1], None, None)
+    assert swap_pair([1, 2, 3], 10, 6, rng)[2] <= 3  # a short list: pairs within it
 
 
 @pytest.mark.parametrize(("swap", "explore"), [(0.1, 0.2), (0.0, 0.5), (0.3, 0.0)])

@@ -173,7 +173,7 @@ def backwards(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("feedback", "0020_top_lists_without_detached")]
+    dependencies = [("feedback", "0021_event_layout")]
 
     operations = [
         migrations.RunPython(forwards, backwards),
