@@ -70,7 +70,7 @@ def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) 
     weights = fused_weights(retrieved, fusion)
     if fusion.method == CONVEX:
         scored = {name: [(n.id, n.score) for n in ranking] for name, ranking in retrieved.rankings.items()}
-        order = convex_fusion(scored, weights, eligible=eligible)
+        order = convex_fusion(scored, weights, eligible=eligible, normalisation=fusion.normalisation)
     else:
         ids = {name: [n.id for n in ranking] for name, ranking in retrieved.rankings.items()}
         order = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
