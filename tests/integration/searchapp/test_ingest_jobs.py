@@ -99,10 +99,10 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
 
 def test_a_worker_killed_mid_chunk_leaves_its_items_pending_and_the_chunk_is_redone_whole(
     transactional_db,
-    redis_url,
+    redis_url,  # noqa: F811 - a fixture
     media_root,
     tmp_path,
-    settings,  # noqa: F811
+    settings,
 ):
     root = tmp_path / "ingest"
     files = write_images(root, range(80, 86))
@@ -225,3 +225,30 @@ def test_a_job_item_naming_a_known_external_id_updates_that_image(tmp_path, sett
     updated = Image.objects.get(catalogue="stock", external_id="fox-1")
     assert updated.pk == fox.pk and updated.sha256 != fox.sha256 and updated.caption_texts() == ["a fox in the snow"]
     assert Image.objects.filter(catalogue="photo blog", external_id="fox-1").exclude(pk=fox.pk).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_embeds_what_it_stores_and_sends_a_duplicate_still_without_vectors_to_the_embed_workers(
+    tmp_path,
+    settings,
+    redis_url,  # noqa: F811 - the broker the leftover embed run is sent to
+):
+    from collection.embedding import ImageVectorBatches
+    from collection.images import read_image
+    from collection.ingestion.jobs import JobLine, create_job, run_job_chunk
+    from collection.ingestion.service import add_image
+    from tests.integration.test_worker import purge
+
+    settings.LOUPE_INGEST_ROOTS = [tmp_path.resolve()]
+    uploaded, new = write_images(tmp_path, [90, 91])
+    waiting = add_image(read_image(uploaded.read_bytes()))[0]  # an upload the periodic task has not embedded yet
+    choice, version = serving_version()
+    job = create_job([JobLine(path=str(uploaded)), JobLine(path=str(new), captions=("a new one",))], chunk_size=10)
+    result = run_job_chunk(job.pk, 1, 2, embed=ImageVectorBatches(choice.encoder, version))
+    purge("celery")
+    assert result.finished and list(job.items.values_list("outcome", flat=True)) == ["duplicate", "stored"]
+    fresh = job.items.get(position=2).image
+    assert ImageEmbedding.objects.filter(encoder_version=version, image=fresh).exists()
+    assert CaptionEmbedding.objects.filter(encoder_version=version, caption__image=fresh).exists()
+    sent = EmbedRun.objects.get(started_by=f"ingest job {job.pk}")
+    assert [chunk.image_ids for chunk in sent.chunks.all()] == [[waiting.pk]]
