@@ -103,7 +103,7 @@ def run_today(encoder, version, items, batch: int) -> dict:
     from django.test import override_settings
 
     from collection.embedding import embed_images
-    from collection.ingestion.service import ingest_items
+    from collection.ingestion.one_pass import ingest_items
 
     started = time.perf_counter()
     with override_settings(LOUPE_DECODE_WORKERS=0):
@@ -121,7 +121,7 @@ def run_today(encoder, version, items, batch: int) -> dict:
 
 def run_new(encoder, version, items, batch: int) -> dict:
     from collection.embedding import ImageVectorBatches, embed_images
-    from collection.ingestion.service import ingest_items
+    from collection.ingestion.one_pass import ingest_items
 
     started = time.perf_counter()
     batches = ImageVectorBatches(encoder, version, batch)
