@@ -56,6 +56,7 @@ def trained_on(names: list[str]):
 
 def test_a_ranker_trained_before_the_channel_scores_is_not_served(service, collection, settings, tmp_path):
     settings.VAR_DIR = tmp_path
+    settings.LOUPE_RANKER_CHECK_SECONDS = 0  # each promotion seen by the next search, not 5 s later
     request = SearchRequest(text=QUERY, page_size=10)
     first_stage = [hit.image.pk for hit in service.search(request).hits]
     promote(trained_on([name for name in NAMES if name not in SCORES]))  # the list before this change
