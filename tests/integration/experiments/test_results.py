@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -25,6 +26,13 @@ QUERY = "a test picture"
 def search_as(service, n: int):
     viewer = Viewer(user_key=f"anon:res-user-{n:04d}-000000", surface="web")
     return viewer, service.search(SearchRequest(text=QUERY, page_size=12), viewer)
+
+
+def transaction_age() -> float:
+    """Seconds since this test's transaction began (PostgreSQL's now() is its start)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM clock_timestamp() - now())")
+        return float(cursor.fetchone()[0])
 
 
 def test_metrics_per_arm_match_a_hand_count(service, collection):
@@ -71,7 +79,9 @@ def test_metrics_per_arm_match_a_hand_count(service, collection):
         assert arm.metrics["abandonment"].value == pytest.approx(abandoned / searches)
         if ratings:
             assert arm.metrics["mean_rating"].value == pytest.approx(sum(ratings) / len(ratings))
-        assert arm.metrics["time_to_first_click"].value < 5  # clicked right after the search
+        # Clicked right after the search; the test's transaction (fixtures included) dates every search at its
+        # start (now() in PostgreSQL), so on a loaded machine the gap is up to the transaction's age, never more.
+        assert 0 <= arm.metrics["time_to_first_click"].value < transaction_age() + 1
     # The fixed-horizon comparison is the delta method over the hand-counted per-user pairs.
     by_hand = {
         arm: ratio(np.array([c for _, c in u.values()], float), np.array([s for s, _ in u.values()], float))
