@@ -6,8 +6,8 @@ is held out from everything (``finetune_held_out``). A random-weight model knows
 have nothing to forget and, as measured (docs/finetuning.md), nothing to start from: with a random
 base 98% of the images users clicked on were stray clicks. So a stand-in for pre-training comes first:
 the tiny model's trainable part (``--layers``) is fitted to the kept coco_mini captions and to
-``--base-labelled`` labelled images per Caltech class, captioned "a photo of a <class>" (the knowledge
-a real CLIP brings to the domain, in miniature). That model serves. Then, per repetition (seed):
+``--base-labelled`` labelled images per Caltech class, captioned "caltech: <class>", a wording no query set uses (the
+knowledge a real CLIP brings to the domain, in miniature). That model serves. Then, per repetition (seed):
 
 1. simulated users search Caltech classes (the training phrasings of the classes ``caltech_sets``
    leaves in; a fifth of the classes is never searched) through the product (embedding order, the
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import simulate_learning as sim  # noqa: E402 - the same collection, users and click model
 
 from bench.finetune_held_out import (  # noqa: E402
+    BASE_FIT_TEMPLATE,
     CocoImage,
     HeldOut,
     check_base_fit,
@@ -76,7 +77,7 @@ def held_out_material(per_class: int) -> HeldOut:
     """The coco split and what the base is fitted to (the class queries come per repetition)."""
     kept, held = split_coco(coco_images())
     labelled = labelled_sample(per_class)
-    texts = [c for image in kept for c in image.captions] + [f"a photo of a {name}" for _, name in labelled]
+    texts = [c for image in kept for c in image.captions] + [BASE_FIT_TEMPLATE.format(name) for _, name in labelled]
     empty = QuerySets((), np.zeros(0), {name: () for name in SETS}, frozenset())
     return HeldOut(empty, kept, held, tuple(image.path for image in kept) + tuple(p for p, _ in labelled), tuple(texts))
 
@@ -118,7 +119,7 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
         texts += item.captions
         rows += [row] * len(item.captions)
     for row, (_, name) in enumerate(labelled_sample(per_class), start=len(items)):
-        texts.append(f"a photo of a {name}")
+        texts.append(BASE_FIT_TEMPLATE.format(name))
         rows.append(row)
 
     def inputs(batch):
@@ -159,7 +160,7 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
 
 
 def base_folder(var_dir: Path, layers: int, per_class: int) -> Path:
-    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out"
+    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out-caltech-template"
 
 
 def ingest_reference(held: HeldOut) -> int:
@@ -304,6 +305,7 @@ def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmf
 
     sets = caltech_sets(sorted(set(labels.values())), seed=seed, per_set=args.held_out, zipf=args.zipf)
     held = replace(held, queries=sets)
+    check_base_fit(held)  # now with the query sets: no held-out query string is a base-fit text
     rep: dict = {
         "seed": seed,
         "rounds": [],
@@ -342,9 +344,11 @@ def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmf
     rep["final_scores"] = version_scores(serving, labels, held, test_pairs)
     print(f"  base v{base.pk} {rep['base_scores']}\n  final v{serving.pk} {rep['final_scores']}", flush=True)
     # The next repetition starts from the base again.
+    from ranking.experiments.serving import forget_cached_configs
     from ranking.models import ServingConfig
 
     ServingConfig.objects.all().delete()
+    forget_cached_configs()  # production caches the config for seconds: the next seed must not see this one's
     return rep
 
 
@@ -416,7 +420,15 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings as loupe_settings
     from django.core.management import call_command
+
+    # config/settings.py reads .env without overwriting: one there could set eta back without anyone noticing.
+    if loupe_settings.LOUPE_PROPENSITY_EXPONENT != 1.0:
+        raise SystemExit(
+            f"LOUPE_PROPENSITY_EXPONENT is {loupe_settings.LOUPE_PROPENSITY_EXPONENT} (from .env?): the product "
+            "must not be told the simulator's examination exponent; remove it and rerun."
+        )
 
     call_command("migrate", verbosity=0)
     held = held_out_material(args.base_labelled)
@@ -440,6 +452,7 @@ def main() -> None:
     base = serving_version()[1]
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "propensity_exponent": loupe_settings.LOUPE_PROPENSITY_EXPONENT,  # the product's prior, checked above
         "base": {"version": base.pk, "model": str(base_dir)},
         "repetitions": [],
     }

@@ -50,7 +50,12 @@ class PairSet:
 
 @dataclass
 class Anchor:
-    """Where the start put things: every collection image and the anchor texts (unit vectors)."""
+    """Where the start put things: the anchored collection images and the anchor texts (unit vectors).
+
+    ``rows`` are the collection rows anchored (None: every row); ``image_vectors`` are their start vectors,
+    in that order. The service leaves the guard and gate images out (``reference.anchor_rows``): anchoring
+    them would hold the very images the forgetting check reads in place (audit of h4, finding 4).
+    """
 
     image_vectors: torch.Tensor
     texts: TextStates | None = None
@@ -58,6 +63,7 @@ class Anchor:
     weight: float = 100.0
     images_per_step: int = 512
     texts_per_step: int = 256
+    rows: torch.Tensor | None = None
 
 
 def hit_rate_at_k(text_vectors: np.ndarray, image_vectors: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
@@ -205,8 +211,10 @@ def _pairs_loss(heads, train: PairSet, batch, weights, queries, images, logit_sc
 
 
 def _anchor_loss(heads: TowerHeads, anchor: Anchor, images: torch.Tensor, generator) -> torch.Tensor:
-    rows = torch.randint(0, len(images), (min(anchor.images_per_step, len(images)),), generator=generator)
-    loss = (1 - (heads.image(images[rows]) * anchor.image_vectors[rows]).sum(-1)).mean()
+    anchored = len(anchor.image_vectors)
+    picked = torch.randint(0, anchored, (min(anchor.images_per_step, anchored),), generator=generator)
+    rows = picked if anchor.rows is None else anchor.rows[picked]
+    loss = (1 - (heads.image(images[rows]) * anchor.image_vectors[picked]).sum(-1)).mean()
     if anchor.texts is not None and len(anchor.texts):
         picked = torch.randint(
             0, len(anchor.texts), (min(anchor.texts_per_step, len(anchor.texts)),), generator=generator

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.finetune_held_out import (
+    BASE_FIT_TEMPLATE,
     CocoImage,
     HeldOut,
     check_base_fit,
@@ -24,7 +25,7 @@ def material() -> HeldOut:
     images = [CocoImage(Path(f"/coco/{n:012d}.jpg"), (f"caption {n} a", f"caption {n} b")) for n in range(200)]
     kept, held = split_coco(images)
     labelled = (Path("/caltech/ant/image_0001.jpg"),)
-    texts = tuple(c for i in kept for c in i.captions) + ("a photo of a ant",)
+    texts = tuple(c for i in kept for c in i.captions) + tuple(BASE_FIT_TEMPLATE.format(c) for c in CLASSES)
     sets = caltech_sets(CLASSES, seed=1, per_set=50, zipf=1.1)
     return HeldOut(sets, kept, held, tuple(i.path for i in kept) + labelled, texts)
 
@@ -44,6 +45,17 @@ def test_a_held_out_coco_image_or_caption_in_the_base_fit_stops_the_run():
         check_base_fit(replace(held, base_fit=(*held.base_fit, leaked.path)))
     with pytest.raises(LeakageError, match="held-out coco captions in the base fit"):
         check_base_fit(replace(held, base_fit_texts=(*held.base_fit_texts, leaked.captions[1].upper())))
+
+
+@pytest.mark.parametrize("name", ["repeat", "new_phrasings", "new_intents"])
+def test_a_held_out_query_string_in_the_base_fit_stops_the_run(name):
+    """The base used to be fitted to "a photo of a <class>", which new-intent queries also drew (audit of h4,
+    finding 6); ``run_repetition`` re-runs this check once the query sets exist."""
+    held = material()
+    check_base_fit(held)  # the base-fit template is no query set's wording
+    query = held.queries.held_out[name][0]
+    with pytest.raises(LeakageError, match=f"{name} query strings in the base fit"):
+        check_base_fit(replace(held, base_fit_texts=(*held.base_fit_texts, f"  {query.text.upper()} ")))
 
 
 def test_a_held_out_coco_image_or_caption_in_the_collection_stops_the_run():
