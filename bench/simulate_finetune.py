@@ -55,6 +55,7 @@ from bench.finetune_held_out import (  # noqa: E402
     check_precision_pool,
     check_run,
     split_coco,
+    split_reference,
 )
 from bench.held_out_queries import SETS, QuerySets, caltech_sets  # noqa: E402
 
@@ -76,10 +77,12 @@ def coco_images() -> list[CocoImage]:
 def held_out_material(per_class: int) -> HeldOut:
     """The coco split and what the base is fitted to (the class queries come per repetition)."""
     kept, held = split_coco(coco_images())
+    fitted, reference = split_reference(kept)
     labelled = labelled_sample(per_class)
-    texts = [c for image in kept for c in image.captions] + [BASE_FIT_TEMPLATE.format(name) for _, name in labelled]
+    texts = [c for image in fitted for c in image.captions] + [BASE_FIT_TEMPLATE.format(n) for _, n in labelled]
     empty = QuerySets((), np.zeros(0), {name: () for name in SETS}, frozenset())
-    return HeldOut(empty, kept, held, tuple(image.path for image in kept) + tuple(p for p, _ in labelled), tuple(texts))
+    paths = tuple(image.path for image in fitted) + tuple(p for p, _ in labelled)
+    return HeldOut(empty, kept, held, paths, tuple(texts), reference)
 
 
 def labelled_sample(per_class: int) -> list[tuple[Path, str]]:
@@ -110,7 +113,7 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
     if (folder / MODEL_CARD_FILE).is_file():
         return folder
     encoder = Encoder(str(build_demo_model(var_dir / "models" / "tiny-clip")), local_files_only=True)
-    items = held.coco_kept
+    items = tuple(i for i in held.coco_kept if i not in held.coco_reference)  # the fitted half only
     paths = [item.path for item in items] + [path for path, _ in labelled_sample(per_class)]
     if [str(p) for p in paths] != [str(p) for p in held.base_fit]:
         raise RuntimeError("the base would be fitted to other images than the held-out check read")
@@ -160,16 +163,18 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
 
 
 def base_folder(var_dir: Path, layers: int, per_class: int) -> Path:
-    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out-caltech-template"
+    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out-caltech-template-3way"
 
 
 def ingest_reference(held: HeldOut) -> int:
-    """The kept coco_mini images with their captions; the held-out ones never enter the collection."""
+    """The kept coco_mini images, the reference half with its captions; the held-out ones never enter."""
     from collection.images import read_image
     from collection.ingestion.service import add_image
 
-    for item in held.coco_kept:
-        add_image(read_image(item.path.read_bytes()), captions=list(item.captions), source=str(item.path))
+    reference = set(held.coco_reference)
+    for item in held.coco_kept:  # the fitted half without captions: the guard and gate never read them
+        captions = list(item.captions) if item in reference else []
+        add_image(read_image(item.path.read_bytes()), captions=captions, source=str(item.path))
     return len(held.coco_kept)
 
 
@@ -433,7 +438,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     held = held_out_material(args.base_labelled)
     print(
-        f"Pre-training the base ({len(held.coco_kept)} coco_mini images' captions + labelled Caltech sample; "
+        f"Pre-training the base ({len(held.coco_kept) - len(held.coco_reference)} coco_mini images' captions + "
+        f"labelled Caltech sample; {len(held.coco_reference)} kept for the guard and gate, never fitted; "
         f"{len(held.coco_held_out)} coco_mini images held out)...",
         flush=True,
     )

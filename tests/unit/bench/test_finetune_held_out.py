@@ -15,6 +15,7 @@ from bench.finetune_held_out import (
     check_precision_pool,
     check_run,
     split_coco,
+    split_reference,
 )
 from bench.held_out_queries import LeakageError, caltech_sets
 
@@ -24,10 +25,11 @@ CLASSES = [f"class {n}" for n in range(40)]
 def material() -> HeldOut:
     images = [CocoImage(Path(f"/coco/{n:012d}.jpg"), (f"caption {n} a", f"caption {n} b")) for n in range(200)]
     kept, held = split_coco(images)
+    fitted, reference = split_reference(kept)
     labelled = (Path("/caltech/ant/image_0001.jpg"),)
-    texts = tuple(c for i in kept for c in i.captions) + tuple(BASE_FIT_TEMPLATE.format(c) for c in CLASSES)
+    texts = tuple(c for i in fitted for c in i.captions) + tuple(BASE_FIT_TEMPLATE.format(c) for c in CLASSES)
     sets = caltech_sets(CLASSES, seed=1, per_set=50, zipf=1.1)
-    return HeldOut(sets, kept, held, tuple(i.path for i in kept) + labelled, texts)
+    return HeldOut(sets, kept, held, tuple(i.path for i in fitted) + labelled, texts, reference)
 
 
 def test_the_coco_split_is_stable_and_disjoint():
@@ -36,6 +38,20 @@ def test_the_coco_split_is_stable_and_disjoint():
     assert not {i.path for i in held.coco_kept} & {i.path for i in held.coco_held_out}
     assert split_coco(held.coco_kept + held.coco_held_out)[1] == held.coco_held_out  # by name, not by order
     check_base_fit(held)
+    reference = set(held.coco_reference)  # the guard and gate half: a share of the kept images, by name
+    assert 0.3 * len(held.coco_kept) < len(reference) < 0.7 * len(held.coco_kept) and reference < set(held.coco_kept)
+    assert split_reference(held.coco_kept[::-1])[1] == held.coco_reference[::-1]
+
+
+def test_a_reference_coco_image_or_caption_in_the_base_fit_stops_the_run():
+    """The guard and gate captions come from the reference half: the base must never have fitted them (audit of
+    h4, finding 5: the base was fitted to every kept caption, the gate's included)."""
+    held = material()
+    reference = held.coco_reference[0]
+    with pytest.raises(LeakageError, match="reference coco images"):
+        check_base_fit(replace(held, base_fit=(*held.base_fit, reference.path)))
+    with pytest.raises(LeakageError, match="reference coco captions"):
+        check_base_fit(replace(held, base_fit_texts=(*held.base_fit_texts, reference.captions[0])))
 
 
 def test_a_held_out_coco_image_or_caption_in_the_base_fit_stops_the_run():
@@ -61,12 +77,15 @@ def test_a_held_out_query_string_in_the_base_fit_stops_the_run(name):
 def test_a_held_out_coco_image_or_caption_in_the_collection_stops_the_run():
     held = material()
     sources = [str(i.path) for i in held.coco_kept]
-    captions = [c for i in held.coco_kept for c in i.captions]
+    captions = [c for i in held.coco_reference for c in i.captions]  # the fitted half is ingested without
     check_collection(held, sources, captions)
     with pytest.raises(LeakageError, match="images in the collection"):
         check_collection(held, [*sources, str(held.coco_held_out[2].path)], captions)
-    with pytest.raises(LeakageError, match="captions in the collection"):
+    with pytest.raises(LeakageError, match="held-out coco captions in the collection"):
         check_collection(held, sources, [*captions, held.coco_held_out[2].captions[0]])
+    fitted = next(i for i in held.coco_kept if i not in held.coco_reference)
+    with pytest.raises(LeakageError, match="base-fit captions in the collection"):
+        check_collection(held, sources, [*captions, fitted.captions[1]])
 
 
 def test_a_held_out_caption_or_query_in_what_a_fine_tune_read_stops_the_run():
