@@ -119,15 +119,22 @@ def check_run(
     logged_queries: Iterable[str],
     reference_texts: dict[str, Sequence[str]],
 ) -> None:
-    """After each fine-tune: the pairs it trained, chose and was gated on, the logs, and its guard, gate and
-    anchor captions hold no held-out caption, and no new-phrasing or new-intent query string."""
+    """After each fine-tune: the pairs it trained, chose and was gated on, the logged queries (the gate's
+    searches among them), and its guard, gate and anchor captions hold no held-out caption; the logs no
+    new-phrasing or new-intent query string; the guard and gate captions no base-fit caption."""
     held_texts = {normalised(c) for i in held.coco_held_out for c in i.captions}
     if leaked := sorted(held_texts.intersection(normalised(q) for q in pair_queries)):
         raise LeakageError(f"held-out coco captions among the fine-tune's pair queries: {leaked[:3]}")
+    logged = [normalised(q) for q in logged_queries]
+    if leaked := sorted(held_texts.intersection(logged)):  # searched without a kept click: still in the gate's
+        raise LeakageError(f"held-out coco captions in the search logs: {leaked[:3]}")
+    fitted_texts = {normalised(t) for t in held.base_fit_texts} if held.coco_reference else set()
     for name, texts in reference_texts.items():
         if leaked := sorted(held_texts.intersection(normalised(t) for t in texts)):
             raise LeakageError(f"held-out coco captions in the fine-tune's {name} captions: {leaked[:3]}")
-    check_logs(held.queries, logged_queries)
+        if name != "anchor" and (leaked := sorted(fitted_texts.intersection(normalised(t) for t in texts))):
+            raise LeakageError(f"base-fit captions in the fine-tune's {name} captions: {leaked[:3]}")
+    check_logs(held.queries, logged)
 
 
 def check_precision_pool(held: HeldOut, pool: Iterable[str]) -> None:

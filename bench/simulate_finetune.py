@@ -538,7 +538,17 @@ def summarise(repetitions: list[dict]) -> dict:
             key: stats([change(r, lambda s, k=key: s[k]) for r in repetitions])
             for key in ("chosen_recall@10", "reference_recall@10")
         },
-        "round1_gate_estimate_gain": stats([gain(r["default"], "gate_estimate") for r in first]),
+        # Not held out either (the test window's logged searches, what the gate reads): its new pairs, and every
+        # click (the seen pairs reward remembering).
+        "not_held_out_round1_gate_estimate_gain": {
+            part: stats(
+                [
+                    gain({"metrics": (r["default"]["metrics"].get("gate_estimate") or {}).get("parts", {})}, part)
+                    for r in first
+                ]
+            )
+            for part in ("new pairs", "seen pairs", "all", "repeat queries", "new queries")
+        },
         "round1_reference_change": stats([gain(r["default"], "reference_recall@10") for r in first]),
         "default_outcomes": [[x["default"]["outcome"] for x in r["rounds"]] for r in repetitions],
         "harmful_reference_change": stats([gain(r["harmful"], "reference_recall@10") for r in first]),

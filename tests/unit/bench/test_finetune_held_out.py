@@ -90,10 +90,16 @@ def test_a_held_out_coco_image_or_caption_in_the_collection_stops_the_run():
 
 def test_a_held_out_caption_or_query_in_what_a_fine_tune_read_stops_the_run():
     held = material()
-    reference = {"guard": [held.coco_kept[0].captions[0]], "gate": [held.coco_kept[1].captions[0]], "anchor": []}
+    first, second = held.coco_reference[:2]
+    reference = {"guard": [first.captions[0]], "gate": [second.captions[0]], "anchor": []}
     trained = [q.text for q in held.queries.training]
     check_run(held, trained, trained, reference)
     caption = held.coco_held_out[0].captions[0]
+    with pytest.raises(LeakageError, match="held-out coco captions in the search logs"):
+        check_run(held, trained, [*trained, caption.upper()], reference)
+    fitted = next(i for i in held.coco_kept if i not in held.coco_reference).captions[0]
+    with pytest.raises(LeakageError, match="base-fit captions in the fine-tune's gate captions"):
+        check_run(held, trained, trained, {**reference, "gate": [fitted]})
     with pytest.raises(LeakageError, match="among the fine-tune's pair queries"):
         check_run(held, [*trained, caption], trained, reference)
     with pytest.raises(LeakageError, match="in the fine-tune's gate captions"):
