@@ -8,11 +8,12 @@ the same arithmetic as the real weights, nothing downloaded. Two figures (issue 
 - **embedding, images/s**: the image tower and projection (what ``collection.encoders.Encoder`` runs) over
   synthetic 224 px pixel batches, in fp16 on a GPU (bf16 where ``--dtype bf16``), fp32 on the CPU. JPEG
   decoding and preprocessing are not in it (they run in the decode pool on the CPU).
-- **fine-tune, seconds per epoch, last-blocks mode** (``LOUPE_FINETUNE_LAYERS=1``): Loupe's own trainable top
-  (``ranking.finetune.heads.TowerHeads`` and ``ranking.finetune.contrastive.info_nce``, torch only) over
-  cached hidden states, one epoch of ``--pairs`` pairs (10,000) with the step ``ranking.finetune.training``
-  takes: batch 256, 1,024 random collection negatives, the anchor on 512 images and 256 texts, then the
-  epoch's evaluation pass over the collection and the queries. The states are synthetic (random, the
+- **fine-tune, seconds per epoch, last-blocks mode** (``LOUPE_FINETUNE_LAYERS=1``): Loupe's own training
+  steps (``ranking.finetune.training.TrainingSteps``, what ``fine_tune_heads`` runs, on
+  ``ranking.finetune.heads.TowerHeads``; torch and numpy only) over cached hidden states in host memory, one
+  epoch of ``--pairs`` pairs (10,000): batch 256, 1,024 random collection negatives, the anchor on 512
+  images and 256 texts, mixed precision on CUDA, then the epoch's evaluation pass over the collection and
+  the queries. The states are synthetic (random, the
   real shapes): the cost of a step does not depend on their values. If the whole epoch would not fit in
   ``--epoch-seconds``, a timed share of its steps is extrapolated and the output says so.
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -38,8 +38,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # Loupe's fine-tuning heads: torch only, no Django
-from ranking.finetune.contrastive import info_nce  # noqa: E402
+from collection.device import DeviceUnavailable, resolve_device  # noqa: E402
 from ranking.finetune.heads import TextStates, TowerHeads  # noqa: E402
+from ranking.finetune.training import Anchor, PairSet, TrainingSteps, collection_vectors, text_vectors  # noqa: E402
 
 MODEL_CONFIG = HERE / "device_check_model"
 
@@ -79,6 +80,7 @@ class CheckResult:
     embed_batch: int
     embed_images: int
     embed_images_per_s: float
+    finetune_precision: str
     finetune_pairs: int
     finetune_images: int
     finetune_steps_per_epoch: int
@@ -92,15 +94,11 @@ class CheckResult:
 
 
 def resolve(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise Unavailable(
-            f"--device cuda, but torch sees no CUDA device (torch {torch.__version__}, "
-            f"CUDA build {torch.version.cuda or 'none: a CPU-only build'}). Install the CUDA build "
-            "(bin/setup --cuda) and check nvidia-smi."
-        )
-    return torch.device(requested)
+    """The device by the rule ``LOUPE_DEVICE`` follows (``collection.device``, torch only: one resolver)."""
+    try:
+        return resolve_device(requested)
+    except DeviceUnavailable as exc:
+        raise Unavailable(f"--device {requested}: {exc}") from exc
 
 
 def synchronise(device: torch.device) -> None:
@@ -143,80 +141,83 @@ def embedding_rate(model, device: torch.device, dtype: torch.dtype, batch: int, 
 
 
 def fine_tune_epoch(model, device: torch.device, pairs: int, epoch_seconds: float, sizes: StepSizes) -> dict:
-    """Seconds per epoch of the last-blocks fine-tune (layers=1) on ``pairs`` synthetic pairs."""
+    """Seconds per epoch of the last-blocks fine-tune (layers=1) on ``pairs`` synthetic pairs.
+
+    The steps are ``ranking.finetune.training.TrainingSteps``, the class ``fine_tune_heads`` trains with: the
+    heads on ``device`` in fp32 (bf16/fp16 autocast on CUDA), the cached states in host memory as the service
+    keeps them, each step's rows moved to the device; then the evaluation pass the epoch ends with.
+    """
     heads = TowerHeads(model, layers=1).to(device)
     require_on(device, "the fine-tune heads", *heads.parameters())
     vision, text = model.config.vision_config, model.config.text_config
     tokens = (vision.image_size // vision.patch_size) ** 2 + 1
     images, queries = pairs, max(1, pairs // QUERIES_PER_PAIR)
-    generator = torch.Generator(device=device).manual_seed(1)
-    image_states = torch.randn((images, tokens, vision.hidden_size), generator=generator, device=device)
-    lengths = torch.randint(4, 20, (queries,), generator=generator, device=device)
-    text_mask = torch.arange(TEXT_TOKENS, device=device)[None] < lengths[:, None]
+    generator = torch.Generator().manual_seed(1)
+    image_states = torch.randn((images, tokens, vision.hidden_size), generator=generator)
+    lengths = torch.randint(4, 20, (queries,), generator=generator)
     query_states = TextStates(
-        torch.randn((queries, TEXT_TOKENS, text.hidden_size), generator=generator, device=device),
-        text_mask,
+        torch.randn((queries, TEXT_TOKENS, text.hidden_size), generator=generator),
+        torch.arange(TEXT_TOKENS)[None] < lengths[:, None],
         lengths - 1,
     )
-    with torch.no_grad():
-        anchor_images = heads.image(image_states[: sizes.anchor_images])
-        anchor_texts = heads.text(query_states[torch.arange(min(sizes.anchor_texts, queries), device=device)])
-    require_on(device, "the cached states and anchors", image_states, query_states.states, anchor_images)
-    pair_queries = torch.randint(0, queries, (pairs,), generator=generator, device=device)
-    pair_images = torch.randperm(images, generator=generator, device=device)[:pairs]
-    weights = torch.rand(pairs, generator=generator, device=device) + 0.5
-    optimiser = torch.optim.AdamW(heads.parameters(), lr=1e-4, weight_decay=0.0)
-    scale = model.logit_scale.detach().exp().to(device)
-    steps = math.ceil(pairs / sizes.batch)
+    train = PairSet(
+        torch.randint(0, queries, (pairs,), generator=generator).numpy(),
+        torch.randperm(images, generator=generator)[:pairs].numpy(),
+        (torch.rand(pairs, generator=generator) + 0.5).numpy(),
+    )
+    anchor = Anchor(
+        collection_vectors(heads, image_states),
+        query_states,
+        text_vectors(heads, query_states),
+        images_per_step=sizes.anchor_images,
+        texts_per_step=sizes.anchor_texts,
+    )
+    steps = TrainingSteps(
+        heads,
+        train,
+        query_states,
+        image_states,
+        float(model.logit_scale.detach().exp()),
+        anchor=anchor,
+        learning_rate=1e-4,
+        negatives=sizes.negatives,
+        generator=generator,
+        device=device,
+    )
+    order = torch.randperm(pairs, generator=generator).numpy()
+    batches = [order[begin : begin + sizes.batch] for begin in range(0, pairs, sizes.batch)]
 
-    def step(begin: int) -> None:
-        rows = slice(begin, begin + sizes.batch)
-        negatives = torch.randint(0, images, (sizes.negatives,), generator=generator, device=device)
-        loss = info_nce(
-            heads.text(query_states[pair_queries[rows]]),
-            heads.image(image_states[pair_images[rows]]),
-            scale,
-            weights[rows],
-            heads.image(image_states[negatives]),
-        )
-        anchor_rows = torch.randint(0, len(anchor_images), (sizes.anchor_images,), generator=generator, device=device)
-        loss = loss + (1 - (heads.image(image_states[anchor_rows]) * anchor_images[anchor_rows]).sum(-1)).mean()
-        text_rows = torch.randint(0, len(anchor_texts), (sizes.anchor_texts,), generator=generator, device=device)
-        loss = loss + (1 - (heads.text(query_states[text_rows]) * anchor_texts[text_rows]).sum(-1)).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        require_on(device, "the loss", loss)
+    def step(batch) -> None:
+        require_on(device, "the loss", steps.step(batch))
 
     heads.train()
-    step(0)  # warm-up
+    step(batches[0])  # warm-up
+    require_on(device, "the trained heads", *heads.parameters())
     synchronise(device)
     started, timed = time.perf_counter(), 0
-    for begin in range(0, pairs, sizes.batch):
-        step(begin)
+    for batch in batches:
+        step(batch)
         timed += 1
         synchronise(device)
         if time.perf_counter() - started > epoch_seconds:
             break
-    train_s = (time.perf_counter() - started) / timed * steps
+    train_s = (time.perf_counter() - started) / timed * len(batches)
     heads.eval()
     started = time.perf_counter()
-    with torch.no_grad():  # the epoch's evaluation: every collection image and query through the heads
-        for begin in range(0, images, 1024):
-            heads.image(image_states[begin : begin + 1024]).cpu()
-        for begin in range(0, queries, 1024):
-            heads.text(query_states[torch.arange(begin, min(begin + 1024, queries), device=device)]).cpu()
+    collection_vectors(heads, image_states)  # the epoch's evaluation: every collection image and query
+    text_vectors(heads, query_states)
     synchronise(device)
     eval_s = time.perf_counter() - started
     return {
+        "finetune_precision": steps.label,
         "finetune_pairs": pairs,
         "finetune_images": images,
-        "finetune_steps_per_epoch": steps,
+        "finetune_steps_per_epoch": len(batches),
         "finetune_steps_timed": timed,
         "finetune_train_s_per_epoch": train_s,
         "finetune_eval_s": eval_s,
         "finetune_s_per_epoch": train_s + eval_s,
-        "finetune_extrapolated": timed < steps,
+        "finetune_extrapolated": timed < len(batches),
     }
 
 

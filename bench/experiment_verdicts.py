@@ -69,31 +69,80 @@ def ratio(ab: int | None, interleaving: int | None) -> float | None:
 FIGURES = ("first_crossing", "stays_significant_from", "fixed_horizon_first_crossing")
 
 
-def compare_designs(seeds: Sequence[dict]) -> dict:
-    """Per seed and pooled: the A/B ÷ interleaving ratio of each figure, and the share of seeds with a verdict.
+def first_to_reach(ab: int | None, interleaving: int | None) -> str | None:
+    """Which design reached the figure with fewer searches: "ab", "interleaving", "same" or None (neither)."""
+    if ab is None and interleaving is None:
+        return None
+    if interleaving is None or (ab is not None and ab < interleaving):
+        return "ab"
+    if ab is None or interleaving < ab:
+        return "interleaving"
+    return "same"
 
-    ``seeds``: one ``{"seed", "ab", "interleaving"}`` per seed, each design a ``run_summary``. Pooled
-    ratio: total A/B searches over total interleaving searches, over the seeds where both reached the
-    figure; ``censored_lower_bound`` counts a seed where only interleaving reached it with A/B at its
-    budget, so it is a lower bound on the ratio (None when interleaving never reached it).
+
+def ratio_bounds(ab: float, ab_reached: bool, interleaving: float, interleaving_reached: bool) -> dict:
+    """The A/B ÷ interleaving ratio's bounds when a design that never reached the figure took "at least" its budget.
+
+    ``ab`` / ``interleaving``: searches (or their sums), the budget standing in for a design that did
+    not reach it. ``high`` None: unbounded (A/B may need any amount more); ``low`` 0: interleaving may.
+    """
+    return {
+        "low": ab / interleaving if interleaving_reached else 0.0,
+        "high": ab / interleaving if ab_reached else None,
+    }
+
+
+def compare_designs(seeds: Sequence[dict]) -> dict:
+    """Per seed and pooled: the A/B ÷ interleaving ratio of each figure, censored both ways, and who reached it first.
+
+    ``seeds``: one ``{"seed", "ab", "interleaving"}`` per seed, each design a ``run_summary``. A design
+    that never reached a figure within its budget needed **at least** the budget, so in such a seed the
+    ratio is only bounded: A/B never reached it, the ratio is at least budget ÷ interleaving's; interleaving
+    never reached it, at most A/B's ÷ budget. Censoring only one way (the figure this replaced: seeds
+    where interleaving reached it, A/B at its budget) tilts the pooled ratio toward interleaving.
+
+    Pooled, over the seeds where at least one design reached the figure: ``ratio`` over the seeds where
+    both did; ``at_budget`` with every missing value at its budget (a point, not a bound); ``low`` /
+    ``high`` the bounds (``low`` 0 when interleaving missed in some seed, ``high`` None when A/B did);
+    and the count of seeds each design reached first.
     """
     out: dict = {"per_seed": [], "pooled": {}}
     for run in seeds:
-        out["per_seed"].append(
-            {"seed": run["seed"], **{f: ratio(run["ab"][f], run["interleaving"][f]) for f in FIGURES}}
-        )
+        row: dict = {"seed": run["seed"]}
+        for f in FIGURES:
+            ab, il = run["ab"][f], run["interleaving"][f]
+            row[f] = {
+                "ratio": ratio(ab, il),
+                "first": first_to_reach(ab, il),
+                **ratio_bounds(ab or run["ab"]["budget"], bool(ab), il or run["interleaving"]["budget"], bool(il)),
+            }
+        out["per_seed"].append(row)
     for figure in FIGURES:
         both = [r for r in seeds if r["ab"][figure] and r["interleaving"][figure]]
-        either = [r for r in seeds if r["interleaving"][figure]]
-        censored_ab = sum(r["ab"][figure] or r["ab"]["budget"] for r in either)
+        either = [r for r in seeds if r["ab"][figure] or r["interleaving"][figure]]
+        firsts = [first_to_reach(r["ab"][figure], r["interleaving"][figure]) for r in seeds]
+        ab_sum = sum(r["ab"][figure] or r["ab"]["budget"] for r in either)
+        il_sum = sum(r["interleaving"][figure] or r["interleaving"]["budget"] for r in either)
         out["pooled"][figure] = {
             "seeds_with_both": len(both),
             "ratio": ratio(sum(r["ab"][figure] for r in both), sum(r["interleaving"][figure] for r in both))
             if both
             else None,
-            "censored_lower_bound": ratio(censored_ab, sum(r["interleaving"][figure] for r in either))
-            if either
-            else None,
+            "at_budget": ab_sum / il_sum if either else None,
+            **(
+                ratio_bounds(
+                    ab_sum,
+                    all(r["ab"][figure] for r in either),
+                    il_sum,
+                    all(r["interleaving"][figure] for r in either),
+                )
+                if either
+                else {"low": None, "high": None}
+            ),
+            "ab_first": firsts.count("ab"),
+            "interleaving_first": firsts.count("interleaving"),
+            "same": firsts.count("same"),
+            "neither": firsts.count(None),
         }
     for design in ("ab", "interleaving"):
         out[f"{design}_share_with_verdict"] = sum(bool(r[design]["verdict_at"]) for r in seeds) / len(seeds)

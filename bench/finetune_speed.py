@@ -39,7 +39,8 @@ def top_up_images(target: int) -> int:
     from PIL import Image as PILImage
 
     from collection.images import read_image
-    from collection.ingestion.service import add_image, ingest_items
+    from collection.ingestion.one_pass import ingest_items
+    from collection.ingestion.service import add_image
     from collection.ingestion.sources import folder_items
     from collection.models import Image
 

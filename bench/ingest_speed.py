@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -102,7 +103,7 @@ def run_today(encoder, version, items, batch: int) -> dict:
     from django.test import override_settings
 
     from collection.embedding import embed_images
-    from collection.ingestion.service import ingest_items
+    from collection.ingestion.one_pass import ingest_items
 
     started = time.perf_counter()
     with override_settings(LOUPE_DECODE_WORKERS=0):
@@ -120,7 +121,7 @@ def run_today(encoder, version, items, batch: int) -> dict:
 
 def run_new(encoder, version, items, batch: int) -> dict:
     from collection.embedding import ImageVectorBatches, embed_images
-    from collection.ingestion.service import ingest_items
+    from collection.ingestion.one_pass import ingest_items
 
     started = time.perf_counter()
     batches = ImageVectorBatches(encoder, version, batch)
@@ -148,6 +149,7 @@ def stored_vectors(version) -> dict[str, np.ndarray]:
 
 def one_pass(name: str, encoder, version, items, batch: int) -> dict:
     empty_collection()
+    load_before = os.getloadavg()
     timer = Timed(encoder)
     try:
         result = RUNS[name](encoder, version, items, batch)
@@ -164,6 +166,8 @@ def one_pass(name: str, encoder, version, items, batch: int) -> dict:
         ingest_s=round(result["ingest_s"], 2),
         embed_s=round(result["embed_s"], 2),
         runtime=encoder.image_runtime,
+        # The machine is shared: the 1-minute load average as the pass started and ended says what it ran beside.
+        load_average=[round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     )
     print(
         f"  {name:5s}: {result['added']} images in {seconds:.1f} s = {result['images_per_s']:.2f} images/s "
@@ -230,6 +234,64 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summary(args, batch: int, passes: list, vectors: dict, warmup: dict, check) -> dict:
+    """The run's figures from the passes finished so far (a partial run has fewer rounds, ``complete`` false)."""
+    from django.conf import settings
+
+    common = sorted(set(vectors.get("today", {})) & set(vectors.get("new", {})))
+    cosines = np.array([float(vectors["today"][sha] @ vectors["new"][sha]) for sha in common])
+    rate = {name: [p["images_per_s"] for p in passes if p["path"] == name] for name in RUNS}
+    mean_rate = {name: float(np.mean(values)) for name, values in rate.items() if values}
+    both = "today" in mean_rate and "new" in mean_rate
+    return {
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        "complete": False,
+        "images": args.images,
+        "rounds_asked": args.rounds,
+        "batch": batch,
+        "settings_new": {
+            name: getattr(settings, name)
+            for name in (
+                "LOUPE_DECODE_WORKERS",
+                "LOUPE_FAST_IMAGE_INPUT",
+                "LOUPE_ONNX_IMAGE",
+                "LOUPE_IMAGE_INT8",
+                "LOUPE_IMAGE_TOWER_THREADS",
+                "LOUPE_TORCH_THREADS",
+            )
+        },
+        "passes": passes,
+        "mean_images_per_s": {name: round(value, 2) for name, value in mean_rate.items()},
+        "ratio": round(mean_rate["new"] / mean_rate["today"], 2) if both else None,
+        "ratio_per_round": [round(n / t, 2) for t, n in zip(rate["today"], rate["new"], strict=False)],
+        "int8_vs_fp32": None
+        if not common
+        else {
+            "images": len(common),
+            "min_cosine": round(float(cosines.min()), 5),
+            "mean_cosine": round(float(cosines.mean()), 5),
+        },
+        "int8_check": None
+        if check is None
+        else {
+            "runtime": check.runtime,
+            "sample_images": check.sample_images,
+            "reason": check.reason,
+            "min_cosine_fp32": check.min_cosine_fp32,
+            "min_cosine_int8": check.min_cosine_int8,
+        },
+        "warmup": warmup,
+    }
+
+
+def save(results: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    if results["ratio"] is not None:
+        plot(results, output.with_suffix(".png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -268,54 +330,14 @@ def main() -> None:
         for name in order:
             passes.append({"round": round_, **one_pass(name, encoders[name], version, items, batch)})
             vectors[name] = stored_vectors(version)
-    common = sorted(set(vectors["today"]) & set(vectors["new"]))
-    cosines = np.array([float(vectors["today"][sha] @ vectors["new"][sha]) for sha in common])
+            results = summary(args, batch, passes, vectors, warmup, check)
+            save(results, args.output)  # after every pass: a run cut short still reports the passes it finished
     empty_collection()
-
-    rate = {name: [p["images_per_s"] for p in passes if p["path"] == name] for name in RUNS}
-    mean_rate = {name: float(np.mean(values)) for name, values in rate.items()}
-    results = {
-        "command": " ".join(sys.argv),
-        "machine": machine(),
-        "images": args.images,
-        "batch": batch,
-        "settings_new": {
-            name: getattr(settings, name)
-            for name in (
-                "LOUPE_DECODE_WORKERS",
-                "LOUPE_FAST_IMAGE_INPUT",
-                "LOUPE_ONNX_IMAGE",
-                "LOUPE_IMAGE_INT8",
-                "LOUPE_IMAGE_TOWER_THREADS",
-                "LOUPE_TORCH_THREADS",
-            )
-        },
-        "passes": passes,
-        "mean_images_per_s": {name: round(value, 2) for name, value in mean_rate.items()},
-        "ratio": round(mean_rate["new"] / mean_rate["today"], 2),
-        "ratio_per_round": [round(n / t, 2) for t, n in zip(rate["today"], rate["new"], strict=True)],
-        "int8_vs_fp32": {
-            "images": len(common),
-            "min_cosine": round(float(cosines.min()), 5),
-            "mean_cosine": round(float(cosines.mean()), 5),
-        },
-        "int8_check": None
-        if check is None
-        else {
-            "runtime": check.runtime,
-            "sample_images": check.sample_images,
-            "reason": check.reason,
-            "min_cosine_fp32": check.min_cosine_fp32,
-            "min_cosine_int8": check.min_cosine_int8,
-        },
-        "warmup": warmup,
-        "stage_cpu_ms_per_image": stage_profile(encoders, items[:200], batch),
-    }
+    results["stage_cpu_ms_per_image"] = stage_profile(encoders, items[:200], batch)
+    results["complete"] = True
     print(json.dumps({k: results[k] for k in ("mean_images_per_s", "ratio", "ratio_per_round", "int8_vs_fp32")}))
     print(json.dumps(results["stage_cpu_ms_per_image"], indent=1))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2))
-    plot(results, args.output.with_suffix(".png"))
+    save(results, args.output)
     print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
 
 

@@ -71,7 +71,7 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 
 def ingest_real_images(count: int) -> dict:
-    from collection.ingestion.service import ingest_items
+    from collection.ingestion.one_pass import ingest_items
     from collection.ingestion.sources import folder_items
     from collection.models import Image
 

@@ -20,9 +20,11 @@ wordings the training phase never used (``held_out_queries.new_phrasing_traffic`
 cannot win by remembering per-query clicks. Asserted in code (``check_leaks``): before and after
 every experiment, a query string of the evaluated traffic among the searches logged up to the
 ranker's ``trained_until``, or among the query summaries its features read, stops the run with
-``LeakageError``. The summaries are refreshed only in the training phase and the feedback retrieval
-channel is off, so the experiments' own clicks never reach either order (what is compared stays
-fixed while it is measured).
+``LeakageError``. The summaries are refreshed only in the training phase, and the feedback retrieval
+channel and personalisation are off (pinned before ``django.setup``, checked after: ``check_settings``),
+so the experiments' own clicks never reach either order (what is compared stays fixed while it is
+measured): asserted by ``check_unchanged``, which stops the run with ``ServingChanged`` when the image
+summary, the examination curve or the active ranker differ after an experiment from before the seed's.
 
 Users: the learning simulation's position-based click model (examination (1/p)^eta, click 0.9
 relevant / 0.05 irrelevant), each user's probabilities scaled by a clickiness drawn from Beta(2, 2)
@@ -81,6 +83,23 @@ class ClickyUsers:
             if self.rng.random() < min(chance, 1.0):
                 clicked.append(hit)
         return clicked
+
+
+def expected_click_chance(chance: float, a: float, b: float) -> float:
+    """E[min(chance × c, 1)] over the users' clickiness c ~ Beta(a, b) / its mean, the clip ``clicks_for`` applies.
+
+    Without the clip the mean would be ``chance`` (c has mean 1); with Beta(2, 2) c runs to 2, so a
+    relevant result's 0.9 averages 0.777 (the audit of issue 17 found ``true_effect`` had left it out).
+    """
+    from scipy import integrate, stats
+
+    mean = a / (a + b)
+    kink = mean / chance  # where the clip starts, if inside (0, 1)
+    density = stats.beta(a, b).pdf
+    value, _ = integrate.quad(
+        lambda x: min(chance * x / mean, 1.0) * density(x), 0, 1, points=[kink] if 0 < kink < 1 else None
+    )
+    return float(value)
 
 
 def training_phase(args, labels: dict[int, str], sets) -> tuple:
@@ -144,6 +163,56 @@ def reversed_order_ranker():
     return version, {"outcome": "fixed", "message": "the embedding order's top 100, reversed"}
 
 
+# What the run pins (environment before ``django.setup``, asserted after): with the feedback channel
+# on, the experiments' clicks would add images to both arms' candidates; with personalisation on,
+# each user's own clicks would move their orders live (issue 23's taste features, no refresh needed).
+PINNED_SETTINGS = {"LOUPE_FEEDBACK_CHANNEL": False, "LOUPE_PERSONALISE": False}
+
+
+class ServingChanged(RuntimeError):
+    """Something the compared orders read changed while they were being compared."""
+
+
+def check_settings() -> None:
+    """Stop unless the settings that would let the experiments' traffic reach either order are off."""
+    from django.conf import settings
+
+    wrong = {
+        name: getattr(settings, name) for name, value in PINNED_SETTINGS.items() if getattr(settings, name) != value
+    }
+    if wrong:
+        raise ServingChanged(f"settings that let the experiments' clicks reach the orders are on: {wrong}")
+
+
+def serving_state() -> dict:
+    """What the two orders read besides the query summaries: image summary totals, the curve, the active ranker."""
+    from django.db.models import Count, Sum
+
+    from feedback.models import ExaminationWeight, ImageFeedbackSummary, QueryFeedbackSummary
+    from ranking.models import RankerVersion
+
+    images = ImageFeedbackSummary.objects.aggregate(
+        rows=Count("pk"), impressions=Sum("impressions"), clicks=Sum("clicks"), examinations=Sum("examinations")
+    )
+    return {
+        "image_summary": images,
+        "query_summary_rows": QueryFeedbackSummary.objects.count(),
+        "examination_curve": [[p, w] for p, w in ExaminationWeight.objects.values_list("position", "weight")],
+        "active_rankers": sorted(
+            RankerVersion.objects.filter(status=RankerVersion.Status.ACTIVE).values_list("pk", flat=True)
+        ),
+    }
+
+
+def check_unchanged(before: dict, where: str) -> dict:
+    """Stop with ``ServingChanged`` if ``serving_state()`` differs from ``before`` (taken before the experiments)."""
+    now = serving_state()
+    changed = {key: {"before": before[key], "now": now[key]} for key in before if now[key] != before[key]}
+    if changed:
+        raise ServingChanged(f"{where}: {changed}")
+    return now
+
+
 def check_leaks(traffic, ranker) -> dict:
     """Stop with ``LeakageError`` if an evaluated query string is in what the ranker trained on or reads."""
     from django.db import connection
@@ -154,6 +223,7 @@ def check_leaks(traffic, ranker) -> dict:
     trained = list(
         SearchEvent.objects.filter(created_at__lte=ranker.trained_until)
         .values_list("normalised_query", flat=True)
+        .order_by()  # the model's ordering would put created_at in the DISTINCT: one row per search
         .distinct()
     )
     summarised = list(QueryFeedbackSummary.objects.values_list("query", flat=True))
@@ -173,6 +243,9 @@ def true_effect(labels: dict[int, str], args, traffic) -> dict:
 
     service = SearchService()
     sim.forget_served_orders()
+    # The chances the simulated users click with, averaged over their clickiness, clip included.
+    relevant = expected_click_chance(args.click_relevant, args.clicky_a, args.clicky_b)
+    noise = expected_click_chance(args.click_noise, args.clicky_a, args.clicky_b)
     out = {}
     try:
         for name, rerank in (("embedding", False), ("ranker", True)):
@@ -182,8 +255,7 @@ def true_effect(labels: dict[int, str], args, traffic) -> dict:
                 hits = service.search(SearchRequest(text=query.text, page_size=10)).hits  # no viewer: not logged
                 values.append(
                     sum(
-                        (1 / h.position) ** args.eta
-                        * (args.click_relevant if labels.get(h.image.pk) == query.intent else args.click_noise)
+                        (1 / h.position) ** args.eta * (relevant if labels.get(h.image.pk) == query.intent else noise)
                         for h in hits
                     )
                 )
@@ -192,6 +264,7 @@ def true_effect(labels: dict[int, str], args, traffic) -> dict:
         settings.LOUPE_RERANK = True
         sim.forget_served_orders()
     out["relative_lift"] = out["ranker"] / out["embedding"] - 1
+    out["clipped"] = True  # click chances clipped at 1 as the users click (earlier runs' figures were not)
     return out
 
 
@@ -292,19 +365,21 @@ def one_seed(args, labels, traffic, ranker, seed: int) -> dict:
     from ranking.experiments.actions import stop
 
     draws = stream(traffic, args, seed)
-    embedding = {"name": "embedding", "use_reranker": False}
-    learned = {"name": "learned", "ranker": ranker}
+    pinned = {"feedback_channel": False, "personalise": False}  # as the settings (checked): nothing learns
+    embedding = {"name": "embedding", "use_reranker": False, **pinned}
+    learned = {"name": "learned", "ranker": ranker, **pinned}
     designs = {
         "ab": ("ab", [{**embedding, "is_control": True}, learned], ab_point),
         "interleaving": ("interleave", [embedding, learned], interleaving_point),
     }
-    out: dict = {"seed": seed, "distinct_users": len({u for _, u in draws})}
+    out: dict = {"seed": seed, "distinct_users": len({u for _, u in draws}), "serving_state": serving_state()}
     for label, (mode, arms, point) in designs.items():
         out.setdefault("leak_checks", []).append(check_leaks(traffic, ranker))
         sim.forget_served_orders()
         experiment = make(args, f"{label} embedding vs {ranker.label} seed {seed}", mode, arms)
         checks = run_experiment(args, labels, experiment, draws, point, seed, label)
         stop(experiment, "simulation")
+        check_unchanged(out["serving_state"], f"seed {seed} {label}")
         out[label] = {"checks": checks, **run_summary(checks, args.alpha)}
         print(f"  seed {seed} {label}: { ({k: v for k, v in out[label].items() if k != 'checks'}) }", flush=True)
     out["leak_checks"].append(check_leaks(traffic, ranker))
@@ -396,11 +471,13 @@ def main() -> None:
     args = parser.parse_args()
     # Caltech's users; no swap or exploration slices, no feedback channel (nothing changes on its own).
     args.dataset, args.swap_share, args.explore_share = "caltech101", 0.0, 0.0
-    os.environ["LOUPE_FEEDBACK_CHANNEL"] = "false"
+    for name in PINNED_SETTINGS:
+        os.environ[name] = "false"
     if not sim.CALTECH.is_dir():
         sys.exit(f"This simulation needs {sim.CALTECH} (the shared folder beside the repo).")
     started = time.perf_counter()
     sim.setup(args.var_dir, args.fresh, args)
+    check_settings()
     from ranking.experiments.results import ALPHA
 
     if args.alpha != ALPHA:
@@ -465,3 +542,5 @@ if __name__ == "__main__":
         main()
     except LeakageError as exc:
         sys.exit(f"Evaluated traffic leaked into the ranker's training: {exc}")
+    except ServingChanged as exc:
+        sys.exit(f"What the compared orders read changed during the experiments: {exc}")

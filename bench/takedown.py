@@ -1,9 +1,20 @@
-"""A takedown of 10,000 images while searches run: seconds, the longest batch transaction, search p50/p99.
+"""A takedown while searches run: seconds, the longest batch transaction, search p50/p99 before and during.
 
-Seeds ``--images`` images (rows, two captions with full-text documents, one vector each under the demo
-CLIP's version with its HNSW index, a tower output, 1-byte files and thumbnails) and ``--searches``
-logged searches of 20 impressions each with a click, so a takedown detaches real feedback rows. Then,
-in the same run and on the same machine:
+Two collections:
+
+- ``--caltech`` (the issue's bench: ``--caltech --images 2000 --remove 1000``): that many Caltech 101
+  photos ingested the product's way (``ingest_items``, one pass with the serving encoder): real files and
+  thumbnails on disk, a vector and a cached tower output each, the class name as tag and caption (with
+  full-text documents and caption vectors), and the product's result cache on (LOUPE_RESULT_CACHE_SECONDS
+  as configured), so a takedown must reach cached pages too. After it, every removed image's file and
+  thumbnail is gone from disk and a search for each class returns none of them (checked, the run stops
+  otherwise). The encoder is the tiny demo CLIP: its vectors are real tower outputs but not CLIP quality,
+  and its text tower is cheaper than ViT-B/32's (the latencies are the pipeline's, not a full-size model's).
+- synthetic (default): ``--images`` rows with two captions each, random vectors, 1-byte files and
+  thumbnails, the result cache off.
+
+Both seed ``--searches`` logged searches of 20 impressions each with a click, so a takedown detaches real
+feedback rows. Then, in the same run and on the same machine:
 
 - baseline: text searches (the real pipeline: encode, retrieve, fuse, page, log inline) for
   ``--seconds`` with nothing else running;
@@ -14,7 +25,9 @@ begin to commit (the longest is how long any row lock is held), and search laten
 phases. Saves docs/bench/takedown.json and takedown.png.
 
 Run (from the repo root, after bin/setup dev; a fresh var folder of its own, deleted afterwards):
+    .venv/bin/python bench/takedown.py --caltech --images 2000 --remove 1000 --searches 2000
     .venv/bin/python bench/takedown.py --images 20000 --remove 10000
+Writes docs/bench/takedown_caltech.json/.png (with --caltech) or docs/bench/takedown.json/.png.
 """
 
 from __future__ import annotations
@@ -54,11 +67,12 @@ WORDS = [
 ]
 
 
-def setup(var_dir: Path) -> None:
+def setup(var_dir: Path, *, result_cache: bool) -> None:
     os.environ["LOUPE_VAR_DIR"] = str(var_dir)
     os.environ["LOUPE_CLIP_MODEL"] = str(var_dir / "models" / "tiny-clip")
     os.environ["LOUPE_ENCODER_FALLBACK"] = "false"
-    os.environ["LOUPE_RESULT_CACHE_SECONDS"] = "0"  # every search does the real work, before and during
+    if not result_cache:
+        os.environ["LOUPE_RESULT_CACHE_SECONDS"] = "0"  # every search does the real work, before and during
     os.environ["LOUPE_DEFER_SEARCH_LOG"] = "false"  # the log's insert is in the measured time (and its FK waits)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
@@ -73,16 +87,36 @@ def setup(var_dir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def seed(images: int, searches: int, rng: np.random.Generator) -> list[int]:
-    """Images with captions, vectors, tower outputs and files, and logged searches over them; returns the ids."""
+def seed_caltech(count: int) -> tuple[list[int], list[str]]:
+    """``count`` Caltech photos ingested in one pass with the serving encoder; (ids, class names)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bulk_ingest import chosen_files
+
+    from collection.embedding import ImageVectorBatches, embed_everything_missing
+    from collection.ingestion.one_pass import ingest_items
+    from collection.ingestion.sources import IngestItem
+    from collection.models import Image
+    from collection.versions import serving_version
+
+    choice, version = serving_version()
+    files = chosen_files(count)
+    items = [IngestItem(f, captions=[f"a photo of a {f.parent.name}"], tags=[f.parent.name]) for f in files]
+    report = ingest_items(items, embed=ImageVectorBatches(choice.encoder, version))
+    embed_everything_missing()  # the captions, with both text models; the indexes
+    if report.failed:
+        sys.exit(f"{len(report.failed)} Caltech files were refused, e.g. {report.failed[0]}")
+    ids = list(Image.objects.order_by("pk").values_list("pk", flat=True))
+    return ids, sorted({f.parent.name.lower() for f in files})
+
+
+def seed_synthetic(images: int, rng: np.random.Generator) -> list[int]:
+    """Images with captions, vectors, tower outputs and 1-byte files; returns the ids."""
     from django.conf import settings
-    from django.db import connection
 
     from collection.index import ensure_hnsw_indexes
     from collection.models import Caption, Image, ImageEmbedding, ImageTowerOutput
     from collection.text_index import refresh_text_documents
     from collection.versions import serving_version
-    from feedback.models import Click, Impression, SearchEvent
 
     _, version = serving_version()
     media = Path(settings.MEDIA_ROOT)
@@ -118,6 +152,17 @@ def seed(images: int, searches: int, rng: np.random.Generator) -> list[int]:
         batch_size=2000,
     )
     ensure_hnsw_indexes(version)
+    return ids
+
+
+def seed_feedback(ids: list[int], searches: int, rng: np.random.Generator) -> None:
+    """Logged searches of 20 impressions each over ``ids``, one click each, so a takedown detaches feedback."""
+    from django.db import connection
+
+    from collection.versions import serving_version
+    from feedback.models import Click, Impression, SearchEvent
+
+    _, version = serving_version()
     events = [
         SearchEvent(
             user_key=f"anon:bench-{n % 500:022d}",
@@ -149,11 +194,13 @@ def seed(images: int, searches: int, rng: np.random.Generator) -> list[int]:
     Click.objects.bulk_create(clicks, batch_size=5000)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
-    return ids
 
 
-def search_for(seconds: float, stop: threading.Event | None, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """(start offset s, latency ms) of back-to-back text searches for ``seconds`` (or until ``stop``)."""
+def search_for(
+    seconds: float, stop: threading.Event | None, rng: np.random.Generator, words: list[str]
+) -> list[tuple[float, float]]:
+    """(start offset s, latency ms) of back-to-back text searches of two ``words`` for ``seconds`` (or until
+    ``stop``)."""
     from django.db import connection
 
     from feedback.identity import Viewer
@@ -164,7 +211,7 @@ def search_for(seconds: float, stop: threading.Event | None, rng: np.random.Gene
     samples = []
     began = time.perf_counter()
     while time.perf_counter() - began < seconds and not (stop is not None and stop.is_set()):
-        text = " ".join(rng.choice(WORDS, 2))
+        text = " ".join(rng.choice(words, 2))
         started = time.perf_counter()
         service.search(SearchRequest(text=text, page_size=20), viewer)
         samples.append((started - began, (time.perf_counter() - started) * 1000))
@@ -180,6 +227,20 @@ def percentiles(samples: list[tuple[float, float]]) -> dict:
         "p99": round(float(np.percentile(values, 99)), 1),
         "max": round(float(values.max()), 1),
     }
+
+
+def still_found(removed: set[int], words: list[str]) -> list[int]:
+    """Removed images that a search for any of ``words`` still returns (first page of 50)."""
+    from feedback.identity import Viewer
+    from searchapp.search import SearchRequest, SearchService
+
+    service = SearchService()
+    viewer = Viewer(user_key="anon:bench-checker-0000000000", session="s")
+    found = set()
+    for word in words:
+        hits = service.search(SearchRequest(text=word, page_size=50), viewer).hits
+        found |= {hit.image.pk for hit in hits} & removed
+    return sorted(found)
 
 
 def take_down(ids: list[int], batches: list[tuple[float, float]], began: float, done: threading.Event) -> None:
@@ -236,6 +297,7 @@ def plot(results: dict, baseline: list, during: list, batches: list, path: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--caltech", action="store_true", help="real Caltech 101 photos instead of synthetic rows")
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--remove", type=int, default=10_000)
     parser.add_argument("--searches", type=int, default=5_000, help="logged searches (20 impressions each) to seed")
@@ -243,33 +305,52 @@ def main() -> None:
     args = parser.parse_args()
     var_dir = Path(tempfile.mkdtemp(prefix="loupe-takedown-bench-"))
     try:
-        setup(var_dir)
+        setup(var_dir, result_cache=args.caltech)
+        from django.conf import settings
+
         from collection import takedown
         from collection.models import Image
         from feedback.models import Impression
 
         rng = np.random.default_rng(0)
         seeded = time.perf_counter()
-        ids = seed(args.images, args.searches, rng)
+        if args.caltech:
+            ids, words = seed_caltech(args.images)
+        else:
+            ids, words = seed_synthetic(args.images, rng), WORDS
+        seed_feedback(ids, args.searches, rng)
         print(f"seeded {len(ids):,} images and {args.searches:,} searches in {time.perf_counter() - seeded:.0f} s")
-        search_for(3, None, rng)  # warm: the text tower, the connection, the plan cache
-        baseline = search_for(args.seconds, None, rng)
+        search_for(3, None, rng, words)  # warm: the text tower, the connection, the plan cache
+        baseline = search_for(args.seconds, None, rng, words)
         chosen = sorted(int(i) for i in rng.choice(ids, args.remove, replace=False))
+        files = [
+            Path(settings.MEDIA_ROOT) / name
+            for pair in Image.objects.filter(pk__in=chosen).values_list("file", "thumbnail")
+            for name in pair
+        ]
         batches: list[tuple[float, float]] = []
         done = threading.Event()
         began = time.perf_counter()
         worker = threading.Thread(target=take_down, args=(chosen, batches, began, done))
         worker.start()
-        during = search_for(3600, done, rng)
+        during = search_for(3600, done, rng, words)
         worker.join()
         wall = time.perf_counter() - began
         assert not Image.objects.filter(pk__in=chosen).exists()
+        left_on_disk = [str(f) for f in files if f.exists()]
+        found = still_found(set(chosen), words) if args.caltech else []
+        if left_on_disk or found:
+            sys.exit(f"The takedown left {len(left_on_disk)} files on disk and {len(found)} images in results.")
         longest = max(took for _, took in batches)
         results = {
             "command": " ".join(["bench/takedown.py", *sys.argv[1:]]),
             "machine": machine(),
+            "load_average_at_end": [round(v, 1) for v in os.getloadavg()],
+            "collection": "caltech101 (real files, demo CLIP vectors)" if args.caltech else "synthetic (1-byte files)",
+            "result_cache_seconds": settings.LOUPE_RESULT_CACHE_SECONDS,
             "images": len(ids),
             "removed": len(chosen),
+            "files_removed": len(files),
             "batch": takedown.BATCH,
             "batches": len(batches),
             "takedown_seconds": round(wall, 2),
@@ -281,8 +362,9 @@ def main() -> None:
         }
         print(json.dumps(results, indent=2))
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        (OUT_DIR / "takedown.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot(results, baseline, during, batches, OUT_DIR / "takedown.png")
+        name = "takedown_caltech" if args.caltech else "takedown"
+        (OUT_DIR / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, baseline, during, batches, OUT_DIR / f"{name}.png")
     finally:
         from core.embedded import stop_postgres
 

@@ -75,8 +75,21 @@ def placement_for(device: torch.device) -> Placement:
     return Placement(device, torch.float16)
 
 
-def resolve_placement(requested: str) -> Placement:
-    return placement_for(resolve_device(requested))
+def resolve_placement(requested: str, *, full_precision: bool = False) -> Placement:
+    """``full_precision``: fp32 on any device (fine-tuning trains from, and writes, the stored weights)."""
+    device = resolve_device(requested)
+    return Placement(device, torch.float32) if full_precision else placement_for(device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The type training autocasts to on ``device``, or None to train in fp32.
+
+    Mixed precision on CUDA only, in the type embedding uses there (bf16 where the GPU has it, else fp16
+    with a gradient scaler: fp16's 5-bit exponent flushes small gradients to zero, bf16 has fp32's). The
+    CPU trains in fp32, so CI's fine-tunes stay bit for bit what they were; MPS too (autocast there covers
+    fewer operations in torch 2.x, and no MPS machine was at hand to measure it).
+    """
+    return placement_for(device).dtype if device.type == "cuda" else None
 
 
 def embedding_batch_size(placement: Placement, cpu_batch: int) -> int:

@@ -90,6 +90,7 @@ class Encoder(AcceleratedText):
         query_cache_size: int = 4096,
         local_files_only: bool = False,
         device: str | None = None,
+        full_precision: bool = False,
     ) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer  # noqa: PLC0415 - seconds to import: only when a model loads
 
@@ -113,7 +114,10 @@ class Encoder(AcceleratedText):
             image_input_for(self.image_processor) if settings.LOUPE_FAST_IMAGE_INPUT else None
         )
         # DeviceUnavailable (a cuda request without CUDA) is raised here, when the model first loads.
-        self.placement: Placement = resolve_placement(settings.LOUPE_DEVICE if device is None else device)
+        # full_precision: fp32 even on an accelerator (the fine-tune's encoder: its weights are written back).
+        self.placement: Placement = resolve_placement(
+            settings.LOUPE_DEVICE if device is None else device, full_precision=full_precision
+        )
         if self.placement.is_accelerator:
             # Fingerprints name the stored fp32 weights: taken before the cast to half precision.
             _fingerprints = (self.fingerprint, hasattr(self.model, "vision_model") and self.vision_tower_fingerprint)

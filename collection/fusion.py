@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 RRF = "rrf"
 CONVEX = "convex"
 METHODS = (RRF, CONVEX)
+# How a channel's scores are normalised before the convex combination (``NORMALISATIONS``). MAX serves
+# unless a fit chose another on held-out queries of other rotations (searchapp.evaluation cross-fits it).
+MAX = "max"
 # Fused scores are rounded: sums that differ only in the order of their terms' rounding are ties, broken by
 # CLIP's order, so a vectorised re-computation (searchapp.fusion_fit) orders candidates exactly alike.
 TIE_DECIMALS = 12
@@ -61,10 +64,12 @@ def convex_fusion(
     weights: Mapping[str, float],
     *,
     eligible: Callable[[str, int], bool] = lambda channel, image_id: True,
+    normalisation: str = MAX,
 ) -> list[FusedCandidate]:
     """Fuse ranked (id, score) lists by a convex combination of normalised scores; best first, ties
     broken by the first channel's order, then id."""
-    normalised = {channel: max_normalised(ranking) for channel, ranking in rankings.items()}
+    normalise = NORMALISATIONS[normalisation]
+    normalised = {channel: normalise(ranking) for channel, ranking in rankings.items()}
     ids = {channel: [image_id for image_id, _ in ranking] for channel, ranking in rankings.items()}
     return _weighted_mean(
         ids, weights, eligible, lambda channel, candidate: normalised[channel].get(candidate.image_id, 0.0)
@@ -101,16 +106,55 @@ def _weighted_mean(
 def max_normalised(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
     """Scores over the list's best, floored at 0: Bruch et al.'s theoretical min-max with a minimum of 0
     (ts_rank_cd is never below it; a cosine below 0 is no match). A list whose best is not above 0 scores
-    1 throughout; an id listed twice keeps its best score.
+    1 throughout; an id listed twice keeps its best score."""
+    return floored(ranking, 0.0)
 
-    On coco_mini's held-out captions (cross-fitted, 795 queries) it beat min-max over the list (R@1 0.825
-    against 0.811), a z-score (0.818) and floors of -1 (0.814) or 0.5 (0.818): docs/retrieval.md.
-    """
+
+def floored(ranking: Sequence[tuple[int, float]], floor: float) -> dict[int, float]:
+    """``(max(score, floor) - floor) / (best - floor)``: theoretical min-max with ``floor`` as the minimum
+    (-1 is a cosine's). A list whose best is not above the floor scores 1 throughout."""
     if not ranking:
         return {}
     high = max(score for _, score in ranking)
     result: dict[int, float] = {}
     for image_id, score in ranking:
-        value = max(score, 0.0) / high if high > 0 else 1.0
+        value = (max(score, floor) - floor) / (high - floor) if high > floor else 1.0
         result[image_id] = max(result.get(image_id, 0.0), value)
     return result
+
+
+def min_max_normalised(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Min-max over the list: its best 1, its last 0 (a one-item or flat list scores 1)."""
+    if not ranking:
+        return {}
+    low = min(score for _, score in ranking)
+    return floored(ranking, low) if max(score for _, score in ranking) > low else {i: 1.0 for i, _ in ranking}
+
+
+def z_normalised(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Standard scores over the list, shifted so its worst is 0 (an absent image also counts 0)."""
+    if not ranking:
+        return {}
+    scores = [score for _, score in ranking]
+    mean = sum(scores) / len(scores)
+    spread = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    if spread == 0:
+        return {i: 1.0 for i, _ in ranking}
+    low = (min(scores) - mean) / spread
+    result: dict[int, float] = {}
+    for image_id, score in ranking:
+        result[image_id] = max(result.get(image_id, 0.0), (score - mean) / spread - low)
+    return result
+
+
+# The candidates the cross-fitting chooses among (the five the audit of issue 18 found chosen on the reported
+# queries, plus MAX): each rotation of a held-out evaluation is scored with the one that fitted best on the
+# other rotations (searchapp.evaluation), and a calibration stores the one that fitted best on all.
+NORMALISATIONS: dict[str, Callable[[Sequence[tuple[int, float]]], dict[int, float]]] = {
+    MAX: max_normalised,
+    "minmax": min_max_normalised,
+    "zscore": z_normalised,
+    "floor-1": lambda ranking: floored(ranking, -1.0),
+    "floor0.2": lambda ranking: floored(ranking, 0.2),
+    "floor0.5": lambda ranking: floored(ranking, 0.5),
+}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collection.fusion import RRF
+from collection.fusion import MAX, RRF
 from collection.models import EncoderVersion, FusionSetting
 from core.reloaded import Reloaded
 
@@ -18,11 +18,12 @@ from core.reloaded import Reloaded
 class Fusion:
     method: str  # collection.fusion.RRF or CONVEX
     weights: dict[str, float] | None = None  # None: the channels' own weights
+    normalisation: str = MAX  # collection.fusion.NORMALISATIONS: how convex fusion normalises each list
 
     @property
     def key(self) -> tuple:
         """What a cached order depends on (``searchapp.pipeline.plan.OrderKey``)."""
-        return self.method, tuple(sorted((self.weights or {}).items()))
+        return self.method, tuple(sorted((self.weights or {}).items())), self.normalisation
 
 
 def _newest() -> dict[int, FusionSetting]:
@@ -41,7 +42,7 @@ def serving_fusion(version: EncoderVersion) -> Fusion:
     row = _settings.get().get(version.pk)
     if row is None:
         return Fusion(RRF)
-    return Fusion(row.method, row.weights)
+    return Fusion(row.method, row.weights, row.normalisation)
 
 
 def forget() -> None:

@@ -279,6 +279,8 @@ class FusionSetting(models.Model):
     clip_weight = models.FloatField()
     fts_weight = models.FloatField()
     caption_weight = models.FloatField()
+    # collection.fusion.NORMALISATIONS; chosen with the weights on held-out captions (convex only).
+    normalisation = models.CharField(max_length=16, default="max")
     fitted = models.JSONField(
         default=dict, blank=True, help_text="How the weights were fitted: queries, rotations, metrics."
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -58,6 +58,16 @@ FEATURES: tuple[Feature, ...] = (
     # The channel's similarity-weighted lift of the smoothed click rate over the collection's
     # (feedback.click_graph): how strongly people who asked this, or something near it, chose the image.
     Feature("feedback_score", "the feedback channel's score; 0 when it did not find the image"),
+    # The scores reciprocal rank throws away (issue 18), normalised as the serving fusion normalises a channel's
+    # list (``collection.fusion.NORMALISATIONS``: by default over the list's best), 0 when the channel did not
+    # find the image: how far ahead of the rest a channel put it, which its rank alone does not say.
+    *(
+        Feature(
+            f"{channel}_score_normalised",
+            f"the {channel} channel's score as the fusion normalises it; 0 when not found",
+        )
+        for channel in ("clip", "fts", "caption", "feedback")
+    ),
     Feature("first_stage_score", "the score the first stage (fusion, or CLIP alone) ranked by"),
     Feature("first_stage_rank_log", "log(1 + position in the first-stage order)"),
     Feature("impressions_log", "log(1 + times the image was shown)"),
@@ -94,6 +104,8 @@ class Candidate:
     channel_ranks: Mapping[str, int]
     clip_cosine: float | None = None
     feedback_score: float = 0.0  # the feedback channel's score (feedback.click_graph); 0 when it did not find it
+    # channel -> its score normalised as the fusion normalises the channel's list; absent: not found
+    channel_scores: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ def feature_matrix(
             cosine if cosine is not None else 0.0,
             *channel_rank,
             candidate.feedback_score,
+            *(candidate.channel_scores.get(c, 0.0) for c in CHANNELS),
             candidate.first_stage_score,
             math.log1p(candidate.first_stage_rank),
             math.log1p(fact.impressions),

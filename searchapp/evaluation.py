@@ -18,14 +18,14 @@ import numpy as np
 from django.conf import settings
 from django.test import override_settings
 
-from collection.fusion import CONVEX, RRF
+from collection.fusion import CONVEX, MAX, RRF
 from collection.fusion_setting import Fusion
 from collection.index import nearest_captions, nearest_images
 from collection.models import Caption, Image, ImageEmbedding
 from ranking.experiments.serving import plan_search
 from ranking.metrics import MetricSummary, reciprocal_rank
-from searchapp.fusion_fit import LabelledQuery, fit_weights, fused_ids
-from searchapp.heldout import HeldOutLeak, collection_without
+from searchapp.fusion_fit import LabelledQuery, counted, fit_convex, fit_weights, fused_ids
+from searchapp.heldout import HeldOut, HeldOutLeak, collection_without
 from searchapp.pipeline.fuse import text_flags
 from searchapp.pipeline.plan import plan_depths
 from searchapp.pipeline.request import validate
@@ -92,24 +92,8 @@ class EvaluationRefused(RuntimeError):
 HELD_OUT_CHANNELS = ("clip", "fts", "caption")
 
 
-def held_out_captions(
-    service: SearchService,
-    *,
-    rotations: int = 5,
-    ks=(1, 5, 10),
-    progress: Progress = None,
-    noisy_truth_sigmas: Sequence[float] = (),
-) -> dict:
-    """Each channel, each fusion and the served search on held-out captions, with cross-fitted weights.
-
-    Rotation r holds out every image's r-th caption. For each rotation the search runs on a committed
-    copy of the collection without the held-out captions (``searchapp.heldout.collection_without``): no
-    connection, pool thread or cache that serves the search can see them, and the copy is dropped
-    afterwards. Pass 1 records, for each held-out caption, the channel lists the served search
-    retrieves. Pass 2 scores rotation r with fusion weights fitted on the *other* rotations' queries
-    only (``searchapp.fusion_fit``), offline and through the real search service with parallel channels
-    on and off. Returns per-name metrics and the weights fitted for each rotation.
-    """
+def refuse_learned(service: SearchService):
+    """The serving plan, unless the served search learned from something held-out data could be part of."""
     plan = plan_search(None, rerank_allowed=True)
     if plan.ranker is not None:
         raise EvaluationRefused(
@@ -126,43 +110,96 @@ def held_out_captions(
             f"{service.version} is fine-tuned from feedback; evaluate its base version (it may have learned "
             "the held-out captions' images from logged searches)."
         )
+    return plan
+
+
+def held_out_captions(
+    service: SearchService,
+    *,
+    rotations: int = 5,
+    ks=(1, 5, 10),
+    progress: Progress = None,
+    noisy_truth_sigmas: Sequence[float] = (),
+) -> dict:
+    """Each channel, each fusion and the served search on held-out captions, with cross-fitted weights.
+
+    Rotation r holds out every image's r-th caption. For each rotation the search runs on a committed
+    copy of the collection without the held-out captions (``searchapp.heldout.collection_without``): no
+    connection, pool thread or cache that serves the search can see them, and the copy is dropped
+    afterwards. Pass 1 records, for each held-out caption, the channel lists the served search
+    retrieves. Pass 2 scores rotation r with the fusion's weights and normalisation fitted on the *other*
+    rotations' queries only (``searchapp.fusion_fit``), offline and through the real search service with
+    parallel channels on and off. Returns per-name metrics and what was fitted for each rotation.
+    """
+    plan = refuse_learned(service)
     depth = max(ks)
     rotation_plans = held_out_rotations(rotations)
+    hidden = {r: HeldOut(captions=held.hidden, images=held.image_ids) for r, held in rotation_plans.items()}
     labelled: list[LabelledQuery] = []
     for rotation, held in rotation_plans.items():
-        with collection_without(held.hidden, held.image_ids, service.encoder):
+        with collection_without(hidden[rotation], service.encoder):
             for text, image_id in held.queries:
-                labelled.append(_labelled(service, plan, text, image_id, rotation, depth))
-    results = _cross_fitted(labelled, ks, depth)
-    served = {name: MetricSummary(ks=tuple(ks)) for name in ("served", "served_sequential")}
-    disagreements = 0
-    for rotation, held in rotation_plans.items():
-        fusion = Fusion(CONVEX, results["weights"][rotation]["convex"])
-        evaluated = SearchService(service.choice, service.version, fusion=fusion)
-        queries = [q for q in labelled if q.group == rotation]
-        with collection_without(held.hidden, held.image_ids, service.encoder):
-            for query in queries:
-                for name, parallel in (("served", True), ("served_sequential", False)):
-                    with override_settings(LOUPE_PARALLEL_CHANNELS=parallel, LOUPE_RESULT_CACHE_SECONDS=0):
-                        hits = evaluated.search(SearchRequest(text=query.text, page_size=depth)).hits
-                    ranked = [h.image.pk for h in hits]
-                    served[name].add(ranked, query.relevant)
-                    disagreements += ranked != fused_ids(query, CONVEX, fusion.weights)[:depth]
-                if progress:
-                    progress(1)
-    results["metrics"].update({name: summary.means() for name, summary in served.items()})
+                labelled.append(labelled_query(service, plan, text, frozenset({image_id}), rotation, depth))
+    results = cross_fitted(labelled, ks, depth)
+
+    def served_order(evaluated: SearchService, query: LabelledQuery) -> list[int]:
+        return [h.image.pk for h in evaluated.search(SearchRequest(text=query.text, page_size=depth)).hits]
+
+    served, disagreements = served_pass(service, labelled, results, hidden, served_order, depth, progress)
+    results["metrics"].update(served)
     results["served_differs_from_offline"] = disagreements
     results["labelled"] = labelled  # for a fit on every rotation (evaluate --calibrate); not saved
     results["twins_not_queried"] = sum(len(h.twins) for h in rotation_plans.values())
     results["by_source"] = _by_source(results["per_query"], labelled)
-    results["served_minus_best_channel"] = _against_best_channel(results["per_query"], "convex_fitted")
+    results["served_minus_best_channel"] = against_best_channel(results["per_query"], "convex_fitted")
     for sigma in noisy_truth_sigmas:
         image_ids = list(Image.objects.values_list("pk", flat=True))
         noisy = with_noisy_truth(labelled, image_ids, sigma, depth=settings.LOUPE_CHANNEL_DEPTH)
-        measured = _cross_fitted(noisy, ks, depth)
-        measured["convex_minus_best_channel"] = _against_best_channel(measured.pop("per_query"), "convex_fitted")
+        measured = cross_fitted(noisy, ks, depth)
+        measured["convex_minus_best_channel"] = against_best_channel(measured.pop("per_query"), "convex_fitted")
+        measured.pop("fusions")
         results.setdefault("noisy_truth", []).append({"sigma": sigma, **measured})
     return results
+
+
+def served_pass(
+    service: SearchService,
+    labelled: list[LabelledQuery],
+    fitted: dict,
+    hidden: dict[int, HeldOut],
+    served_order: Callable[[SearchService, LabelledQuery], list[int]],
+    depth: int,
+    progress: Progress = None,
+    *,
+    page: int | None = None,
+    offline: Callable[[LabelledQuery, Fusion], list[int]] | None = None,
+) -> tuple[dict, int]:
+    """Each rotation's queries through the real search service, serving the convex fusion fitted on the other
+    rotations, in that rotation's held-out copy, parallel channels on and off (the result cache off, so each
+    pass computes its own order). Returns the two passes' metrics and how many served lists differ from the
+    offline fusion of the recorded lists (``page``: the served list's length, when it is cut before counting;
+    ``offline``: the order to compare with instead of the fusion's)."""
+    served = {name: MetricSummary(ks=fitted["ks"]) for name in ("served", "served_sequential")}
+    disagreements = 0
+    for rotation, held in hidden.items():
+        fusion = fitted["fusions"][rotation]
+        evaluated = SearchService(service.choice, service.version, fusion=fusion)
+        queries = [q for q in labelled if q.group == rotation]
+        with collection_without(held, service.encoder):
+            for query in queries:
+                if offline is None:
+                    expected = fused_ids(query, fusion.method, fusion.weights, fusion.normalisation)
+                else:
+                    expected = offline(query, fusion)
+                expected = counted(query, expected[:page] if page else expected)[:depth]
+                for name, parallel in (("served", True), ("served_sequential", False)):
+                    with override_settings(LOUPE_PARALLEL_CHANNELS=parallel, LOUPE_RESULT_CACHE_SECONDS=0):
+                        ranked = counted(query, served_order(evaluated, query))[:depth]
+                    served[name].add(ranked, query.relevant)
+                    disagreements += ranked != expected
+                if progress:
+                    progress(1)
+    return {name: summary.means() for name, summary in served.items()}, disagreements
 
 
 @dataclass(frozen=True)
@@ -204,10 +241,12 @@ def held_out_rotations(rotations: int) -> dict[int, HeldOutRotation]:
     return plans
 
 
-def _against_best_channel(per_query: dict[str, list[float]], name: str, *, resamples: int = 2000) -> dict:
+def against_best_channel(
+    per_query: dict[str, list[float]], name: str, channels: Sequence[str] = HELD_OUT_CHANNELS, *, resamples: int = 2000
+) -> dict:
     """``name``'s mean reciprocal rank and R@1 minus the best single channel's on the same queries, with a 95%
     paired bootstrap interval (the queries resampled together)."""
-    channels = [c for c in HELD_OUT_CHANNELS if f"{c}:rr" in per_query]
+    channels = [c for c in channels if f"{c}:rr" in per_query]
     best = max(channels, key=lambda c: np.mean(per_query[f"{c}:rr"]))
     rng = np.random.default_rng(0)
     out = {"best_channel": best}
@@ -241,52 +280,69 @@ def _by_source(per_query: dict[str, list[float]], labelled: list[LabelledQuery])
     return out
 
 
-def _labelled(service: SearchService, plan, text: str, image_id: int, rotation: int, depth: int) -> LabelledQuery:
+def labelled_query(
+    service: SearchService,
+    plan,
+    text: str,
+    relevant: frozenset[int],
+    rotation: int,
+    page_size: int,
+    candidates: frozenset[int] | None = None,
+) -> LabelledQuery:
     """The channel lists the served search retrieves for ``text`` (same depths, cuts and text flags)."""
-    search = validate(SearchRequest(text=text, page_size=depth))
+    search = validate(SearchRequest(text=text, page_size=page_size))
     depths = plan_depths(search, plan, logged=False)
     retrieved = retrieve(service.encoder, service.version, search, depths, plan)
     has_document, has_captions = text_flags(retrieved)
     return LabelledQuery(
         text=text,
-        relevant=frozenset({image_id}),
+        relevant=relevant,
         rankings={name: [(n.id, n.score) for n in ranking] for name, ranking in retrieved.rankings.items()},
         has_document=has_document,
         has_captions=has_captions,
         group=rotation,
         own_weights=dict(retrieved.weights),
+        candidates=candidates,
     )
 
 
-def _cross_fitted(labelled: list[LabelledQuery], ks, depth: int) -> dict:
-    """Channels, RRF with the channels' own weights, and RRF and convex fusion with weights fitted on the
-    other rotations, each scored on every rotation's queries (offline, from the recorded lists)."""
-    names = (*HELD_OUT_CHANNELS, "rrf_own_weights", "rrf_fitted", "convex_fitted")
+def cross_fitted(labelled: list[LabelledQuery], ks, depth: int, channels: Sequence[str] = HELD_OUT_CHANNELS) -> dict:
+    """Channels, RRF with the channels' own weights, and RRF and convex fusion fitted on the other rotations,
+    each scored on every rotation's queries (offline, from the recorded lists). ``convex_fitted`` chooses its
+    normalisation with its weights on the other rotations (``fit_convex``); ``convex_max_fitted`` keeps MAX,
+    the normalisation that issue 18's first round chose on the reported queries themselves."""
+    names = (*channels, "rrf_own_weights", "rrf_fitted", "convex_max_fitted", "convex_fitted")
     summaries = {name: MetricSummary(ks=tuple(ks)) for name in names}
     per_query: dict[str, list[float]] = defaultdict(list)  # "name:rr" / "name:hit1", in ``labelled`` order
 
-    def add(name: str, ranked: list[int], query: LabelledQuery) -> None:
+    def add(name: str, ordered: list[int], query: LabelledQuery) -> None:
+        ranked = counted(query, ordered)[:depth]
         summaries[name].add(ranked, query.relevant)
         per_query[f"{name}:rr"].append(reciprocal_rank(ranked, query.relevant))
         per_query[f"{name}:hit1"].append(float(bool(ranked) and ranked[0] in query.relevant))
 
     weights: dict[int, dict] = {}
-    channels = [c for c in HELD_OUT_CHANNELS if any(c in q.rankings for q in labelled)]
+    fusions: dict[int, Fusion] = {}
+    present = [c for c in channels if any(c in q.rankings for q in labelled)]
     for rotation in sorted({q.group for q in labelled}):
         fitting = [q for q in labelled if q.group != rotation]
         scored = [q for q in labelled if q.group == rotation]
         if not fitting:
-            raise EvaluationRefused("Cross-fitting needs at least two rotations with held-out captions.")
+            raise EvaluationRefused("Cross-fitting needs at least two rotations with held-out queries.")
         assert_disjoint(fitting, scored)
-        fits = {method: fit_weights(fitting, method, channels) for method in (RRF, CONVEX)}
-        weights[rotation] = {method: fit.weights for method, fit in fits.items()}
+        rrf = fit_weights(fitting, RRF, present)
+        convex_max = fit_weights(fitting, CONVEX, present, normalisation=MAX)
+        convex = fit_convex(fitting, present)
+        weights[rotation] = {RRF: rrf.weights, "convex_max": convex_max.weights, CONVEX: convex.weights}
+        fusions[rotation] = Fusion(CONVEX, convex.weights, convex.normalisation)
         for query in scored:
-            for channel in HELD_OUT_CHANNELS:
+            for channel in channels:
                 if channel in query.rankings:
-                    add(channel, [i for i, _ in query.rankings[channel]][:depth], query)
-            add("rrf_own_weights", fused_ids(query, RRF, query.own_weights)[:depth], query)
-            add("rrf_fitted", fused_ids(query, RRF, fits[RRF].weights)[:depth], query)
-            add("convex_fitted", fused_ids(query, CONVEX, fits[CONVEX].weights)[:depth], query)
+                    add(channel, [i for i, _ in query.rankings[channel]], query)
+            add("rrf_own_weights", fused_ids(query, RRF, query.own_weights), query)
+            add("rrf_fitted", fused_ids(query, RRF, rrf.weights), query)
+            add("convex_max_fitted", fused_ids(query, CONVEX, convex_max.weights, MAX), query)
+            add("convex_fitted", fused_ids(query, CONVEX, convex.weights, convex.normalisation), query)
     metrics = {name: summary.means() for name, summary in summaries.items() if summary.queries}
     order = [q for rotation in sorted({q.group for q in labelled}) for q in labelled if q.group == rotation]
     position = {id(q): i for i, q in enumerate(order)}
@@ -294,15 +350,19 @@ def _cross_fitted(labelled: list[LabelledQuery], ks, depth: int) -> dict:
     return {
         "metrics": metrics,
         "weights": weights,
+        "normalisations": {rotation: fusion.normalisation for rotation, fusion in fusions.items()},
+        "fusions": fusions,  # not saved
+        "ks": tuple(ks),
         "per_query": {name: [values[i] for i in back] for name, values in per_query.items()},
     }
 
 
 def assert_disjoint(fitting: list[LabelledQuery], scored: list[LabelledQuery]) -> None:
-    """A scored query's caption must not be among the fitted ones, punctuation and case aside (two images may
-    share a caption's words, but the same (text, image) pair in both would score what the fit saw)."""
-    seen = {(normalised_caption(q.text), q.relevant) for q in fitting}
-    overlap = [q.text for q in scored if (normalised_caption(q.text), q.relevant) in seen]
+    """No (query text, relevant item) pair that is scored may be among the fitted ones, punctuation and case
+    aside (two images may share a caption's words, and a tag is asked in every rotation, but the same pair in
+    both would score what the fit saw)."""
+    seen = {(normalised_caption(q.text), item) for q in fitting for item in q.relevant}
+    overlap = [q.text for q in scored if any((normalised_caption(q.text), item) in seen for item in q.relevant)]
     if overlap:
         raise HeldOutLeak(f"{len(overlap)} scored queries were also fitted on, e.g. {overlap[0]!r}.")
 

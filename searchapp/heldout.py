@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -34,7 +35,26 @@ COPIED_TABLES = ("searchapp_image", "searchapp_caption", "searchapp_captionembed
 
 
 class HeldOutLeak(RuntimeError):
-    """A held-out caption is visible to a connection that serves the evaluated search."""
+    """A held-out caption or tag is visible to a connection that serves the evaluated search."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What one rotation hides from every connection that serves the evaluated search.
+
+    ``captions`` are hidden from everything: caption rows, caption vectors, full-text documents, lexeme
+    counts. ``targets`` (image to text: some of ``captions``) stay in the copy only as answers: their rows
+    detached from their images (``image_id = -id``: no document, caption channel or "has captions" flag
+    reaches them) and their vectors under ``target_version`` (the CLIP version that describes an image) kept,
+    while every other caption's vector under that version is dropped, so the served image-to-text search
+    ranks the targets alone. ``tags_of`` are images whose tags are emptied (tag queries); ``images`` are the
+    images whose documents change (the held-out captions' and tags' images)."""
+
+    captions: Sequence[int] = ()
+    images: Sequence[int] = ()
+    tags_of: Sequence[int] = ()
+    targets: Sequence[int] = ()
+    target_version: int | None = None
 
 
 _active_schema: list[str] = []
@@ -59,7 +79,7 @@ def forget_process_caches(*encoders) -> None:
             encoder.queries.clear()
 
 
-def _copy_schema(schema: str, held_caption_ids: Sequence[int]) -> None:
+def _copy_schema(schema: str, held: HeldOut) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_schema()")
         live = cursor.fetchone()[0]
@@ -69,20 +89,41 @@ def _copy_schema(schema: str, held_caption_ids: Sequence[int]) -> None:
             cursor.execute(
                 f"CREATE TABLE {schema}.{table} (LIKE {live}.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
             )
-            held_filter = ""
-            if table == "searchapp_caption":
-                held_filter = " WHERE NOT (id = ANY(%s))"
-            elif table == "searchapp_captionembedding":
-                held_filter = " WHERE NOT (caption_id = ANY(%s))"
-            cursor.execute(
-                f"INSERT INTO {schema}.{table} SELECT * FROM {live}.{table}{held_filter}",
-                [list(held_caption_ids)] if held_filter else [],
-            )
+            cursor.execute(f"INSERT INTO {schema}.{table} SELECT * FROM {live}.{table}")
+        _hide(schema, held, cursor)
+        for table in COPIED_TABLES:
             # Indexes after the rows (an HNSW index builds faster than it grows), same definitions.
             cursor.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s", [live, table])
             for (definition,) in cursor.fetchall():
                 cursor.execute(definition.replace(f" ON {live}.{table} ", f" ON {schema}.{table} "))
             cursor.execute(f"ANALYZE {schema}.{table}")
+
+
+def _hide(schema: str, held: HeldOut, cursor) -> None:
+    """Delete, detach and empty in the copy what ``held`` hides (the live tables are never written)."""
+    params = {
+        "hidden": list(held.captions),
+        "targets": list(held.targets),
+        "version": held.target_version,
+        "tags_of": list(held.tags_of),
+    }
+    cursor.execute(
+        f"DELETE FROM {schema}.searchapp_captionembedding WHERE caption_id = ANY(%(hidden)s) "
+        "AND NOT (caption_id = ANY(%(targets)s) AND encoder_version_id IS NOT DISTINCT FROM %(version)s)",
+        params,
+    )
+    cursor.execute(
+        f"DELETE FROM {schema}.searchapp_caption WHERE id = ANY(%(hidden)s) AND NOT (id = ANY(%(targets)s))", params
+    )
+    if held.targets:
+        cursor.execute(f"UPDATE {schema}.searchapp_caption SET image_id = -id WHERE id = ANY(%(targets)s)", params)
+        cursor.execute(
+            f"DELETE FROM {schema}.searchapp_captionembedding WHERE encoder_version_id = %(version)s "
+            "AND NOT (caption_id = ANY(%(targets)s))",
+            params,
+        )
+    if held.tags_of:
+        cursor.execute(f"UPDATE {schema}.searchapp_image SET tags = '{{}}' WHERE id = ANY(%(tags_of)s)", params)
 
 
 def _rebuild_text(schema: str, image_ids: Sequence[int]) -> None:
@@ -98,46 +139,60 @@ def _rebuild_text(schema: str, image_ids: Sequence[int]) -> None:
         cursor.execute(f"CREATE UNIQUE INDEX ON {schema}.searchapp_lexemestat (word)")
 
 
-def _visible_held_out(held_caption_ids: Sequence[int], image_ids: Sequence[int]) -> int:
-    """Held-out caption rows and vectors this connection sees, and documents of the held-out captions' images
-    that are not what their visible captions and tags make (a document still holding a held-out caption)."""
+def _visible_held_out(held: HeldOut) -> int:
+    """Held-out caption rows attached to an image, their vectors (a target's under the target version
+    aside), tags of images whose tags are held out, and documents of the changed images that are not what
+    their visible captions and tags make (a document still holding a held-out caption or tag)."""
+    params = {
+        "hidden": list(held.captions),
+        "targets": list(held.targets),
+        "version": held.target_version,
+        "tags_of": list(held.tags_of),
+        "ids": list(held.images),
+        "config": settings.LOUPE_FTS_CONFIG,
+    }
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM searchapp_caption WHERE id = ANY(%s)", [list(held_caption_ids)])
+        cursor.execute("SELECT count(*) FROM searchapp_caption WHERE id = ANY(%(hidden)s) AND image_id > 0", params)
         captions = cursor.fetchone()[0]
         cursor.execute(
-            "SELECT count(*) FROM searchapp_captionembedding WHERE caption_id = ANY(%s)", [list(held_caption_ids)]
+            "SELECT count(*) FROM searchapp_captionembedding WHERE caption_id = ANY(%(hidden)s) "
+            "AND NOT (caption_id = ANY(%(targets)s) AND encoder_version_id IS NOT DISTINCT FROM %(version)s)",
+            params,
         )
         vectors = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM searchapp_image WHERE id = ANY(%(tags_of)s) AND tags <> '{}'", params)
+        tags = cursor.fetchone()[0]
         cursor.execute(
             "SELECT count(*) FROM searchapp_image AS i WHERE i.id = ANY(%(ids)s) "
             f"AND i.text_document IS DISTINCT FROM ({DOCUMENT_EXPRESSION})",
-            {"ids": list(image_ids), "config": settings.LOUPE_FTS_CONFIG},
+            params,
         )
-        return captions + vectors + cursor.fetchone()[0]
+        return captions + vectors + tags + cursor.fetchone()[0]
 
 
-def assert_held_out(held_caption_ids: Sequence[int], image_ids: Sequence[int] = ()) -> None:
-    """Raise HeldOutLeak if this thread's connection or any channel pool thread's can see a held-out caption."""
-    seen = {"this thread": _visible_held_out(held_caption_ids, image_ids)}
+def assert_held_out(held: HeldOut) -> None:
+    """Raise HeldOutLeak if this thread's connection or any channel pool thread's can see a held-out item."""
+    seen = {"this thread": _visible_held_out(held)}
     pool = channel_pool()
     # One check per pool thread: a barrier holds each task until all threads have one.
     barrier = threading.Barrier(POOL_THREADS)
 
     def check() -> int:
         barrier.wait(timeout=30)
-        return _visible_held_out(held_caption_ids, image_ids)
+        return _visible_held_out(held)
 
     futures = [pool.submit(check) for _ in range(POOL_THREADS)]
     for i, future in enumerate(futures):
         seen[f"channel thread {i}"] = future.result()
     leaking = {where: count for where, count in seen.items() if count}
     if leaking:
-        raise HeldOutLeak(f"Held-out captions visible to {leaking}.")
+        raise HeldOutLeak(f"Held-out captions or tags visible to {leaking}.")
 
 
 @contextmanager
-def collection_without(held_caption_ids: Sequence[int], image_ids: Sequence[int], *encoders) -> Iterator[str]:
-    """Search, in this process, a committed copy of the collection without these captions; yields the schema."""
+def collection_without(held: HeldOut, *encoders) -> Iterator[str]:
+    """Search, in this process, a committed copy of the collection without what ``held`` hides; yields the
+    schema."""
     if connection.in_atomic_block:
         raise HeldOutLeak("A held-out copy must be committed: run the evaluation outside a transaction.")
     schema = f"loupe_heldout_{os.getpid()}"
@@ -148,10 +203,10 @@ def collection_without(held_caption_ids: Sequence[int], image_ids: Sequence[int]
     try:
         with connection.cursor() as cursor:
             cursor.execute("SET search_path TO public")  # copy from the live tables
-        _copy_schema(schema, held_caption_ids)
+        _copy_schema(schema, held)
         _search_copy_first(None, connection)
-        _rebuild_text(schema, image_ids)
-        assert_held_out(held_caption_ids, image_ids)
+        _rebuild_text(schema, held.images)
+        assert_held_out(held)
         yield schema
     finally:
         _active_schema.pop()

@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 from celery import shared_task
 
-from collection.embed_chunks import EMBED_CHUNK_TASK, ChunkBusy, dispatch_run, embed_chunk, plan_run
-from collection.embedding import embed_captions_of, embed_everything_missing
+from collection.embed_chunks import EMBED_CHUNK_TASK, ChunkBusy, embed_chunk
+from collection.embedding import ImageVectorBatches, embed_captions_of, embed_everything_missing
 from collection.ingestion.jobs import run_job_chunk
-from collection.models import EmbedChunk, EncoderVersion, Image
+from collection.models import EmbedChunk, EncoderVersion
 from collection.near_duplicates import NearDuplicateScanRefused
 from collection.near_duplicates import scan as scan_near_duplicates
 from collection.text_index import refresh_lexeme_stats
@@ -54,13 +54,10 @@ def embed_images_chunk(self, chunk_id: int) -> dict:
 
 @shared_task(name="loupe.ingest_job_chunk", acks_late=True)
 def ingest_job_chunk(job_id: int, first: int, last: int) -> dict:
-    """Ingest items ``first..last`` of an ingest job, then fan the embedding of their images out."""
+    """Ingest and embed items ``first..last`` of an ingest job in one pass (``run_job_chunk``)."""
 
-    result = run_job_chunk(job_id, first, last)
-    if result.image_ids:
-        _, version = serving_version()
-        run = plan_run(version, images=Image.objects.filter(pk__in=result.image_ids), started_by=f"ingest job {job_id}")
-        dispatch_run(run)
+    choice, version = serving_version()
+    result = run_job_chunk(job_id, first, last, embed=ImageVectorBatches(choice.encoder, version))
     if result.finished:
         refresh_lexeme_stats()
     return {"job": job_id, "done": result.done, "finished": result.finished}

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
-from collection.decode_pool import Prepared, chunked, prepared_in_order
-from collection.embedding import ImageVectorBatches
 from collection.image_changes import ContentElsewhere, ImageChanges, apply_changes, replace_file, unique_captions
-from collection.images import (
-    CheckedImage,
-    InvalidImage,
-    decode_image,
-    store_original,
-    store_thumbnail,
-    thumbnail_jpeg,
-    upright,
-)
+from collection.images import CheckedImage, store_original, store_thumbnail
+from collection.ingestion.reading import ReadFile
 from collection.ingestion.sources import IngestItem
 from collection.metadata import InvalidMetadata, declared_fields, validate_metadata
 from collection.models import Caption, Image
@@ -33,14 +22,6 @@ from core.links import InvalidLink, checked_http_url
 from core.locks import transaction_lock
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class IngestReport:
-    added: int = 0
-    duplicates: int = 0
-    updated: int = 0  # rows whose external id was known: that image was updated
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 class Outcome(StrEnum):
@@ -53,6 +34,7 @@ class Outcome(StrEnum):
 class Stored:
     image: Image
     outcome: Outcome
+    file_replaced: bool = False  # an update that brought new bytes: its vectors went, to be made again
 
 
 def add_image(checked: CheckedImage, **item) -> tuple[Image, bool]:
@@ -75,34 +57,39 @@ def store_image(
     external_id: str | None = None,
     changes: ImageChanges | None = None,
 ) -> Stored:
+    """:func:`store_new_image` of an image and what is recorded beside it."""
+    one = NewImage(checked, captions, tags, licence, attribution, source, thumbnail, metadata, catalogue)
+    return store_new_image(one, external_id=external_id, changes=changes)
+
+
+def store_new_image(one: NewImage, *, external_id: str | None = None, changes: ImageChanges | None = None) -> Stored:
     """Store a validated image unless the same bytes are already in; with an ``external_id`` already in
-    ``catalogue``, update that image instead (an upsert: never a second image for one partner id).
+    its catalogue, update that image instead (an upsert: never a second image for one partner id).
 
     Files are written before the row (atomically, under their content hash), so a failed insert
     leaves at most a file that the next ingestion of the same image reuses, never a row without a file.
     The attribution becomes a link on the image page, so anything but an http(s) URL is refused
-    (``InvalidLink``) before anything is written. ``thumbnail``: its JPEG bytes, when made ahead.
-    ``changes``: what an upsert sets on the known image (default: every non-empty value given here).
+    (``InvalidLink``) before anything is written. ``changes``: what an upsert sets on the known image
+    (default: every non-empty value of ``one``).
     """
     if not external_id:
         # A plain add is the batched writer's (add_images) with one image: one code path for new rows.
-        one = NewImage(checked, captions, tags, licence, attribution, source, thumbnail, metadata, catalogue)
         added = add_images([one])[0]
         if added.error is not None:
             raise added.error
         return Stored(added.image, Outcome.STORED if added.created else Outcome.DUPLICATE)
-    attribution = checked_http_url(attribution.strip(), field="attribution")
-    cleaned_metadata = validate_metadata(metadata or {})
-    unique = unique_captions(captions)
+    attribution = checked_http_url(one.attribution.strip(), field="attribution")
+    cleaned_metadata = validate_metadata(one.metadata or {})
+    unique = unique_captions(one.captions)
     changes = changes or ImageChanges(
         captions=tuple(unique) or None,
-        tags=tuple(tags) or None,
+        tags=tuple(one.tags) or None,
         metadata=cleaned_metadata or None,
-        licence=licence or None,
+        licence=one.licence or None,
         attribution=attribution or None,
         replace_metadata=True,
     )
-    return _upsert(checked, catalogue, external_id, changes, source=source, thumbnail=thumbnail)
+    return _upsert(one.checked, one.catalogue, external_id, changes, source=one.source, thumbnail=one.thumbnail)
 
 
 def _upsert(
@@ -152,6 +139,7 @@ def _upsert(
                     f"These bytes are already image {same_bytes.pk}; image {known.pk} keeps its file."
                 )
             replace_file(known, checked, file_name=file_name, thumbnail_name=thumb_name, source=source)
+            return Stored(apply_changes(known, changes), Outcome.UPDATED, file_replaced=True)
         return Stored(apply_changes(known, changes), Outcome.UPDATED)
 
 
@@ -168,6 +156,21 @@ class NewImage:
     thumbnail: bytes | None = None  # its JPEG bytes, when made ahead (by a decode pool)
     metadata: dict | None = None
     catalogue: str = ""  # whose image it is: the partner key's name, "" for admin and CLI ingests
+
+    @classmethod
+    def from_item(cls, item: IngestItem, read: ReadFile, catalogue: str = "") -> NewImage:
+        """An ingested item's image: its file as the decode pool read it, its fields as its source gave them."""
+        return cls(
+            read.checked,
+            captions=item.captions,
+            tags=item.tags,
+            licence=item.licence,
+            attribution=item.attribution,
+            source=read.source,
+            thumbnail=read.thumbnail,
+            metadata=item.metadata,
+            catalogue=catalogue,
+        )
 
 
 @dataclass(frozen=True)
@@ -248,145 +251,3 @@ def _image_row(one: NewImage, attribution: str, metadata: dict) -> Image:
         metadata=metadata,
         catalogue=one.catalogue,
     )
-
-
-@dataclass(frozen=True)
-class ReadFile:
-    """An item's file, read, validated and thumbnailed (the CPU-bound part, done in the decode pool)."""
-
-    checked: CheckedImage
-    thumbnail: bytes
-    pixels: np.ndarray | None = None  # the image tower's input, when the pass embeds too
-
-
-def read_item_file(item: IngestItem, tower_input: Callable | None = None) -> ReadFile | None:
-    """Raises OSError (unreadable) or InvalidImage (``read_image``'s rules), exactly as the serial path did.
-
-    The bytes are decoded once: validation's full decode also makes the thumbnail and, with
-    ``tower_input`` (``Encoder.pixels``), the tower's input, from the image as stored (no EXIF transpose,
-    as ``collection.embedding.stored_pixels`` reads it back).
-    """
-    if item.problem:  # refused by its source: not read
-        return None
-    checked, decoded = decode_image(item.path.read_bytes())
-    pixels = tower_input(decoded.convert("RGB")) if tower_input is not None else None
-    return ReadFile(checked, thumbnail_jpeg(upright(decoded)), pixels)
-
-
-def ingest_items(
-    items: Iterable[IngestItem],
-    *,
-    progress: Callable[[IngestItem], None] | None = None,
-    workers: int | None = None,
-    embed: ImageVectorBatches | None = None,
-) -> IngestReport:
-    """Ingest each item; a bad file, or an item its source refused, is reported and skipped, never stops the run.
-
-    Files are read, checked and thumbnailed in ``workers`` threads (default LOUPE_DECODE_WORKERS) ahead of
-    this thread, which alone touches the database, in the items' order. With ``embed``, each added image
-    is embedded in the same pass: the threads make its tower input too, a batch ahead of the encoder, so
-    they decode the next batch while the tower runs this one.
-    """
-    report = IngestReport()
-    workers = settings.LOUPE_DECODE_WORKERS if workers is None else workers
-    tower_input = embed.encoder.pixels if embed is not None else None
-    # Two batches in flight: the threads fill the next while this thread writes rows and runs the tower. Memory
-    # is bounded by that many files' bytes (64 x a few MB for photos; LOUPE_MAX_UPLOAD_BYTES at worst).
-    window = max(2 * (embed.batch_size if embed is not None else 0), 2 * ROWS_PER_BATCH) if workers > 0 else None
-    read = (lambda item: read_item_file(item, tower_input)) if embed is not None else read_item_file
-    for group in chunked(prepared_in_order(read, items, workers=workers, window=window), ROWS_PER_BATCH):
-        for item, outcome in zip((p.item for p in group), _ingest_group(group, embed), strict=True):
-            if not isinstance(outcome, Outcome):
-                report.failed.append((str(item.path), outcome))
-                logger.warning("Skipped %s: %s", item.path, outcome)
-            else:
-                report.added += outcome == Outcome.STORED
-                # Duplicates were embedded already (or are, by the run's embed_images pass), as are updates.
-                report.duplicates += outcome == Outcome.DUPLICATE
-                report.updated += outcome == Outcome.UPDATED
-            if progress:
-                progress(item)
-    if embed is not None:
-        embed.flush()
-    return report
-
-
-def _ingest_group(group: list[Prepared], embed: ImageVectorBatches | None) -> list[Outcome | str]:
-    """Each prepared item's outcome, in order, or why it was skipped.
-
-    Items without an external id are added together (``add_images``); an item naming one is an upsert,
-    which takes its own locks (``store_image``), so it goes alone.
-    """
-    outcomes: list[Outcome | str] = []
-    readable: list[tuple[int, Prepared]] = []
-    for prepared in group:
-        if prepared.item.problem:  # its source refused it (a bad row); the file, if any, is not stored
-            outcomes.append(prepared.item.problem)
-        elif prepared.error is not None:
-            if not isinstance(prepared.error, OSError | InvalidImage):
-                raise prepared.error
-            outcomes.append(_reason(prepared.error))
-        elif prepared.item.external_id:
-            outcomes.append(_upsert_item(prepared, embed))
-        else:
-            readable.append((len(outcomes), prepared))
-            outcomes.append(Outcome.DUPLICATE)
-    new = [_new_image(prepared) for _, prepared in readable]
-    try:
-        added = add_images(new)
-    except OSError:  # a file could not be written: find which, one at a time
-        added = [_add_alone(one) for one in new]
-    for (position, prepared), result in zip(readable, added, strict=True):
-        if result.error is not None:
-            outcomes[position] = _reason(result.error)
-        elif result.created:
-            outcomes[position] = Outcome.STORED
-            if embed is not None:
-                embed.add(result.image, prepared.result.pixels)
-    return outcomes
-
-
-def _upsert_item(prepared: Prepared, embed: ImageVectorBatches | None) -> Outcome | str:
-    item, read = prepared.item, prepared.result
-    try:
-        stored = store_image(
-            read.checked,
-            captions=item.captions,
-            tags=item.tags,
-            licence=item.licence,
-            attribution=item.attribution,
-            source=str(item.path),
-            thumbnail=read.thumbnail,
-            metadata=item.metadata,
-            external_id=item.external_id,
-        )
-    except (OSError, InvalidLink, InvalidMetadata, ContentElsewhere) as exc:
-        return _reason(exc)
-    if stored.outcome == Outcome.STORED and embed is not None:
-        embed.add(stored.image, read.pixels)
-    return stored.outcome
-
-
-def _new_image(prepared: Prepared) -> NewImage:
-    item, read = prepared.item, prepared.result
-    return NewImage(
-        read.checked,
-        captions=item.captions,
-        tags=item.tags,
-        licence=item.licence,
-        attribution=item.attribution,
-        source=str(item.path),
-        thumbnail=read.thumbnail,
-        metadata=item.metadata,
-    )
-
-
-def _add_alone(one: NewImage) -> Added:
-    try:
-        return add_images([one])[0]
-    except OSError as exc:
-        return Added(None, error=exc)
-
-
-def _reason(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

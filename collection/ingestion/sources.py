@@ -33,7 +33,7 @@ class SourceError(ValueError):
 
 @dataclass
 class IngestItem:
-    path: Path
+    path: Path | None = None  # the file; None for an ingest job's line, whose row says where its bytes are
     captions: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     licence: str = ""

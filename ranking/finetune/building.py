@@ -44,7 +44,8 @@ def encoders_dir() -> Path:
 def project(pooled: np.ndarray | torch.Tensor, weight: torch.Tensor) -> np.ndarray:
     """Unit vectors of pooled tower outputs through a projection (what get_*_features returns, normalised)."""
     with torch.no_grad():
-        out = torch.as_tensor(np.asarray(pooled), dtype=torch.float32) @ weight.T
+        # The weight may come from a model on an accelerator, in half precision: the product runs on the host.
+        out = torch.as_tensor(np.asarray(pooled), dtype=torch.float32) @ weight.detach().float().cpu().T
         return torch.nn.functional.normalize(out, dim=-1).numpy()
 
 

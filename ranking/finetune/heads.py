@@ -45,6 +45,12 @@ class TextStates:
             return TextStates(self.states[rows])
         return TextStates(self.states[rows], self.mask[rows], self.eos[rows])
 
+    def to(self, device: torch.device) -> TextStates:
+        """The same states on ``device`` (themselves when they are there already)."""
+        if self.mask is None:
+            return TextStates(self.states.to(device))
+        return TextStates(self.states.to(device), self.mask.to(device), self.eos.to(device))
+
 
 def _heads_of(attention) -> tuple[int, int]:
     return attention.num_heads, attention.head_dim
@@ -202,8 +208,9 @@ class TowerHeads(nn.Module):
 
     # --- state ---------------------------------------------------------------------------------------
     def model_state(self) -> dict[str, torch.Tensor]:
-        """Every trainable tensor under the model's own parameter name (detached copies)."""
-        return {self._model_names[own]: p.detach().clone() for own, p in self.named_parameters()}
+        """Every trainable tensor under the model's own parameter name (detached copies, in host memory: what
+        WiSE-FT mixes and a new version is written from, wherever the heads train)."""
+        return {self._model_names[own]: p.detach().to("cpu", copy=True) for own, p in self.named_parameters()}
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         own = dict(self.named_parameters())

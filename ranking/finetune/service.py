@@ -31,6 +31,7 @@ import torch
 from django.conf import settings
 from django.utils import timezone
 
+from collection.device import resolve_device
 from collection.encoders import Encoder
 from collection.models import EncoderVersion
 from collection.versions import serving_version
@@ -49,6 +50,7 @@ from ranking.finetune.training import (
     Anchor,
     PairSet,
     ReferenceGuard,
+    collection_pooled,
     collection_vectors,
     fine_tune_heads,
     hit_rate_at_k,
@@ -128,11 +130,14 @@ def encoder_gate(
     )
 
 
-def load_encoder(version: EncoderVersion) -> Encoder:
+def load_encoder(version: EncoderVersion, device: torch.device) -> Encoder:
+    """``version``'s encoder on ``device`` in fp32: the heads copy its weights and the new version is written
+    from them, so a half-precision cast (what serving uses on a GPU) would round every weight it saves."""
     choice, serving = serving_version()
-    if serving.pk == version.pk:
-        return choice.encoder
-    return Encoder(version.model_ref, local_files_only=True)
+    loaded = choice.encoder
+    if serving.pk == version.pk and loaded.placement.device == device and loaded.placement.dtype == torch.float32:
+        return loaded
+    return Encoder(version.model_ref, local_files_only=True, device=device.type, full_precision=True)
 
 
 def _pair_set(pairs: list[Pair], query_row: dict[str, int], image_row: dict[int, int]) -> PairSet:
@@ -161,6 +166,9 @@ class Scores:
 def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> FineTuneRun:
     """One attempt; returns its run record (outcome, metrics, and the new version when it passed)."""
     options = options or FineTuneSettings()
+    # LOUPE_DEVICE=cuda on a machine without CUDA is a configuration error: DeviceUnavailable here, before a
+    # run is recorded or a pair read, not a failed run an hour of caching later.
+    device = resolve_device(settings.LOUPE_DEVICE)
     run = FineTuneRun.objects.create(base=base, settings=asdict(options))
     timings: dict[str, float] = {}
     try:
@@ -174,8 +182,8 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             )
             return _finish(run, FineTuneRun.Outcome.SKIPPED, why)
         assert_disjoint(windows)  # windowed_pairs ensures it; checked where the gate depends on it
-        encoder = load_encoder(base)
-        heads = TowerHeads(encoder.model, options.layers, options.text_layers)
+        encoder = load_encoder(base, device)
+        heads = TowerHeads(encoder.model, options.layers, options.text_layers).to(device)
         for part in (heads.text_projection, heads.text_blocks, heads.text_norm):
             part.requires_grad_(options.train_text)
         for part in (heads.visual_projection, heads.vision_blocks, heads.vision_norm):
@@ -249,6 +257,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             early_stopping=options.early_stopping,
             guard=guard,
             seed=options.seed,
+            device=device,
         )
         timings["train_s"] = time.perf_counter() - trained_at
 
@@ -332,6 +341,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             "wise_ft": table,
             "history": tuned.history,
             "best_epoch": tuned.best_epoch,
+            "device": tuned.device,
             "timings": timings,
         }
         run.metrics = metrics
@@ -364,11 +374,10 @@ def _build_version(
     run.save(update_fields=["result"])
     _update(run, "re-embedding the collection")
     reembedded_at = time.perf_counter()
-    with torch.no_grad():
-        pooled = torch.cat([heads.image_pooled(images[s : s + 1024]) for s in range(0, len(images), 1024)]).numpy()
+    pooled = collection_pooled(heads, images).numpy()
     if vision_tower != encoder.vision_tower_fingerprint:  # vision blocks changed: cache the new outputs
         store_tower_outputs(vision_tower, image_ids, pooled)
-    reproject_collection(version, image_ids, pooled, heads.visual_projection.weight.detach())
+    reproject_collection(version, image_ids, pooled, heads.visual_projection.weight.detach().cpu())
     timings["reembed_s"] = time.perf_counter() - reembedded_at
     _update(run, "embedding captions and building the index")
     finish_version(version)

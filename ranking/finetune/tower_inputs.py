@@ -42,15 +42,17 @@ def text_inputs(encoder, texts: Sequence[str], layers: int, batch_size: int = 25
         return TextStates(torch.zeros((0, 1, width)), torch.zeros((0, 1), dtype=torch.bool), torch.zeros(0).long())
     tokens = encoder._tokenize(list(texts))  # one padding length for all of them
     ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    device = encoder.placement.device
     out = []
     for start in range(0, len(ids), batch_size):
         with torch.inference_mode():
             result = model(
-                input_ids=ids[start : start + batch_size],
-                attention_mask=mask[start : start + batch_size],
+                input_ids=ids[start : start + batch_size].to(device),
+                attention_mask=mask[start : start + batch_size].to(device),
                 output_hidden_states=bool(layers),
             )
-        out.append((result.hidden_states[-(layers + 1)] if layers else layout.text_pooled(result)).float().clone())
+        states = result.hidden_states[-(layers + 1)] if layers else layout.text_pooled(result)
+        out.append(states.float().clone().cpu())  # host memory: the training moves each batch's rows
     states = torch.cat(out)
     if not layers:
         return TextStates(states)
@@ -71,9 +73,10 @@ def image_states(encoder, images: Sequence[PILImage.Image], layers: int) -> np.n
         return_tensors="pt",
         input_data_format="channels_last",
     )
+    pixels = inputs["pixel_values"].to(device=encoder.placement.device, dtype=encoder.placement.dtype)
     with torch.inference_mode():
-        result = encoder.model.vision_model(pixel_values=inputs["pixel_values"], output_hidden_states=True)
-    return result.hidden_states[-(layers + 1)].to(torch.float16).numpy()
+        result = encoder.model.vision_model(pixel_values=pixels, output_hidden_states=True)
+    return result.hidden_states[-(layers + 1)].to(torch.float16).cpu().numpy()
 
 
 def frozen_vision_fingerprint(model, layers: int) -> str:

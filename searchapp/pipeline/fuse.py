@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from collection.fusion import CONVEX, convex_fusion, reciprocal_rank_fusion
+from collection.fusion import CONVEX, NORMALISATIONS, convex_fusion, reciprocal_rank_fusion
 from collection.fusion_setting import Fusion
 from ranking.features import Candidate
 from searchapp.pipeline.retrieve import FEEDBACK, Retrieved
@@ -31,7 +31,11 @@ class Ranked:
 def first_stage(retrieved: Retrieved, fusion: Fusion) -> list[Ranked]:
     clip = retrieved.clip
     if len(retrieved.rankings) == 1:
-        candidates = [Candidate(n.id, n.score, i, {"clip": i}, n.score) for i, n in enumerate(clip, 1)]
+        normalised = channel_scores(retrieved, fusion)
+        candidates = [
+            Candidate(n.id, n.score, i, {"clip": i}, n.score, channel_scores=normalised[n.id])
+            for i, n in enumerate(clip, 1)
+        ]
     else:
         candidates = fused(retrieved, fusion, {n.id: n.score for n in clip})
     return [Ranked(c, c.first_stage_score) for c in candidates]
@@ -46,6 +50,17 @@ def fused_weights(retrieved: Retrieved, fusion: Fusion) -> dict[str, float]:
         return dict(retrieved.weights)
     own = {FEEDBACK: retrieved.weights.get(FEEDBACK, 0.0)}
     return {name: fusion.weights.get(name, own.get(name, 0.0)) for name in retrieved.rankings}
+
+
+def channel_scores(retrieved: Retrieved, fusion: Fusion) -> dict[int, dict[str, float]]:
+    """Each candidate's score in each channel that found it, normalised as convex fusion normalises the
+    channel's list (the serving fusion's normalisation, also under RRF): reranker features."""
+    normalise = NORMALISATIONS[fusion.normalisation]
+    scores: dict[int, dict[str, float]] = {}
+    for name, ranking in retrieved.rankings.items():
+        for image_id, value in normalise([(n.id, n.score) for n in ranking]).items():
+            scores.setdefault(image_id, {})[name] = value
+    return scores
 
 
 def text_flags(retrieved: Retrieved) -> tuple[dict[int, bool], dict[int, bool]]:
@@ -70,14 +85,21 @@ def fused(retrieved: Retrieved, fusion: Fusion, clip_cosines: dict[int, float]) 
     weights = fused_weights(retrieved, fusion)
     if fusion.method == CONVEX:
         scored = {name: [(n.id, n.score) for n in ranking] for name, ranking in retrieved.rankings.items()}
-        order = convex_fusion(scored, weights, eligible=eligible)
+        order = convex_fusion(scored, weights, eligible=eligible, normalisation=fusion.normalisation)
     else:
         ids = {name: [n.id for n in ranking] for name, ranking in retrieved.rankings.items()}
         order = reciprocal_rank_fusion(ids, weights, eligible=eligible, k=settings.LOUPE_RRF_K)
     chosen = {n.id: n.score for n in retrieved.rankings.get(FEEDBACK, ())}
+    normalised = channel_scores(retrieved, fusion)
     return [
         Candidate(
-            c.image_id, c.score, position, dict(c.ranks), clip_cosines.get(c.image_id), chosen.get(c.image_id, 0.0)
+            c.image_id,
+            c.score,
+            position,
+            dict(c.ranks),
+            clip_cosines.get(c.image_id),
+            chosen.get(c.image_id, 0.0),
+            normalised.get(c.image_id, {}),
         )
         for position, c in enumerate(order, 1)
     ]

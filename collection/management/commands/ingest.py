@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from collection.embedding import ImageVectorBatches, embed_everything_missing, images_to_embed
-from collection.ingestion.service import ingest_items
+from collection.ingestion.one_pass import ingest_items
 from collection.ingestion.sources import SOURCE_FORMATS, SourceError, detect_items
 from collection.text_index import refresh_lexeme_stats
 from collection.versions import serving_version

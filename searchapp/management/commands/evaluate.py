@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from collection.fusion import CONVEX, RRF
 from collection.models import Caption, FusionSetting, Image
-from searchapp import evaluation
-from searchapp.fusion_fit import fit_weights
+from searchapp import evaluation, heldout_modes
+from searchapp.fusion_fit import fit_convex, fit_weights
 from searchapp.search import SearchService
 
 
@@ -24,7 +24,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--by", choices=["captions", "tags", "heldout-captions", "all"], default="all")
+        parser.add_argument(
+            "--by",
+            choices=["captions", "tags", "heldout-captions", "heldout-image-to-text", "heldout-tags", "all"],
+            default="all",
+            help="heldout-*: leak-free, each rotation searched on a committed copy without its held-out captions "
+            "(image to text: present only as the answers) or tags; fusion cross-fitted over the rotations.",
+        )
         parser.add_argument("--rotations", type=int, default=5, help="heldout-captions: how many caption rotations.")
         parser.add_argument(
             "--calibrate",
@@ -73,6 +79,8 @@ class Command(BaseCommand):
             results["tags"] = evaluation.tag_queries(service, template=opts["template"], ks=opts["k"])
         if opts["by"] == "heldout-captions":
             self._held_out(service, results, opts)
+        if opts["by"] in ("heldout-image-to-text", "heldout-tags"):
+            self._held_out_mode(service, results, opts)
         self._print(results)
         output = opts["output"] or settings.VAR_DIR / "eval" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +109,7 @@ class Command(BaseCommand):
         for name, metrics in measured["metrics"].items():
             results[f"heldout_{name}"] = metrics
         results["heldout_weights_by_rotation"] = measured["weights"]
+        results["heldout_normalisation_by_rotation"] = measured["normalisations"]
         for name in ("served_differs_from_offline", "twins_not_queried", "served_minus_best_channel", "by_source"):
             results[f"heldout_{name}"] = measured[name]
         if "noisy_truth" in measured:
@@ -114,15 +123,45 @@ class Command(BaseCommand):
         if opts["calibrate"]:
             self._calibrate(service, measured)
 
+    def _held_out_mode(self, service: SearchService, results: dict, opts: dict) -> None:
+        if not 2 <= opts["rotations"] <= 10:
+            raise CommandError("--rotations must be between 2 and 10 (weights are fitted on the other rotations).")
+        if opts["calibrate"] or opts["noisy_truth"]:
+            raise CommandError("--calibrate and --noisy-truth go with --by heldout-captions only.")
+        image_to_text = opts["by"] == "heldout-image-to-text"
+        if image_to_text and not Caption.objects.filter(position__lt=opts["rotations"]).exists():
+            raise CommandError("The collection has no captions to hold out.")
+        if not image_to_text and not Image.objects.exclude(tags=[]).exists():
+            raise CommandError("The collection has no tagged images to hold out.")
+        measure = heldout_modes.held_out_image_to_text if image_to_text else heldout_modes.held_out_tags
+        prefix = "heldout_i2t" if image_to_text else "heldout_tags"
+        try:
+            with tqdm(desc=f"{opts['by']} (served pass)", disable=None) as bar:
+                measured = measure(service, rotations=opts["rotations"], ks=opts["k"], progress=bar.update)
+        except evaluation.EvaluationRefused as exc:
+            raise CommandError(str(exc)) from None
+        for name, metrics in measured.pop("metrics").items():
+            results[f"{prefix}_{name}"] = metrics
+        measured.pop("ks", None)
+        for name, value in measured.items():
+            results[f"{prefix}_{name}"] = value
+        best = measured.get("served_minus_best_channel") or measured["fused_minus_best_channel"]
+        shown = ", ".join(
+            f"{label} {best[label]['difference']:+.4f} [{best[label]['low']:+.4f}, {best[label]['high']:+.4f}]"
+            for label in ("recall@1", "mrr")
+        )
+        self.stdout.write(f"Fusion minus the best channel ({best['best_channel']}), 95% paired bootstrap: {shown}")
+
     def _calibrate(self, service: SearchService, measured: dict) -> None:
         """Store the fusion that did better on the cross-fitted figures, refitted on every held-out caption."""
         metrics = measured["metrics"]
         method = CONVEX if metrics["convex_fitted"]["mrr"] >= metrics["rrf_fitted"]["mrr"] else RRF
         labelled = measured["labelled"]
         channels = [c for c in evaluation.HELD_OUT_CHANNELS if any(c in q.rankings for q in labelled)]
-        fit = fit_weights(labelled, method, channels)
+        fit = fit_convex(labelled, channels) if method == CONVEX else fit_weights(labelled, method, channels)
         row = FusionSetting.objects.create(
             method=method,
+            normalisation=fit.normalisation,
             encoder_version=service.version,
             clip_weight=fit.weights.get("clip", 0.0),
             fts_weight=fit.weights.get("fts", 0.0),
@@ -139,7 +178,8 @@ class Command(BaseCommand):
             },
         )
         self.stdout.write(
-            f"Stored {row}: weights {fit.weights} (fitted on all {fit.queries} held-out captions; the figures above "
+            f"Stored {row}: weights {fit.weights}, normalisation {fit.normalisation} (fitted on all {fit.queries} "
+            "held-out captions; the figures above "
             "are cross-fitted: each rotation scored with weights fitted on the others)."
         )
 

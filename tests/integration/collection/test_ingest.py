@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from collection.ingestion.service import ingest_items
+from collection.ingestion.one_pass import ingest_items
 from collection.ingestion.sources import SourceError, coco_items, folder_items, labels_items, table_items
 from collection.models import Caption, Image, ImageEmbedding
 from tests.conftest import DATASETS, image_bytes, write_images

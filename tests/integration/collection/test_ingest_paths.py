@@ -17,7 +17,7 @@ import pytest
 from PIL import Image as PILImage
 
 from collection.embedding import ImageVectorBatches, embed_images
-from collection.ingestion.service import ingest_items
+from collection.ingestion.one_pass import ingest_items
 from collection.ingestion.sources import IngestItem, folder_items
 from collection.models import Caption, Image, ImageEmbedding
 from collection.versions import serving_version

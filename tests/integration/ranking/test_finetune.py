@@ -6,9 +6,11 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import torch
 from django.utils import timezone
 from PIL import Image as PILImage
 
+from collection.device import DeviceUnavailable
 from collection.encoders import Encoder
 from collection.models import EncoderVersion, ImageEmbedding, ImageTowerOutput
 from feedback.capture import ClickInput, record_click
@@ -110,6 +112,14 @@ def test_fine_tuning_from_clicks_passes_the_gate_and_serves_a_new_version(servic
     fine_tune_from_clicks(service, classes)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_cuda_fine_tune_without_cuda_is_refused_before_any_work(service, settings):
+    settings.LOUPE_DEVICE = "cuda"
+    with pytest.raises(DeviceUnavailable, match=r"LOUPE_DEVICE=cuda, but torch sees no CUDA device.*bin/setup --cuda"):
+        fine_tune(service.version, small_run())
+    assert not FineTuneRun.objects.exists()  # no run recorded, so nothing read or cached for it either
+
+
 def changelist_row(page: str, change_url: str) -> str:
     """The admin changelist's row (``<tr>`` … ``</tr>``) that links to ``change_url``."""
     link = page.index(f'href="{change_url}"')
@@ -136,6 +146,7 @@ def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     assert parts["repeat queries"]["searches"] + parts["new queries"]["searches"] == 7
     # The anchor held every image but the guard and the gate images in place.
     assert run.metrics["anchor_images"] == 6 * PER_CLASS - guard_and_gate_images(run)
+    assert run.metrics["device"] == "cpu (float32)"  # LOUPE_DEVICE=auto without an accelerator: fp32 on the CPU
     held = run.metrics["held_out_recall@10"]  # recorded beside it, not gated on: it favours the logger
     assert held["after"] >= held["before"] + 0.05
     # The gate read pairs and captions nothing was chosen on. The windows are search-time quantiles (60%, 80%

@@ -62,5 +62,6 @@ def test_held_out_captions_are_invisible_to_every_channel_and_the_served_search(
     assert metrics["fts"]["queries"] == metrics["served"]["queries"] == 2 * IMAGES
     assert metrics["fts"]["recall@10"] == 0.0  # the planted words are nowhere else
     guess = 3 / IMAGES  # chance is 1/12; a leak gives 1.0
-    for name in ("caption", "clip", "rrf_own_weights", "rrf_fitted", "convex_fitted", "served", "served_sequential"):
+    fused = ("rrf_own_weights", "rrf_fitted", "convex_max_fitted", "convex_fitted")
+    for name in ("caption", "clip", *fused, "served", "served_sequential"):
         assert metrics[name]["recall@1"] <= guess, (name, metrics[name])

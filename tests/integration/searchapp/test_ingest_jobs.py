@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import threading
 
 import pytest
 from rest_framework.test import APIClient
 
-from collection.models import Image, ImageEmbedding, IngestJob
+from collection.models import CaptionEmbedding, EmbedRun, Image, ImageEmbedding, IngestJob, IngestJobItem
+from collection.versions import serving_version
 from tests.conftest import image_bytes, write_images
 from tests.integration.feedback.conftest import bearer, key_with
-from tests.integration.test_embed_fanout import stop, wait_until
+from tests.integration.test_embed_fanout import blocked_on_tower_outputs, ready, stop, table_lock, wait_until
 from tests.integration.test_worker import redis_url, start_worker  # noqa: F401 - redis_url is a fixture
 
 
@@ -77,7 +79,11 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     stored = Image.objects.order_by("pk")
     assert stored.count() == 4 and all(image.tags == ["cat", "pet"] for image in stored)
     assert sorted(image.caption for image in stored) == [f"a cat number {i}" for i in range(4)]
-    wait_until(lambda: ImageEmbedding.objects.count() == 4, 120, "the job's images to be embedded on the worker")
+    # Embedded in the chunks' own pass, so searchable when the job reads done: no embed run sent behind them.
+    _, version = serving_version()
+    assert ImageEmbedding.objects.filter(encoder_version=version).count() == 4
+    assert CaptionEmbedding.objects.filter(encoder_version=version, caption__image__in=stored).count() == 4
+    assert not EmbedRun.objects.exists()
 
     again = api.post("/api/v1/ingest-jobs", {"items": lines(folders)}, format="json", **bearer(key))
     assert again.status_code == 202, again.content
@@ -89,6 +95,45 @@ def test_an_ingest_job_gives_per_item_results_and_a_second_identical_job_stores_
     assert [item["position"] for item in page["items"]] == [3, 4] and page["count"] == 7
     other = api.get(f"/api/v1/ingest-jobs/{first['id']}", **bearer(key_with("ingest")))
     assert other.status_code == 404 and other.json()["error"]["code"] == "unknown_ingest_job"
+
+
+def test_a_worker_killed_mid_chunk_leaves_its_items_pending_and_the_chunk_is_redone_whole(
+    transactional_db,
+    redis_url,  # noqa: F811 - a fixture
+    media_root,
+    tmp_path,
+    settings,
+):
+    root = tmp_path / "ingest"
+    files = write_images(root, range(80, 86))
+    settings.LOUPE_INGEST_JOB_CHUNK_SIZE = 3  # two chunks; the solo worker takes the first and dies in it
+    env = {"LOUPE_INGEST_ROOTS": str(root), "LOUPE_TASK_VISIBILITY_SECONDS": "3"}  # an unacked chunk back in 3 s
+    api, key = APIClient(), key_with("ingest")
+    started = []
+    holder = table_lock()  # the chunk's group blocks storing its tower outputs: rows and vectors written, uncommitted
+    try:
+        started.append(start_worker(redis_url, media_root, "celery", name="doomed", env=env))
+        ready("doomed")
+        response = api.post("/api/v1/ingest-jobs", {"files": [str(f) for f in files]}, format="json", **bearer(key))
+        assert response.status_code == 202, response.content
+        wait_until(blocked_on_tower_outputs, 120, "the worker to be mid-chunk")
+        started[0].send_signal(signal.SIGKILL)
+        started[0].wait(30)
+    finally:
+        holder.close()  # the dead worker's transaction now fails and rolls back
+    try:
+        wait_until(lambda: not blocked_on_tower_outputs(), 30, "the killed worker's transaction to end")
+        job = response.json()["id"]
+        assert not Image.objects.exists(), "nothing of the killed group was stored"
+        assert set(IngestJobItem.objects.filter(job_id=job).values_list("outcome", flat=True)) == {"pending"}
+        started.append(start_worker(redis_url, media_root, "celery", name="survivor", env=env, purged=False))
+        done = finished(api, key, job)
+        assert done["counts"] == {"pending": 0, "stored": 6, "duplicate": 0, "updated": 0, "refused": 0}
+        images = set(IngestJobItem.objects.filter(job_id=job).values_list("image_id", flat=True))
+        assert len(images) == 6 and Image.objects.count() == 6 and ImageEmbedding.objects.count() == 6
+    finally:
+        for process in started:
+            stop(process)
 
 
 @pytest.mark.django_db
@@ -180,3 +225,30 @@ def test_a_job_item_naming_a_known_external_id_updates_that_image(tmp_path, sett
     updated = Image.objects.get(catalogue="stock", external_id="fox-1")
     assert updated.pk == fox.pk and updated.sha256 != fox.sha256 and updated.caption_texts() == ["a fox in the snow"]
     assert Image.objects.filter(catalogue="photo blog", external_id="fox-1").exclude(pk=fox.pk).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_embeds_what_it_stores_and_sends_a_duplicate_still_without_vectors_to_the_embed_workers(
+    tmp_path,
+    settings,
+    redis_url,  # noqa: F811 - the broker the leftover embed run is sent to
+):
+    from collection.embedding import ImageVectorBatches
+    from collection.images import read_image
+    from collection.ingestion.jobs import JobLine, create_job, run_job_chunk
+    from collection.ingestion.service import add_image
+    from tests.integration.test_worker import purge
+
+    settings.LOUPE_INGEST_ROOTS = [tmp_path.resolve()]
+    uploaded, new = write_images(tmp_path, [90, 91])
+    waiting = add_image(read_image(uploaded.read_bytes()))[0]  # an upload the periodic task has not embedded yet
+    choice, version = serving_version()
+    job = create_job([JobLine(path=str(uploaded)), JobLine(path=str(new), captions=("a new one",))], chunk_size=10)
+    result = run_job_chunk(job.pk, 1, 2, embed=ImageVectorBatches(choice.encoder, version))
+    purge("celery")
+    assert result.finished and list(job.items.values_list("outcome", flat=True)) == ["duplicate", "stored"]
+    fresh = job.items.get(position=2).image
+    assert ImageEmbedding.objects.filter(encoder_version=version, image=fresh).exists()
+    assert CaptionEmbedding.objects.filter(encoder_version=version, caption__image=fresh).exists()
+    sent = EmbedRun.objects.get(started_by=f"ingest job {job.pk}")
+    assert [chunk.image_ids for chunk in sent.chunks.all()] == [[waiting.pk]]

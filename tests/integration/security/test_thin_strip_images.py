@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
-from collection.ingestion.service import ingest_items
+from collection.ingestion.one_pass import ingest_items
 from collection.ingestion.sources import folder_items
 from collection.models import Image
 from tests.integration.feedback.conftest import bearer, key_with

@@ -13,6 +13,7 @@ def test_the_quick_check_runs_on_the_cpu_and_writes_its_figures(tmp_path, capsys
     assert device_check.main(["--device", "cpu", "--quick", "--output", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["device"] == "cpu" and figures["dtype"] == "float32" and figures["quick"]
+    assert figures["finetune_precision"] == "cpu (float32)"  # ranking.finetune.training's steps, not a copy
     assert figures["embed_images"] == 8 and figures["embed_images_per_s"] > 0
     # 128 pairs in steps of 16; an epoch that did not fit its time budget says it was extrapolated.
     assert figures["finetune_steps_per_epoch"] == 8
@@ -25,7 +26,7 @@ def test_a_cuda_request_without_cuda_exits_non_zero_with_the_reason(monkeypatch,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_check.main(["--device", "cuda", "--quick"]) == 2
     error = capsys.readouterr().err
-    assert "--device cuda, but torch sees no CUDA device" in error and "bin/setup --cuda" in error
+    assert "--device cuda: LOUPE_DEVICE=cuda, but torch sees no CUDA device" in error and "bin/setup --cuda" in error
 
 
 def test_work_left_on_the_cpu_counts_as_a_fall_back():

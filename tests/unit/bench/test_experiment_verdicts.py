@@ -53,25 +53,56 @@ def summary(first, stays, verdict, budget=1000):
     }
 
 
-def test_ratios_per_seed_pooled_and_censored_and_the_share_of_seeds_with_a_verdict():
+def test_ratios_per_seed_pooled_and_the_share_of_seeds_with_a_verdict():
     seeds = [
         {"seed": 1, "ab": summary(600, 600, 600), "interleaving": summary(200, 300, 200)},
         {"seed": 2, "ab": summary(900, 900, 900), "interleaving": summary(300, 300, 300)},
-        {"seed": 3, "ab": summary(None, None, None), "interleaving": summary(250, 250, 250)},
     ]
     found = compare_designs(seeds)
-    assert [r["first_crossing"] for r in found["per_seed"]] == [3.0, 3.0, None]
-    assert found["per_seed"][0]["stays_significant_from"] == 2.0
+    assert [r["first_crossing"]["ratio"] for r in found["per_seed"]] == [3.0, 3.0]
+    assert found["per_seed"][0]["stays_significant_from"]["ratio"] == 2.0
     pooled = found["pooled"]["first_crossing"]
     assert pooled["seeds_with_both"] == 2 and pooled["ratio"] == pytest.approx(1500 / 500)
-    # Seed 3: A/B never crossed, counted at its budget (1,000): a lower bound on the ratio.
-    assert pooled["censored_lower_bound"] == pytest.approx(2500 / 750)
-    assert found["ab_share_with_verdict"] == pytest.approx(2 / 3) and found["interleaving_share_with_verdict"] == 1.0
+    assert (pooled["low"], pooled["high"]) == (pytest.approx(3.0), pytest.approx(3.0))  # nothing censored
+    assert (pooled["ab_first"], pooled["interleaving_first"], pooled["neither"]) == (0, 2, 0)
+    assert found["ab_share_with_verdict"] == 1.0 and found["interleaving_share_with_verdict"] == 1.0
+
+
+def test_a_design_that_never_reached_it_needed_at_least_the_budget_whichever_design_it_is():
+    seeds = [
+        {"seed": 1, "ab": summary(800, 800, 800), "interleaving": summary(900, 900, 900)},
+        {"seed": 2, "ab": summary(300, 300, 300), "interleaving": summary(None, None, None)},
+        {"seed": 3, "ab": summary(None, None, None), "interleaving": summary(500, 500, 500)},
+        {"seed": 4, "ab": summary(None, None, None), "interleaving": summary(None, None, None)},
+    ]
+    found = compare_designs(seeds)
+    two, three, four = (r["first_crossing"] for r in found["per_seed"][1:])
+    # Seed 2: interleaving needed at least 1,000, so the ratio is at most 300 / 1,000 (A/B crossed first).
+    assert two == {"ratio": None, "first": "ab", "low": 0.0, "high": pytest.approx(0.3)}
+    # Seed 3: A/B needed at least 1,000, so the ratio is at least 1,000 / 500, with no upper bound.
+    assert three == {"ratio": None, "first": "interleaving", "low": pytest.approx(2.0), "high": None}
+    assert four == {"ratio": None, "first": None, "low": 0.0, "high": None}
+    pooled = found["pooled"]["first_crossing"]
+    # Every missing value at its budget over the seeds where one design crossed (seed 4 is neither).
+    assert pooled["at_budget"] == pytest.approx((800 + 300 + 1000) / (900 + 1000 + 500))
+    assert (pooled["low"], pooled["high"]) == (0.0, None)  # censored both ways: no bound either way
+    assert (pooled["ab_first"], pooled["interleaving_first"], pooled["same"], pooled["neither"]) == (2, 1, 0, 1)
+    assert pooled["seeds_with_both"] == 1 and pooled["ratio"] == pytest.approx(800 / 900)
+
+
+def test_one_design_censored_bounds_the_pooled_ratio_on_one_side_only():
+    seeds = [
+        {"seed": 1, "ab": summary(600, 600, 600), "interleaving": summary(200, 200, 200)},
+        {"seed": 2, "ab": summary(None, None, None), "interleaving": summary(250, 250, 250)},
+    ]
+    pooled = compare_designs(seeds)["pooled"]["first_crossing"]
+    assert (pooled["low"], pooled["high"]) == (pytest.approx(1600 / 450), None)
 
 
 def test_no_ratio_when_interleaving_never_reaches_a_verdict():
     seeds = [{"seed": 1, "ab": summary(600, 600, 600), "interleaving": summary(None, None, None)}]
     found = compare_designs(seeds)
-    assert found["per_seed"][0]["first_crossing"] is None
-    assert found["pooled"]["first_crossing"] == {"seeds_with_both": 0, "ratio": None, "censored_lower_bound": None}
+    assert found["per_seed"][0]["first_crossing"]["ratio"] is None
+    pooled = found["pooled"]["first_crossing"]
+    assert pooled["ratio"] is None and pooled["high"] == pytest.approx(0.6) and pooled["ab_first"] == 1
     assert found["interleaving_share_with_verdict"] == 0.0
