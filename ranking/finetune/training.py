@@ -7,10 +7,11 @@ Arrays in, weights and a training curve out; nothing here reads the database. Ea
   ``negatives`` random images of the collection, so a query learns to beat the collection and not only
   the batch (the held-out measure ranks the whole collection);
 - an **anchor** (feature distillation to the start, as in ZSCL, Zheng et al. ICCV 2023): 1 - cosine
-  between the new and the starting vectors of random collection images and of anchor texts (captions
-  outside the reference set), times ``anchor_weight``. Feedback moves the images and queries it is
-  about; the anchor keeps the rest where it was. Measured on the Caltech simulation (see
-  docs/finetuning.md): without it, fine-tuning from clicks cost a third of the reference recall.
+  between the new and the starting vectors of random collection images (never a guard or gate image:
+  ``Anchor.rows``) and of anchor texts (captions outside the reference set), times ``anchor_weight``.
+  Feedback moves the images and queries it is about; the anchor keeps the rest where it was. Measured
+  on the Caltech simulation (see docs/finetuning.md): without it, fine-tuning from clicks cost a third
+  of the reference recall.
 
 Early stopping watches Recall@10 of the chosen images on the validation pairs (the history's
 ``validation_recall@10``: the set that chose the epoch, so not a held-out figure; the gate reads
