@@ -6,8 +6,8 @@ is held out from everything (``finetune_held_out``). A random-weight model knows
 have nothing to forget and, as measured (docs/finetuning.md), nothing to start from: with a random
 base 98% of the images users clicked on were stray clicks. So a stand-in for pre-training comes first:
 the tiny model's trainable part (``--layers``) is fitted to the kept coco_mini captions and to
-``--base-labelled`` labelled images per Caltech class, captioned "a photo of a <class>" (the knowledge
-a real CLIP brings to the domain, in miniature). That model serves. Then, per repetition (seed):
+``--base-labelled`` labelled images per Caltech class, captioned "caltech: <class>", a wording no query set uses (the
+knowledge a real CLIP brings to the domain, in miniature). That model serves. Then, per repetition (seed):
 
 1. simulated users search Caltech classes (the training phrasings of the classes ``caltech_sets``
    leaves in; a fifth of the classes is never searched) through the product (embedding order, the
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import simulate_learning as sim  # noqa: E402 - the same collection, users and click model
 
 from bench.finetune_held_out import (  # noqa: E402
+    BASE_FIT_TEMPLATE,
     CocoImage,
     HeldOut,
     check_base_fit,
@@ -54,6 +55,7 @@ from bench.finetune_held_out import (  # noqa: E402
     check_precision_pool,
     check_run,
     split_coco,
+    split_reference,
 )
 from bench.held_out_queries import SETS, QuerySets, caltech_sets  # noqa: E402
 
@@ -75,10 +77,12 @@ def coco_images() -> list[CocoImage]:
 def held_out_material(per_class: int) -> HeldOut:
     """The coco split and what the base is fitted to (the class queries come per repetition)."""
     kept, held = split_coco(coco_images())
+    fitted, reference = split_reference(kept)
     labelled = labelled_sample(per_class)
-    texts = [c for image in kept for c in image.captions] + [f"a photo of a {name}" for _, name in labelled]
+    texts = [c for image in fitted for c in image.captions] + [BASE_FIT_TEMPLATE.format(n) for _, n in labelled]
     empty = QuerySets((), np.zeros(0), {name: () for name in SETS}, frozenset())
-    return HeldOut(empty, kept, held, tuple(image.path for image in kept) + tuple(p for p, _ in labelled), tuple(texts))
+    paths = tuple(image.path for image in fitted) + tuple(p for p, _ in labelled)
+    return HeldOut(empty, kept, held, paths, tuple(texts), reference)
 
 
 def labelled_sample(per_class: int) -> list[tuple[Path, str]]:
@@ -109,7 +113,7 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
     if (folder / MODEL_CARD_FILE).is_file():
         return folder
     encoder = Encoder(str(build_demo_model(var_dir / "models" / "tiny-clip")), local_files_only=True)
-    items = held.coco_kept
+    items = tuple(i for i in held.coco_kept if i not in held.coco_reference)  # the fitted half only
     paths = [item.path for item in items] + [path for path, _ in labelled_sample(per_class)]
     if [str(p) for p in paths] != [str(p) for p in held.base_fit]:
         raise RuntimeError("the base would be fitted to other images than the held-out check read")
@@ -118,7 +122,7 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
         texts += item.captions
         rows += [row] * len(item.captions)
     for row, (_, name) in enumerate(labelled_sample(per_class), start=len(items)):
-        texts.append(f"a photo of a {name}")
+        texts.append(BASE_FIT_TEMPLATE.format(name))
         rows.append(row)
 
     def inputs(batch):
@@ -159,16 +163,18 @@ def pretrained_base(var_dir: Path, layers: int, per_class: int, epochs: int, hel
 
 
 def base_folder(var_dir: Path, layers: int, per_class: int) -> Path:
-    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out"
+    return var_dir / "models" / f"tiny-clip-base-l{layers}-k{per_class}-coco-held-out-caltech-template-3way"
 
 
 def ingest_reference(held: HeldOut) -> int:
-    """The kept coco_mini images with their captions; the held-out ones never enter the collection."""
+    """The kept coco_mini images, the reference half with its captions; the held-out ones never enter."""
     from collection.images import read_image
     from collection.ingestion.service import add_image
 
-    for item in held.coco_kept:
-        add_image(read_image(item.path.read_bytes()), captions=list(item.captions), source=str(item.path))
+    reference = set(held.coco_reference)
+    for item in held.coco_kept:  # the fitted half without captions: the guard and gate never read them
+        captions = list(item.captions) if item in reference else []
+        add_image(read_image(item.path.read_bytes()), captions=captions, source=str(item.path))
     return len(held.coco_kept)
 
 
@@ -304,6 +310,7 @@ def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmf
 
     sets = caltech_sets(sorted(set(labels.values())), seed=seed, per_set=args.held_out, zipf=args.zipf)
     held = replace(held, queries=sets)
+    check_base_fit(held)  # now with the query sets: no held-out query string is a base-fit text
     rep: dict = {
         "seed": seed,
         "rounds": [],
@@ -342,9 +349,11 @@ def run_repetition(seed: int, base, labels: dict[int, str], args, default, harmf
     rep["final_scores"] = version_scores(serving, labels, held, test_pairs)
     print(f"  base v{base.pk} {rep['base_scores']}\n  final v{serving.pk} {rep['final_scores']}", flush=True)
     # The next repetition starts from the base again.
+    from ranking.experiments.serving import forget_cached_configs
     from ranking.models import ServingConfig
 
     ServingConfig.objects.all().delete()
+    forget_cached_configs()  # production caches the config for seconds: the next seed must not see this one's
     return rep
 
 
@@ -416,12 +425,21 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings as loupe_settings
     from django.core.management import call_command
+
+    # config/settings.py reads .env without overwriting: one there could set eta back without anyone noticing.
+    if loupe_settings.LOUPE_PROPENSITY_EXPONENT != 1.0:
+        raise SystemExit(
+            f"LOUPE_PROPENSITY_EXPONENT is {loupe_settings.LOUPE_PROPENSITY_EXPONENT} (from .env?): the product "
+            "must not be told the simulator's examination exponent; remove it and rerun."
+        )
 
     call_command("migrate", verbosity=0)
     held = held_out_material(args.base_labelled)
     print(
-        f"Pre-training the base ({len(held.coco_kept)} coco_mini images' captions + labelled Caltech sample; "
+        f"Pre-training the base ({len(held.coco_kept) - len(held.coco_reference)} coco_mini images' captions + "
+        f"labelled Caltech sample; {len(held.coco_reference)} kept for the guard and gate, never fitted; "
         f"{len(held.coco_held_out)} coco_mini images held out)...",
         flush=True,
     )
@@ -440,6 +458,7 @@ def main() -> None:
     base = serving_version()[1]
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "propensity_exponent": loupe_settings.LOUPE_PROPENSITY_EXPONENT,  # the product's prior, checked above
         "base": {"version": base.pk, "model": str(base_dir)},
         "repetitions": [],
     }
@@ -519,7 +538,17 @@ def summarise(repetitions: list[dict]) -> dict:
             key: stats([change(r, lambda s, k=key: s[k]) for r in repetitions])
             for key in ("chosen_recall@10", "reference_recall@10")
         },
-        "round1_gate_estimate_gain": stats([gain(r["default"], "gate_estimate") for r in first]),
+        # Not held out either (the test window's logged searches, what the gate reads): its new pairs, and every
+        # click (the seen pairs reward remembering).
+        "not_held_out_round1_gate_estimate_gain": {
+            part: stats(
+                [
+                    gain({"metrics": (r["default"]["metrics"].get("gate_estimate") or {}).get("parts", {})}, part)
+                    for r in first
+                ]
+            )
+            for part in ("new pairs", "seen pairs", "all", "repeat queries", "new queries")
+        },
         "round1_reference_change": stats([gain(r["default"], "reference_recall@10") for r in first]),
         "default_outcomes": [[x["default"]["outcome"] for x in r["rounds"]] for r in repetitions],
         "harmful_reference_change": stats([gain(r["harmful"], "reference_recall@10") for r in first]),

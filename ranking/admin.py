@@ -347,7 +347,9 @@ class FineTuneRunAdmin(admin.ModelAdmin):
         found = run.metrics.get("pairs")
         return f"{found['train']} / {found.get('validation', 0)} / {found.get('test', 0)}" if found else "–"
 
-    @admin.display(description="gate: estimated clicks per search (test window, both versions re-rank its lists)")
+    @admin.display(
+        description="gate: estimated clicks per search on new pairs (test window, images both versions rank high)"
+    )
     def gate_clicks(self, run: FineTuneRun) -> str:
         found = run.metrics.get("gate_estimate")
         if not found:

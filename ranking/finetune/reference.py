@@ -12,7 +12,9 @@ mechanism in the ranker). The halves are smaller, hence noisier: on coco_mini (1
 captions) two halves differed by 1-3 points at the same weights (docs/finetuning.md); the gate compares
 before and after on the same half, which cancels the level but not the noise of the change. The three
 sets share no image (``ReferenceSplit.check`` raises otherwise), so anchoring never touches a guard or
-gate image's captions.
+gate image's captions; and the anchor's *images* leave the guard and gate images out (``anchor_rows``,
+checked by ``check_anchor_rows``). Until the h4 audit (finding 4) the anchor held every collection
+image at its start, the gate's included, so a drop in gate-caption recall measured mostly text drift.
 """
 
 from __future__ import annotations
@@ -91,3 +93,23 @@ def reference_split(image_row: dict[int, int], limit: int, anchor_limit: int, se
     )
     split.check()
     return split
+
+
+def anchor_rows(image_row: dict[int, int], split: ReferenceSplit) -> np.ndarray:
+    """The collection rows the anchor may hold in place: every image but the guard and the gate images."""
+    judged = split.images.get("guard", set()) | split.images.get("gate", set())
+    rows = np.asarray(sorted(row for image_id, row in image_row.items() if image_id not in judged), dtype=np.int64)
+    check_anchor_rows(rows, image_row, split)
+    return rows
+
+
+def check_anchor_rows(rows: np.ndarray, image_row: dict[int, int], split: ReferenceSplit) -> None:
+    """Raise ``ReferenceOverlap`` if an anchored row is a guard or gate image."""
+    anchored = {int(r) for r in rows}
+    for part in ("guard", "gate"):
+        shared = sorted(i for i in split.images.get(part, set()) if image_row.get(i) in anchored)
+        if shared:
+            raise ReferenceOverlap(
+                f"{len(shared)} {part} image(s) among the anchor's images, e.g. {shared[0]}: the {part} check "
+                "would read images the anchor held in place."
+            )

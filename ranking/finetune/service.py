@@ -40,10 +40,10 @@ from ranking.finetune.building import (
     reproject_collection,
     write_version,
 )
-from ranking.finetune.counterfactual import GateEstimate, LoggedSearch, compare, logged_searches
+from ranking.finetune.counterfactual import GateEstimate, LoggedSearch, collection_ranks, compare, logged_searches
 from ranking.finetune.heads import TowerHeads, logit_scale_of
 from ranking.finetune.pairs import Pair, RelevanceSettings, assert_disjoint, served_by, windowed_pairs
-from ranking.finetune.reference import reference_split
+from ranking.finetune.reference import anchor_rows, reference_split
 from ranking.finetune.tower_inputs import image_inputs, text_inputs
 from ranking.finetune.towers import store_tower_outputs
 from ranking.finetune.training import (
@@ -110,7 +110,8 @@ def encoder_gate(
     before_held, after_held = estimate.before, estimate.after
     if estimate.difference < options.margin * before_held or estimate.difference <= 0:
         reasons.append(
-            f"estimated clicks per search {before_held:.3f} → {after_held:.3f} do not rise by {options.margin:.0%}"
+            f"estimated clicks per search ({estimate.gates_on}) {before_held:.3f} → {after_held:.3f} do not rise by "
+            f"{options.margin:.0%}"
         )
     elif estimate.lower_bound is None or estimate.lower_bound <= 0:
         reasons.append(
@@ -214,11 +215,13 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
         anchor = None
         if options.anchor_weight > 0:
             anchor_states = text_inputs(encoder, split.anchor_texts, heads.text_layers)
+            anchored = torch.from_numpy(anchor_rows(image_row, split))  # not the guard or gate images
             anchor = Anchor(
-                collection_vectors(heads, images),
+                collection_vectors(heads, images[anchored]),
                 anchor_states,
                 text_vectors(heads, anchor_states),
                 options.anchor_weight,
+                rows=anchored,
             )
         logit_scale = logit_scale_of(encoder.model)
         timings["prepare_s"] = time.perf_counter() - started
@@ -284,9 +287,28 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
             heads.load_model_state(interpolate(start, tuned.state, alpha))
             image_vectors = collection_vectors(heads, images).numpy()
             query_vectors = text_vectors(heads, query_states).numpy()
-            return lambda s: image_vectors[[image_row[int(i)] for i in s.images]] @ query_vectors[query_row[s.query]]
+            by_query: dict[str, np.ndarray] = {}  # each query's scores of the whole collection, once
 
-        estimate = compare(gate_searches, scorer(0.0), scorer(alpha), propensity, options.gate_depth, options.gate_clip)
+            def ranks(search: LoggedSearch) -> np.ndarray:
+                if search.query not in by_query:
+                    by_query[search.query] = image_vectors @ query_vectors[query_row[search.query]]
+                return collection_ranks(by_query[search.query], image_row, search.images)
+
+            return ranks
+
+        # Clicks on pairs the training or validation window held (they chose the weights) reward remembering:
+        # the gate reads the new pairs, and records both (audit of h4, finding 3).
+        seen = {(p.query, p.image_id) for p in windows.train + windows.validation}
+        estimate = compare(
+            gate_searches,
+            scorer(0.0),
+            scorer(alpha),
+            propensity,
+            options.gate_depth,
+            options.gate_clip,
+            trained_pairs=seen,
+            trained_queries={p.query for p in windows.train + windows.validation},
+        )
         table = [{"alpha": a, **asdict(s)} for a, s in sorted(scored.items())]
         metrics = {
             "pairs": {
@@ -310,6 +332,7 @@ def fine_tune(base: EncoderVersion, options: FineTuneSettings | None = None) -> 
                 "floor": floor,
             },
             "anchor_captions": len(split.anchor_texts),
+            "anchor_images": 0 if anchor is None else len(anchor.image_vectors),  # never a guard or gate image
             "trained": _trained(heads),
             "windows": [str(b) for b in windows.boundaries],
             # Who logged each window: the pairs favour that version (docs/finetuning.md, "What the gate reads").

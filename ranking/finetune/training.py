@@ -7,10 +7,11 @@ Arrays in, weights and a training curve out; nothing here reads the database. Ea
   ``negatives`` random images of the collection, so a query learns to beat the collection and not only
   the batch (the held-out measure ranks the whole collection);
 - an **anchor** (feature distillation to the start, as in ZSCL, Zheng et al. ICCV 2023): 1 - cosine
-  between the new and the starting vectors of random collection images and of anchor texts (captions
-  outside the reference set), times ``anchor_weight``. Feedback moves the images and queries it is
-  about; the anchor keeps the rest where it was. Measured on the Caltech simulation (see
-  docs/finetuning.md): without it, fine-tuning from clicks cost a third of the reference recall.
+  between the new and the starting vectors of random collection images (never a guard or gate image:
+  ``Anchor.rows``) and of anchor texts (captions outside the reference set), times ``anchor_weight``.
+  Feedback moves the images and queries it is about; the anchor keeps the rest where it was. Measured
+  on the Caltech simulation (see docs/finetuning.md): without it, fine-tuning from clicks cost a third
+  of the reference recall.
 
 Early stopping watches Recall@10 of the chosen images on the validation pairs (the history's
 ``validation_recall@10``: the set that chose the epoch, so not a held-out figure; the gate reads
@@ -60,7 +61,12 @@ class PairSet:
 
 @dataclass
 class Anchor:
-    """Where the start put things: every collection image and the anchor texts (unit vectors)."""
+    """Where the start put things: the anchored collection images and the anchor texts (unit vectors).
+
+    ``rows`` are the collection rows anchored (None: every row); ``image_vectors`` are their start vectors,
+    in that order. The service leaves the guard and gate images out (``reference.anchor_rows``): anchoring
+    them would hold the very images the forgetting check reads in place (audit of h4, finding 4).
+    """
 
     image_vectors: torch.Tensor
     texts: TextStates | None = None
@@ -68,6 +74,7 @@ class Anchor:
     weight: float = 100.0
     images_per_step: int = 512
     texts_per_step: int = 256
+    rows: torch.Tensor | None = None
 
 
 def hit_rate_at_k(text_vectors: np.ndarray, image_vectors: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
@@ -308,8 +315,10 @@ def _pairs_loss(heads, train: PairSet, batch, weights, queries, images, logit_sc
 
 def _anchor_loss(heads: TowerHeads, anchor: Anchor, images: torch.Tensor, generator) -> torch.Tensor:
     device = device_of(heads)
-    rows = torch.randint(0, len(images), (min(anchor.images_per_step, len(images)),), generator=generator)
-    loss = (1 - (heads.image(images[rows].to(device)) * anchor.image_vectors[rows].to(device)).sum(-1)).mean()
+    anchored = len(anchor.image_vectors)
+    picked = torch.randint(0, anchored, (min(anchor.images_per_step, anchored),), generator=generator)
+    rows = picked if anchor.rows is None else anchor.rows[picked]
+    loss = (1 - (heads.image(images[rows].to(device)) * anchor.image_vectors[picked].to(device)).sum(-1)).mean()
     if anchor.texts is not None and len(anchor.texts):
         picked = torch.randint(
             0, len(anchor.texts), (min(anchor.texts_per_step, len(anchor.texts)),), generator=generator

@@ -138,6 +138,14 @@ def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     assert gate["chosen_clicks"] == 7 * 2 and gate["lower_bound"] > 0
     assert gate["after"] >= gate["before"] * 1.05
     assert gate["difference"] == pytest.approx(gate["after"] - gate["before"])
+    # The gate reads the clicks on new pairs; those on pairs the training or validation window held are recorded
+    # apart (here the test window's images 10-11 and grey's round-4 images 8-9 were never trained on).
+    parts = gate["parts"]
+    assert gate["gates_on"] == "new pairs" and parts["new pairs"]["after"] == gate["after"]
+    assert parts["seen pairs"]["chosen_clicks"] == 0 and parts["all"]["chosen_clicks"] == 7 * 2
+    assert parts["repeat queries"]["searches"] + parts["new queries"]["searches"] == 7
+    # The anchor held every image but the guard and the gate images in place.
+    assert run.metrics["anchor_images"] == 6 * PER_CLASS - guard_and_gate_images(run)
     assert run.metrics["device"] == "cpu (float32)"  # LOUPE_DEVICE=auto without an accelerator: fp32 on the CPU
     held = run.metrics["held_out_recall@10"]  # recorded beside it, not gated on: it favours the logger
     assert held["after"] >= held["before"] + 0.05
@@ -170,6 +178,32 @@ def fine_tune_from_clicks(service, classes) -> FineTuneRun:
     # The serving encoder did not change under the fine-tune.
     assert service.encoder.fingerprint == service.version.fingerprint
     return run
+
+
+def guard_and_gate_images(run: FineTuneRun) -> int:
+    # Each class image has one caption, so the guard and gate captions count their images.
+    return run.metrics["guard_recall@10"]["captions"] + run.metrics["reference_recall@10"]["captions"]
+
+
+def test_with_swapped_searches_the_gate_reads_the_measured_depth(service, classes, settings):
+    """The swap slice measured positions 2..4 (``propensity_from_swaps`` records them from 2): the gate reads down
+    to 4 with those propensities. Until the h4 audit it counted from 1, so it always fell back to the prior."""
+    settings.LOUPE_SWAP_SHARE, settings.LOUPE_SWAP_MAX_POSITION, settings.LOUPE_SWAP_MAX_OFFSET = 0.9, 4, 1
+    swapped = 75  # ~22 swapped searches per position k = 1..3, 2 clicks each: over the 20 a ratio needs
+    long_ago = AN_HOUR_AGO - timedelta(hours=1)
+    for n in range(swapped):  # every user clicks the top 4, short clicks: examinations, so no training pairs
+        viewer = Viewer(user_key=f"anon:swap-user-{n:05d}-0000", surface="web")
+        response = service.search(SearchRequest(text="any picture", page_size=12), viewer)
+        SearchEvent.objects.filter(pk=response.event_id).update(created_at=long_ago + timedelta(seconds=n))
+        for hit in response.hits[:4]:
+            click = ClickInput(str(response.event_id), hit.image.pk, hit.position, f"s{n}-{hit.position}", dwell_ms=100)
+            record_click(viewer, click)
+    settings.LOUPE_SWAP_SHARE = 0.0
+    click_three_windows(service, classes)
+    run = fine_tune(service.version, small_run(held_out_share=0.4 * 30 / (30 + swapped)))  # the same 30 searches
+    assert run.outcome in (FineTuneRun.Outcome.PROMOTED, FineTuneRun.Outcome.REFUSED), run.message
+    gate = run.metrics["gate_estimate"]
+    assert (gate["propensity"], gate["depth"]) == ("swap slice", 4)
 
 
 def test_admin_acts_on_a_fine_tuned_version(service, classes, admin_client):

@@ -258,3 +258,34 @@ def test_the_encoder_gate_both_ways():
     assert not passed and "lower bound" in why
     passed, why = encoder_gate(estimate(0.30, 0.30), 0.60, 0.40, options)
     assert not passed and "clicks" in why and "reference" in why
+
+
+def test_the_anchor_reads_only_its_rows(tiny_model):
+    """The service anchors every image but the guard and gate images (audit of h4, finding 4): the anchor's loss
+    never reads an image outside ``Anchor.rows`` (those are NaN here: one read would make the loss NaN)."""
+    from ranking.finetune.training import _anchor_loss
+
+    images, _, _ = synthetic_task(3)
+    heads = TowerHeads(tiny_model, 0)
+    start = collection_vectors(heads, images)
+    anchored = torch.arange(0, len(images), 2)
+    poisoned = images.clone()
+    poisoned[1::2] = float("nan")
+    anchor = Anchor(start[anchored], rows=anchored, images_per_step=len(images))
+    with torch.no_grad():
+        loss = _anchor_loss(heads, anchor, poisoned, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and float(loss) < 1e-5  # the start's own vectors: no drift yet
+
+
+def test_the_anchor_never_holds_a_guard_or_gate_image():
+    from ranking.finetune.reference import CaptionSet, ReferenceOverlap, ReferenceSplit, anchor_rows, check_anchor_rows
+
+    image_row = {100 + n: n for n in range(6)}
+    split = ReferenceSplit(
+        CaptionSet([], []), CaptionSet([], []), [], {"guard": {100, 101}, "gate": {102}, "anchor": {103}}
+    )
+    assert list(anchor_rows(image_row, split)) == [3, 4, 5]
+    with pytest.raises(ReferenceOverlap, match="gate image"):
+        check_anchor_rows(np.asarray([2, 3]), image_row, split)
+    with pytest.raises(ReferenceOverlap, match="guard image"):
+        check_anchor_rows(np.arange(6), image_row, split)
