@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.signals import connection_created
 
 from collection.text_channels import POOL_THREADS, channel_pool, shutdown_pool
 from collection.text_index import DOCUMENT_EXPRESSION, refresh_text_documents
 from collection.versions import forget_other_encoders, sentence_version
+from core.replicas import replica_aliases
 from searchapp.result_cache import image_cache, result_cache
 
 # Caption text, or something computed from it, lives in these tables (the lexeme counts are rebuilt).
@@ -139,10 +140,32 @@ def _rebuild_text(schema: str, image_ids: Sequence[int]) -> None:
         cursor.execute(f"CREATE UNIQUE INDEX ON {schema}.searchapp_lexemestat (word)")
 
 
-def _visible_held_out(held: HeldOut) -> int:
+# Each counts what a held-out caption or tag leaves visible (see ``_visible_held_out``).
+VISIBILITY_CHECKS = (
+    "SELECT count(*) FROM searchapp_caption WHERE id = ANY(%(hidden)s) AND image_id > 0",
+    "SELECT count(*) FROM searchapp_captionembedding WHERE caption_id = ANY(%(hidden)s) "
+    "AND NOT (caption_id = ANY(%(targets)s) AND encoder_version_id IS NOT DISTINCT FROM %(version)s)",
+    "SELECT count(*) FROM searchapp_image WHERE id = ANY(%(tags_of)s) AND tags <> '{}'",
+    "SELECT count(*) FROM searchapp_image AS i WHERE i.id = ANY(%(ids)s) "
+    f"AND i.text_document IS DISTINCT FROM ({DOCUMENT_EXPRESSION})",
+    "SELECT count(*) FROM searchapp_image AS i WHERE i.id = ANY(%(ids)s) AND i.has_captions IS DISTINCT FROM "
+    "EXISTS (SELECT 1 FROM searchapp_caption AS c WHERE c.image_id = i.id)",
+    # The lexeme counts the full-text channel weighs words by, against ts_stat over the visible documents.
+    "SELECT count(*) FROM (SELECT word, ndoc FROM ts_stat('SELECT text_document FROM searchapp_image "
+    "WHERE text_document IS NOT NULL') UNION ALL SELECT '', count(*) FROM searchapp_image "
+    "WHERE text_document IS NOT NULL) AS fresh FULL JOIN searchapp_lexemestat AS stored USING (word) "
+    "WHERE fresh.ndoc IS DISTINCT FROM stored.ndoc",
+)
+
+
+def _visible_held_out(held: HeldOut, database=None) -> int:
     """Held-out caption rows attached to an image, their vectors (a target's under the target version
-    aside), tags of images whose tags are held out, and documents of the changed images that are not what
-    their visible captions and tags make (a document still holding a held-out caption or tag)."""
+    aside), tags of images whose tags are held out, documents of the changed images that are not what
+    their visible captions and tags make (a document still holding a held-out caption or tag), "has
+    captions" flags that are not what the visible captions make, and lexeme counts that differ from
+    ``ts_stat`` over the visible documents (audit finding 10), as ``database`` (default: this thread's
+    default connection) sees them."""
+    database = database or connection
     params = {
         "hidden": list(held.captions),
         "targets": list(held.targets),
@@ -151,28 +174,21 @@ def _visible_held_out(held: HeldOut) -> int:
         "ids": list(held.images),
         "config": settings.LOUPE_FTS_CONFIG,
     }
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM searchapp_caption WHERE id = ANY(%(hidden)s) AND image_id > 0", params)
-        captions = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT count(*) FROM searchapp_captionembedding WHERE caption_id = ANY(%(hidden)s) "
-            "AND NOT (caption_id = ANY(%(targets)s) AND encoder_version_id IS NOT DISTINCT FROM %(version)s)",
-            params,
-        )
-        vectors = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM searchapp_image WHERE id = ANY(%(tags_of)s) AND tags <> '{}'", params)
-        tags = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT count(*) FROM searchapp_image AS i WHERE i.id = ANY(%(ids)s) "
-            f"AND i.text_document IS DISTINCT FROM ({DOCUMENT_EXPRESSION})",
-            params,
-        )
-        return captions + vectors + tags + cursor.fetchone()[0]
+    visible = 0
+    with database.cursor() as cursor:
+        for check in VISIBILITY_CHECKS:
+            cursor.execute(check, params)
+            visible += cursor.fetchone()[0]
+    return visible
 
 
 def assert_held_out(held: HeldOut) -> None:
-    """Raise HeldOutLeak if this thread's connection or any channel pool thread's can see a held-out item."""
+    """Raise HeldOutLeak if this thread's connection to any database alias, or any channel pool thread's,
+    can see a held-out item."""
     seen = {"this thread": _visible_held_out(held)}
+    for alias in connections:
+        if alias != DEFAULT_DB_ALIAS:
+            seen[f"this thread, {alias}"] = _visible_held_out(held, connections[alias])
     pool = channel_pool()
     # One check per pool thread: a barrier holds each task until all threads have one.
     barrier = threading.Barrier(POOL_THREADS)
@@ -195,6 +211,13 @@ def collection_without(held: HeldOut, *encoders) -> Iterator[str]:
     schema."""
     if connection.in_atomic_block:
         raise HeldOutLeak("A held-out copy must be committed: run the evaluation outside a transaction.")
+    if replica_aliases():
+        # A replica gets the copy only by WAL replay; a search_path naming a schema it does not have yet is
+        # ignored there, so its reads would go to the live tables with the held-out captions (audit finding 1).
+        raise HeldOutLeak(
+            f"Streaming replicas are configured ({', '.join(replica_aliases())}): the served search would read "
+            "held-out captions from them. Evaluate with DATABASE_REPLICA_URLS unset."
+        )
     schema = f"loupe_heldout_{os.getpid()}"
     shutdown_pool()
     forget_process_caches(*encoders)

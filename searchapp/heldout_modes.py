@@ -39,6 +39,7 @@ from searchapp.evaluation import (
     labelled_query,
     refuse_learned,
     served_pass,
+    without_feedback,
 )
 from searchapp.fusion_fit import LabelledQuery
 from searchapp.heldout import HeldOut, collection_without
@@ -48,6 +49,7 @@ from searchapp.search import SearchRequest, SearchService
 IMAGE_TO_TEXT_CHANNELS = ("clip", "caption")
 
 
+@without_feedback
 def held_out_image_to_text(
     service: SearchService, *, rotations: int = 5, ks=(1, 5, 10), progress: Progress = None
 ) -> dict:
@@ -95,13 +97,16 @@ def held_out_image_to_text(
         return [hit.caption.pk for hit in evaluated.describe(image_id, k=depth)]
 
     # describe serves CLIP alone: its list is compared with the CLIP channel's, not with a fusion's.
-    served, disagreements = served_pass(
+    served, disagreements, served_per_query = served_pass(
         service, labelled, results, hidden, served_order, depth, progress, offline=_clip_order
     )
     results["metrics"].update(served)
     results["served_differs_from_clip_channel"] = disagreements
-    results["fused_minus_best_channel"] = against_best_channel(
-        results.pop("per_query"), "convex_fitted", IMAGE_TO_TEXT_CHANNELS
+    results["served_agrees_with_offline"] = disagreements == 0
+    per_query = results.pop("per_query")
+    results["fused_minus_best_channel"] = against_best_channel(per_query, "convex_fitted", IMAGE_TO_TEXT_CHANNELS)
+    results["served_minus_best_channel"] = against_best_channel(
+        {**per_query, **served_per_query}, "served", IMAGE_TO_TEXT_CHANNELS
     )
     results.pop("fusions")
     return results
@@ -133,6 +138,7 @@ def _nearest_by_own_captions(sentence, image_id: int, targets: dict[int, np.ndar
     return [(ids[i], float(scores[i])) for i in order]
 
 
+@without_feedback
 def held_out_tags(service: SearchService, *, rotations: int = 5, ks=(1, 5, 10), progress: Progress = None) -> dict:
     """Each tag of a rotation's held-out images as the query (their tags hidden), per channel, fused
     (cross-fitted) and served (parallel channels on and off); only the held-out images are ranked."""
@@ -163,10 +169,16 @@ def held_out_tags(service: SearchService, *, rotations: int = 5, ks=(1, 5, 10), 
     def served_order(evaluated: SearchService, query: LabelledQuery) -> list[int]:
         return [h.image.pk for h in evaluated.search(SearchRequest(text=query.text, page_size=page)).hits]
 
-    served, disagreements = served_pass(service, labelled, results, hidden, served_order, depth, progress, page=page)
+    served, disagreements, served_per_query = served_pass(
+        service, labelled, results, hidden, served_order, depth, progress, page=page
+    )
     results["metrics"].update(served)
     results["served_differs_from_offline"] = disagreements
-    results["served_minus_best_channel"] = against_best_channel(results.pop("per_query"), "convex_fitted")
+    results["served_agrees_with_offline"] = disagreements == 0
+    # From the served pass's own per-query values (audit finding 7).
+    results["served_minus_best_channel"] = against_best_channel(
+        {**results.pop("per_query"), **served_per_query}, "served"
+    )
     results["images_ranked_per_rotation"] = {r: len(h.images) for r, h in hidden.items()}
     results.pop("fusions")
     return results

@@ -14,6 +14,7 @@ from collection.fusion import CONVEX, RRF
 from collection.models import Caption, FusionSetting, Image
 from searchapp import evaluation, heldout_modes
 from searchapp.fusion_fit import fit_convex, fit_weights
+from searchapp.heldout import HeldOutLeak
 from searchapp.search import SearchService
 
 
@@ -104,13 +105,19 @@ class Command(BaseCommand):
                     progress=bar.update,
                     noisy_truth_sigmas=opts["noisy_truth"],
                 )
-        except evaluation.EvaluationRefused as exc:
+        except (evaluation.EvaluationRefused, HeldOutLeak) as exc:
             raise CommandError(str(exc)) from None
         for name, metrics in measured["metrics"].items():
             results[f"heldout_{name}"] = metrics
         results["heldout_weights_by_rotation"] = measured["weights"]
         results["heldout_normalisation_by_rotation"] = measured["normalisations"]
-        for name in ("served_differs_from_offline", "twins_not_queried", "served_minus_best_channel", "by_source"):
+        for name in (
+            "served_differs_from_offline",
+            "served_agrees_with_offline",
+            "twins_not_queried",
+            "served_minus_best_channel",
+            "by_source",
+        ):
             results[f"heldout_{name}"] = measured[name]
         if "noisy_truth" in measured:
             results["noisy_truth"] = measured["noisy_truth"]
@@ -119,7 +126,8 @@ class Command(BaseCommand):
             f"{label} {best[label]['difference']:+.4f} [{best[label]['low']:+.4f}, {best[label]['high']:+.4f}]"
             for label in ("recall@1", "mrr")
         )
-        self.stdout.write(f"Fusion minus the best channel ({best['best_channel']}), 95% paired bootstrap: {shown}")
+        self.stdout.write(f"Served minus the best channel ({best['best_channel']}), 95% paired bootstrap: {shown}")
+        self._flag_disagreement(measured)
         if opts["calibrate"]:
             self._calibrate(service, measured)
 
@@ -138,7 +146,7 @@ class Command(BaseCommand):
         try:
             with tqdm(desc=f"{opts['by']} (served pass)", disable=None) as bar:
                 measured = measure(service, rotations=opts["rotations"], ks=opts["k"], progress=bar.update)
-        except evaluation.EvaluationRefused as exc:
+        except (evaluation.EvaluationRefused, HeldOutLeak) as exc:
             raise CommandError(str(exc)) from None
         for name, metrics in measured.pop("metrics").items():
             results[f"{prefix}_{name}"] = metrics
@@ -150,7 +158,15 @@ class Command(BaseCommand):
             f"{label} {best[label]['difference']:+.4f} [{best[label]['low']:+.4f}, {best[label]['high']:+.4f}]"
             for label in ("recall@1", "mrr")
         )
-        self.stdout.write(f"Fusion minus the best channel ({best['best_channel']}), 95% paired bootstrap: {shown}")
+        self.stdout.write(f"Served minus the best channel ({best['best_channel']}), 95% paired bootstrap: {shown}")
+        self._flag_disagreement(measured)
+
+    def _flag_disagreement(self, measured: dict) -> None:
+        if not measured["served_agrees_with_offline"]:
+            self.stderr.write(
+                "WARNING: served lists differ from the offline fusion of the recorded lists "
+                "(served_agrees_with_offline false): the offline rows do not describe what serves."
+            )
 
     def _calibrate(self, service: SearchService, measured: dict) -> None:
         """Store the fusion that did better on the cross-fitted figures, refitted on every held-out caption."""
